@@ -1,0 +1,5 @@
+"""pytest setup for phoalign: tests never touch the network, and plots render headless."""
+import os
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
+os.environ.setdefault('MPLBACKEND', 'Agg')
