@@ -3,7 +3,7 @@ import os
 from pathlib import Path
 import pytest
 from nbdev.config import get_config
-from nbdev.test import test_nb
+from nbdev import test as nbdev_test  # not `import test_nb`: pytest would collect it
 
 here = Path(__file__).parent
 notebooks = sorted(p for p in here.rglob('*.ipynb')
@@ -13,5 +13,5 @@ force_flags = os.environ.get('PHOALIGN_TEST_FLAGS', '').split()  # e.g. "slow" t
 
 @pytest.mark.parametrize('notebook', notebooks, ids=[str(p.relative_to(here)) for p in notebooks])
 def test_notebook(notebook):
-    ok, seconds = test_nb(notebook, skip_flags=skip_flags, force_flags=force_flags, showerr=True)
+    ok, seconds = nbdev_test.test_nb(notebook, skip_flags=skip_flags, force_flags=force_flags, showerr=True)
     assert ok, f'{notebook.name} failed (the traceback is in the captured stderr above)'

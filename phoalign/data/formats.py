@@ -10,9 +10,9 @@ import numpy as np, pandas as pd
 from ..core import DataError, Registry
 
 # %% auto #0
-__all__ = ['COLUMNS', 'READERS', 'PREFIXES', 'normalize_caption', 'read_coco', 'read_ktvic', 'read_openviic', 'read_jsonl',
-           'read_csv', 'read_flickr30k', 'read_tsv', 'read_folder', 'detect_format', 'read_pairs', 'merge_pairs',
-           'check_splits', 'split_images']
+__all__ = ['COLUMNS', 'IMAGE_SUFFIXES', 'READERS', 'PREFIXES', 'normalize_caption', 'read_coco', 'read_ktvic', 'read_openviic',
+           'read_jsonl', 'read_csv', 'read_flickr30k', 'read_tsv', 'read_folder', 'detect_format', 'read_pairs',
+           'merge_pairs', 'check_splits', 'split_images']
 
 # %% ../../nbs/01_data.formats.ipynb #a6d73715
 _TAG = re.compile(r'<[^>]+>')
@@ -24,8 +24,9 @@ def normalize_caption(text) -> str:
     text = html.unescape(_TAG.sub(' ', str(text)))
     return _SPACE.sub(' ', unicodedata.normalize('NFC', text)).strip()
 
-# %% ../../nbs/01_data.formats.ipynb #42f6e720
+# %% ../../nbs/01_data.formats.ipynb #c8805a09
 COLUMNS = ['image', 'caption', 'image_id', 'source', 'split']
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff', '.gif')
 READERS = Registry('reader')
 
 class _Problems:
@@ -112,7 +113,7 @@ def read_jsonl(path:Path, problems:_Problems):
         except json.JSONDecodeError as e: problems.add(path, n, 'malformed_row', f'line {n} is not JSON ({e.msg})'); continue
         for rec in _read_records([it], path, problems): yield (*rec[:4], n)
 
-# %% ../../nbs/01_data.formats.ipynb #c9a98ae4
+# %% ../../nbs/01_data.formats.ipynb #20c22a4b
 _IMAGE_COLS, _CAPTION_COLS = ('image_file', 'image', 'image_name', 'filepath', 'file_name', 'filename', 'path'), ('caption', 'comment', 'text', 'title')
 
 def _csv_rows(path:Path, problems:_Problems, delimiter=None):
@@ -159,13 +160,15 @@ def read_tsv(path:Path, problems:_Problems):
 
 @READERS.register('folder')
 def read_folder(path:Path, problems:_Problems):
-    "A folder with `images/` and `captions/<stem>.txt` (one caption a line)."
-    images = {p.stem: p for p in sorted((path/'images').iterdir()) if p.is_file()} if (path/'images').is_dir() else {}
+    "A folder with `captions/<stem>.txt` (one caption a line) and the images of the same stems (in `images/` or elsewhere below)."
+    found = [p for p in sorted(path.rglob('*')) if p.suffix.lower() in IMAGE_SUFFIXES and 'captions' not in p.relative_to(path).parts]
+    images = {}
+    for p in sorted(found, key=lambda p: p.relative_to(path).parts[0] != 'images'): images.setdefault(p.stem, p)  # images/ first
     for cap_file in sorted((path/'captions').glob('*.txt')):
         lines = [l for l in _read_text(cap_file).splitlines() if l.strip()]
         if not lines: problems.add(cap_file, None, 'empty_caption', 'caption file has no caption'); continue
         image = images.get(cap_file.stem)
-        if image is None: problems.add(cap_file, None, 'missing_field', f'no image named {cap_file.stem}.* in {path/"images"}'); continue
+        if image is None: problems.add(cap_file, None, 'missing_field', f'no image named {cap_file.stem}.* under {path}'); continue
         for n, line in enumerate(lines, 1): yield str(image), line, cap_file.stem, '', n
 
 # %% ../../nbs/01_data.formats.ipynb #ae84a29e
@@ -219,7 +222,7 @@ def read_pairs(path, # a caption file or a dataset folder
                       "see df.attrs['problems']")
     return df
 
-# %% ../../nbs/01_data.formats.ipynb #7fca83f2
+# %% ../../nbs/01_data.formats.ipynb #3b4837c7
 PREFIXES = {'coco': 'COCO_', 'flickr30k': 'flickr-', 'ktvic': 'ktvic-', 'openviic': 'openviic-'}
 
 def merge_pairs(tables:dict|list, # `{source: df}`, or a list of dfs (each named by its `source` column)
@@ -236,7 +239,7 @@ def merge_pairs(tables:dict|list, # `{source: df}`, or a list of dfs (each named
     out.attrs.update(format='merged', path=', '.join(str(df.attrs.get('path', '')) for _, df in items), problems=problems)
     return out
 
-# %% ../../nbs/01_data.formats.ipynb #cb793d20
+# %% ../../nbs/01_data.formats.ipynb #d4994fcf
 def check_splits(df:pd.DataFrame) -> pd.DataFrame:
     "Raise if an image is in two splits; return `df`."
     n = df.groupby('image_id').split.nunique()
