@@ -71,7 +71,7 @@ class Registry:
 # %% ../nbs/00_core.ipynb #1b9b4585
 vision_models = Registry('vision model')
 
-# %% ../nbs/00_core.ipynb #4e763321
+# %% ../nbs/00_core.ipynb #6b75b0da
 class Tower(nn.Module):
     "Base of image and text towers: `forward(x) -> dict(pooled, tokens, mask)`, freezing by layers."
     out_dim:int
@@ -84,7 +84,7 @@ class Tower(nn.Module):
         "Freeze every parameter (and keep BatchNorm statistics fixed)."
         for p in self.parameters(): p.requires_grad_(False)
         self.frozen = True
-        return self
+        return self.train(False)
 
     def unfreeze(self, last_n_layers:int|None=None): # None opens everything; N opens the last N layer groups
         "Make the whole tower, or only its last `last_n_layers` layer groups, trainable."
