@@ -9,8 +9,8 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from .core import Registry
 
 # %% auto #0
-__all__ = ['heads', 'create_head', 'LinearHead', 'MLPHead', 'AttentionHead', 'CrossModalHead', 'CLIPHead', 'SigLIPHead',
-           'ALIGNHead', 'BLIPHead']
+__all__ = ['heads', 'create_head', 'LinearHead', 'IdentityHead', 'MLPHead', 'AttentionHead', 'CrossModalHead', 'CLIPHead',
+           'SigLIPHead', 'ALIGNHead', 'BLIPHead']
 
 # %% ../nbs/04_heads.ipynb #c0ff50f1
 heads = Registry('head')
@@ -22,7 +22,7 @@ def create_head(name:str, # a registered head name: mlp, attention, cross_modal,
     "A projection head by name."
     return heads.create(name, in_dim, out_dim, **options)
 
-# %% ../nbs/04_heads.ipynb #6201e100
+# %% ../nbs/04_heads.ipynb #0452d9f1
 @heads.register('linear')
 class LinearHead(nn.Module):
     "A single linear projection (optionally without bias)."
@@ -32,7 +32,15 @@ class LinearHead(nn.Module):
         self.proj = nn.Linear(in_dim, out_dim, bias=bias)
     def forward(self, x): return self.proj(x)
 
-# %% ../nbs/04_heads.ipynb #2922f8fc
+@heads.register('identity')
+class IdentityHead(nn.Module):
+    "No projection: for towers that already end in the shared space (the paired-CIFAR ViT, CLIP's text projection)."
+    def __init__(self, in_dim:int, out_dim:int):
+        super().__init__()
+        if in_dim != out_dim: raise ValueError(f'the identity head needs in_dim == out_dim, got {in_dim} and {out_dim}')
+    def forward(self, x): return x
+
+# %% ../nbs/04_heads.ipynb #0863070c
 @heads.register('mlp')
 class MLPHead(nn.Module):
     "PhoCLIP's residual projection head."
@@ -49,7 +57,7 @@ class MLPHead(nn.Module):
         projected = self.projection(x)
         return self.layer_norm(self.dropout(self.fc(self.gelu(projected))) + projected)
 
-# %% ../nbs/04_heads.ipynb #62087659
+# %% ../nbs/04_heads.ipynb #12e8d507
 @heads.register('attention')
 class AttentionHead(nn.Module):
     "Self-attention over learned sub-tokens (or given tokens), pooled with a learned query."
@@ -99,7 +107,7 @@ class CrossModalHead(AttentionHead):
         pooled, _ = self.pool(self.query.expand(len(t), -1, -1), t, t, key_padding_mask=pad)
         return self.norm(pooled[:, 0])
 
-# %% ../nbs/04_heads.ipynb #446f3d7c
+# %% ../nbs/04_heads.ipynb #d7ad8b35
 @heads.register('clip')
 class CLIPHead(nn.Module):
     "CLIP's linear projection (no bias) with a learnable temperature."
@@ -137,7 +145,7 @@ class ALIGNHead(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
     def forward(self, x): return self.net(x)
 
-# %% ../nbs/04_heads.ipynb #b1a353fc
+# %% ../nbs/04_heads.ipynb #18297f2d
 @heads.register('blip')
 class BLIPHead(nn.Module):
     "A linear projection with an exponential-moving-average copy for momentum distillation."

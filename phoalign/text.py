@@ -12,8 +12,8 @@ from .data.formats import normalize_caption
 
 # %% auto #0
 __all__ = ['SBERT_NAMES', 'text_towers', 'Segmenter', 'TextTower', 'HFTextTower', 'PhoBERTTower', 'learn_bpe',
-           'build_tiny_phobert', 'resolve_sbert', 'SBERTTower', 'CLIPTextTower', 'SimpleTokenizer', 'ScratchTextTower',
-           'scratch_tower', 'create_text_tower']
+           'build_tiny_phobert', 'resolve_sbert', 'SBERTTower', 'CLIPTextTower', 'build_tiny_clip_text',
+           'SimpleTokenizer', 'ScratchTextTower', 'scratch_tower', 'create_text_tower']
 
 # %% ../nbs/02_text.ipynb #260c8481
 class Segmenter:
@@ -218,7 +218,32 @@ class CLIPTextTower(HFTextTower):
         out = self.model(input_ids=batch['input_ids'], attention_mask=batch['attention_mask'])
         return dict(pooled=out.text_embeds, tokens=out.last_hidden_state, mask=batch['attention_mask'].bool())
 
-# %% ../nbs/02_text.ipynb #94bbbb1d
+# %% ../nbs/02_text.ipynb #360bf1f1
+def build_tiny_clip_text(out_dir, # folder to write
+                         captions:list[str], # texts whose words the tokenizer must know
+                         hidden_size:int=32, layers:int=2, heads:int=2, projection_dim:int=24) -> Path:
+    "Write a toy CLIP text model + BPE tokenizer (a merge chain per word) that load with `AutoTokenizer`/`CLIPTextModelWithProjection`."
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    words = sorted({w for c in captions for w in re.findall(r'\w+', c.lower())})
+    chars = sorted({ch for w in words for ch in w})
+    vocab = {t: i for i, t in enumerate(['<|startoftext|>', '<|endoftext|>'] + chars + [c + '</w>' for c in chars])}
+    merges = {}
+    for w in words:  # merges that build each word from its characters, left to right
+        acc = w[0]
+        for k, ch in enumerate(w[1:], 1):
+            right = ch + ('</w>' if k == len(w) - 1 else '')
+            merges[f'{acc} {right}'] = None; vocab.setdefault(acc + right, len(vocab)); acc += ch
+    (out/'vocab.json').write_text(json.dumps(vocab, ensure_ascii=False), encoding='utf-8')
+    (out/'merges.txt').write_text('#version: 0.2\n' + '\n'.join(merges) + '\n', encoding='utf-8')
+    CLIPTokenizer(str(out/'vocab.json'), str(out/'merges.txt')).save_pretrained(out)
+    torch.manual_seed(0)
+    CLIPTextModelWithProjection(CLIPTextConfig(vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=4 * hidden_size,
+                                               num_hidden_layers=layers, num_attention_heads=heads, projection_dim=projection_dim,
+                                               max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1)).save_pretrained(out)
+    return out
+
+# %% ../nbs/02_text.ipynb #7a123c53
 class SimpleTokenizer:
     "A word-level tokenizer fitted on captions: lower-cased, NFC, punctuation split; [PAD]=0, [UNK]=1, [CLS]=2."
     specials = ['[PAD]', '[UNK]', '[CLS]']
@@ -279,7 +304,7 @@ class ScratchTextTower(TextTower):
         pooled = x[:, 0] if self.pooling == 'cls' else (x * m).sum(1) / m.sum(1).clamp(min=1)
         return dict(pooled=pooled, tokens=x, mask=mask)
 
-# %% ../nbs/02_text.ipynb #ad3ed54f
+# %% ../nbs/02_text.ipynb #d793af74
 text_towers = Registry('text tower')
 for _name, _repo in (('phobert-base', 'vinai/phobert-base'), ('phobert-large', 'vinai/phobert-large')):
     text_towers.register(_name)(lambda pretrained=True, _repo=_repo, **kw: PhoBERTTower(_repo, pretrained=pretrained, **kw))
@@ -288,9 +313,10 @@ text_towers.register('clip-text')(lambda pretrained=True, **kw: CLIPTextTower(pr
 
 @text_towers.register('scratch')
 def scratch_tower(pretrained=False, captions=None, vocab_size=None, **kw):
-    "A `ScratchTextTower` fitted on `captions` (or sized by `vocab_size`, its vocabulary then loaded with the weights)."
+    "A `ScratchTextTower` fitted on `captions`; without captions, sized by `vocab_size` (its words then load with the weights)."
     if captions is None and vocab_size is None: raise ValueError('the scratch text tower needs captions= to fit its vocabulary (or vocab_size=)')
-    return ScratchTextTower(SimpleTokenizer.fit(captions) if captions is not None else None, vocab_size=vocab_size, **kw)
+    if captions is not None: return ScratchTextTower(SimpleTokenizer.fit(captions), **kw)  # size follows the captions
+    return ScratchTextTower(vocab_size=vocab_size, **kw)
 
 def create_text_tower(name_or_path:str, # a registered name or a local model folder
                       pretrained:bool=True, # load pretrained weights
