@@ -68,3 +68,33 @@ def test_data_synth_cirr(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert (tmp_path/'s'/'captions_en.json').exists() and (tmp_path/'s'/'captions_vi.json').exists()
     assert list((tmp_path/'s'/'cirr'/'captions').glob('cap.rc2.*.json'))
+
+RECALL_KEYS = ['i2t_r1', 'i2t_r5', 'i2t_r10', 't2i_r1', 't2i_r5', 't2i_r10', 'rsum']
+
+def test_demo(tmp_path):
+    r = phoalign('demo', '--out', tmp_path/'demo', '--n', '400', '--epochs', '2')
+    assert r.returncode == 0, r.stdout + r.stderr
+    metrics = json.loads((tmp_path/'demo'/'metrics.json').read_text())
+    assert list(metrics) == RECALL_KEYS and 0 <= metrics['t2i_r5'] <= 100
+    for name in ('best.pt', 'last.pt', 'curves.png', 'metrics.csv'): assert (tmp_path/'demo'/name).stat().st_size > 0
+    assert 'top-5 captions' in r.stdout and 'top-5 images' in r.stdout and 'R@5' in r.stdout
+
+def test_train_then_eval(tmp_path):
+    assert phoalign('data', 'synth', '--out', tmp_path/'s', '--n', '200', '--lang', 'en').returncode == 0
+    r = phoalign('train', 'tiny', f'data.path={tmp_path/"s"/"captions_en.json"}', 'train.epochs=1', f'train.output_dir={tmp_path/"run"}', '--no-progress')
+    assert r.returncode == 0, r.stdout + r.stderr
+    ev = phoalign('eval', tmp_path/'run'/'best.pt', '--data', tmp_path/'s'/'captions_en.json', '--json')
+    assert ev.returncode == 0, ev.stderr
+    assert list(json.loads(ev.stdout)) == RECALL_KEYS
+    again = phoalign('eval', tmp_path/'run'/'best.pt', '--data', tmp_path/'s'/'captions_en.json', '--json')
+    assert again.stdout == ev.stdout                                        # the same held-out split, the same numbers
+    bad = phoalign('eval', tmp_path/'run'/'best.pt', '--data', tmp_path/'s'/'captions_en.json', '--split', 'dev')
+    assert bad.returncode == 2 and "no 'dev' split" in bad.stderr
+
+def test_train_errors(tmp_path):
+    r = phoalign('train', 'tiny', 'train.epoch=2')
+    assert r.returncode == 2 and "did you mean 'epochs'" in r.stderr
+    r = phoalign('train', 'tiny', 'train.epochs=1')
+    assert r.returncode == 2 and 'data.path is not set' in r.stderr
+    r = phoalign('eval', tmp_path/'none.pt', '--data', gallery/'captions_vi.json')
+    assert r.returncode == 2 and 'none.pt' in r.stderr

@@ -10,7 +10,8 @@ import phoalign
 from .core import DataError
 
 # %% auto #0
-__all__ = ['COMMANDS', 'command', 'arg', 'build_parser', 'main', 'data_check', 'data_synth', 'data_demo']
+__all__ = ['COMMANDS', 'RECALL_KEYS', 'command', 'arg', 'build_parser', 'main', 'data_check', 'data_synth', 'data_demo', 'train',
+           'evaluate', 'demo']
 
 # %% ../nbs/14_cli.ipynb #72bc3d4d
 COMMANDS = {}
@@ -138,3 +139,97 @@ def data_demo(args):
     print(f'5. preview -> {_preview(pairs, out/"preview.png")}')
     for _, r in pairs.head(3).iterrows(): print(f'   {Path(r.image).name}: {r.caption}')
     return 0 if report['ok'] else 1
+
+# %% ../nbs/14_cli.ipynb #5b3c339b
+RECALL_KEYS = ['i2t_r1', 'i2t_r5', 'i2t_r10', 't2i_r1', 't2i_r5', 't2i_r10', 'rsum']
+
+@command('train', 'train a model: CONFIG is a preset (tiny, phoclip, vignn-clip, cifar-vit) or a YAML file',
+         arg('config', help='preset name or YAML file with model/data/train/loss sections'),
+         arg('overrides', nargs='*', help='section.key=value, e.g. data.path=caps.json train.epochs=5'),
+         arg('--resume', default=None, help="continue from 'last', 'best' or a checkpoint path in train.output_dir"),
+         arg('--no-progress', action='store_true', help='no progress bars'))
+def train(args):
+    "`phoalign train`: train, then evaluate the best checkpoint on the test split."
+    from phoalign.model import load_config, create_model, load_model
+    from phoalign.train import Trainer, prepare_data, evaluate_retrieval
+    from phoalign.metrics import format_metrics
+    cfg = load_config(args.config, *args.overrides)
+    splits = prepare_data(cfg)
+    print(' '.join(f'{k}: {v.image_id.nunique()} images' for k, v in sorted(splits.items())))
+    model = create_model(cfg, captions=splits['train'].caption.tolist())
+    trainer = Trainer(model, splits['train'], splits.get('val'), progress=not args.no_progress, live=False)
+    if args.resume: trainer.resume(args.resume)
+    for row in trainer.fit():
+        print(f'epoch {row["epoch"]}: loss {row["train_loss"]:.4f}' + (f', val rsum {row["val_rsum"]:.1f}' if 'val_rsum' in row else ''))
+    if 'test' in splits:
+        best = load_model(trainer.run_dir/'best.pt')
+        print(format_metrics(evaluate_retrieval(best, trainer._dataset(splits['test'], train=False))))
+    print(f'checkpoints, metrics and curves in {trainer.run_dir}')
+    return 0
+
+@command('eval', 'evaluate a checkpoint on image-caption data (I2T/T2I Recall@1/5/10, RSum)',
+         arg('checkpoint', help='a checkpoint written by phoalign train'),
+         arg('--data', required=True, help='caption file or folder'),
+         arg('--format', default=None, help='reader name (default: the one in the checkpoint config, or detect)'),
+         arg('--images', default=None, help='image root'),
+         arg('--split', default='test', help="split to evaluate, as the training run made it, or 'all'"),
+         arg('--json', action='store_true', help='print the metrics as JSON'))
+def evaluate(args):
+    "`phoalign eval`: metrics of a checkpoint on a split of a data set."
+    import copy
+    from phoalign.model import load_model
+    from phoalign.train import prepare_data, evaluate_retrieval
+    from phoalign.data.datasets import PairsDataset
+    from phoalign.data.transforms import image_transform
+    from phoalign.metrics import format_metrics
+    model = load_model(args.checkpoint)
+    cfg = copy.deepcopy(model.config)
+    cfg.data.path, cfg.data.images = args.data, args.images
+    cfg.data.format = args.format or ('auto' if cfg.data.format == 'auto' else cfg.data.format)
+    splits = prepare_data(cfg)
+    import pandas as pd
+    pairs = pd.concat(splits.values()) if args.split == 'all' else splits.get(args.split)
+    if pairs is None: raise ValueError(f'no {args.split!r} split in {args.data} (splits: {", ".join(sorted(splits))})')
+    tfm = image_transform('none', cfg.data.image_size, cfg.data.normalize, train=False)
+    metrics = evaluate_retrieval(model, PairsDataset(pairs, transform=tfm), batch_size=cfg.train.batch_size)
+    print(json.dumps({k: round(metrics[k], 4) for k in RECALL_KEYS}) if args.json else format_metrics(metrics))
+    return 0
+
+# %% ../nbs/14_cli.ipynb #09a88ddf
+@command('demo', 'train the tiny preset on the embedded shapes set and search with it (CPU, a few minutes)',
+         arg('--out', default='outputs/demo', help='output folder'),
+         arg('--n', type=int, default=2000, help='images in the generated set'),
+         arg('--epochs', type=int, default=8, help='training epochs'),
+         arg('--lang', default='vi', choices=['vi', 'en'], help='caption language'))
+def demo(args):
+    "`phoalign demo`: generate, train, evaluate, save and search."
+    import torch
+    from phoalign.data.synthetic import make_shapes, write_coco
+    from phoalign.model import create_model, load_model, load_config
+    from phoalign.train import Trainer, prepare_data, encode_dataset
+    from phoalign.metrics import format_metrics, retrieval_metrics
+    from phoalign.core import atomic_write
+    out, t0 = Path(args.out), time.time()
+    caps = write_coco(make_shapes(args.n, size=64, seed=0), out/'data', lang=args.lang)
+    cfg = load_config('tiny', f'data.path={caps}', f'train.epochs={args.epochs}', f'train.output_dir={out}')
+    splits = prepare_data(cfg)
+    print(f'1. {args.n} images with {args.lang} captions in {time.time() - t0:.0f}s; ' + ', '.join(f'{k} {v.image_id.nunique()}' for k, v in sorted(splits.items())))
+    trainer = Trainer(create_model(cfg, captions=splits['train'].caption.tolist()), splits['train'], splits['val'], progress=False, live=False)
+    for row in trainer.fit():
+        print(f'2. epoch {row["epoch"]}/{args.epochs}: loss {row["train_loss"]:.3f}, val T2I R@5 {row["val_t2i_r5"]:.1f}, {row["seconds"]:.0f}s')
+    model = load_model(out/'best.pt')
+    test = trainer._dataset(splits['test'], train=False)
+    img, txt, owner = encode_dataset(model, test)
+    metrics = retrieval_metrics(img, txt, owner)
+    with atomic_write(out/'metrics.json', 'w') as f: json.dump({k: round(metrics[k], 4) for k in RECALL_KEYS}, f, indent=1)
+    print(f'3. held-out test split ({len(img)} images, {len(txt)} captions):\n' + format_metrics(metrics))
+    captions, _ = test.all_captions()
+    top_caps = (img[0] @ txt.T).topk(5).indices.tolist()
+    print(f'4. top-5 captions for test image {Path(test.images[0]).name}:')
+    for r, j in enumerate(top_caps, 1): print(f'   {r}. {"*" if owner[j] == 0 else " "} {captions[j]}')
+    query = captions[0]
+    top_imgs = (txt[0] @ img.T).topk(5).indices.tolist()
+    print(f'5. top-5 images for "{query}":')
+    for r, i in enumerate(top_imgs, 1): print(f'   {r}. {"*" if i == owner[0] else " "} {Path(test.images[i]).name}: {test.captions[i][0]}')
+    print(f'6. checkpoint {out/"best.pt"}, curves {out/"curves.png"}, metrics {out/"metrics.json"} ({time.time() - t0:.0f}s in all; * = correct)')
+    return 0

@@ -19,7 +19,7 @@ from .data.datasets import PairsDataset, PairsCollate, SkipTracker
 
 # %% auto #0
 __all__ = ['cosine_with_warmup', 'EpochSampler', 'RunLogger', 'LiveCurves', 'rng_state', 'set_rng_state', 'load_checkpoint',
-           'NonFiniteLossError', 'Trainer', 'encode_dataset', 'evaluate_retrieval']
+           'NonFiniteLossError', 'Trainer', 'encode_dataset', 'evaluate_retrieval', 'prepare_data']
 
 # %% ../nbs/08_train.ipynb #960ef9ab
 def cosine_with_warmup(optimizer, # the optimiser whose groups' learning rates are scaled
@@ -320,3 +320,15 @@ def evaluate_retrieval(model:AlignModel, dataset:PairsDataset, batch_size:int=64
     "I2T/T2I Recall@1/5/10, RSum and mean recall of `model` on `dataset`."
     img, txt, owner = encode_dataset(model, dataset, batch_size)
     return retrieval_metrics(img, txt, owner)
+
+# %% ../nbs/08_train.ipynb #b876dedd
+def prepare_data(config:Config) -> dict:
+    "The train/val/test(/tune) pairs of `config.data`: `{split: DataFrame}`."
+    from phoalign.data.formats import read_pairs, split_images
+    dc = config.data
+    if not dc.path: raise ValueError('data.path is not set: pass data.path=<caption file or folder>')
+    pairs = read_pairs(dc.path, format=dc.format, images=dc.images, strict=dc.strict)
+    pairs = split_images(pairs, dc.val_frac, dc.test_frac, dc.tune_frac, seed=dc.seed, keep_existing=True)
+    out = {name: df for name, df in pairs.groupby('split')}
+    if 'train' not in out: raise ValueError(f'{dc.path}: no training images after splitting (splits: {sorted(out)})')
+    return out
