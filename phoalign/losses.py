@@ -157,7 +157,7 @@ class BLIPLoss(_ContrastiveBase):
         loss = (loss_i2t + loss_t2i) / 2
         return self._out(output_dict, loss=loss, contrastive_loss=loss, alpha=self.current_alpha)
 
-# %% ../nbs/05_losses.ipynb #a30a930d
+# %% ../nbs/05_losses.ipynb #866adc3b
 def _token_scores(a, am, b, bm):
     "FILIP pair scores `[Ba, Bb]`: mean over a's tokens of the max over b's tokens (masks: True = real token)."
     sim = torch.einsum('ind,jmd->ijnm', a, b)
@@ -184,7 +184,11 @@ class MultiScaleLoss(_ContrastiveBase):
         i2t = _token_scores(image_tokens, im.bool(), text_tokens, tm.bool())
         t2i = _token_scores(text_tokens, tm.bool(), image_tokens, im.bool())
         local = _infonce(logit_scale * i2t, logit_scale * t2i)
-        consistency = 2 - F.cosine_similarity(image_features, _masked_mean(image_tokens, im.bool()), dim=-1).mean() \
+        if self.lambda_global and image_tokens.shape[-1] != image_features.shape[-1]:
+            raise ValueError(f'the global consistency term compares pooled embeddings ({image_features.shape[-1]}-d) with the mean of '
+                             f'the local tokens ({image_tokens.shape[-1]}-d): give the tokens the embedding width '
+                             '(model.options.local_dim = model.embed_dim) or set lambda_global=0')
+        consistency = zero if not self.lambda_global else 2 - F.cosine_similarity(image_features, _masked_mean(image_tokens, im.bool()), dim=-1).mean() \
                         - F.cosine_similarity(text_features, _masked_mean(text_tokens, tm.bool()), dim=-1).mean()
         loss = contrastive + self.lambda_local * local + self.lambda_global * consistency
         return self._out(output_dict, loss=loss, contrastive_loss=contrastive, local_loss=local, global_loss=consistency)
