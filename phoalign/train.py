@@ -145,7 +145,7 @@ def load_checkpoint(path:str|Path) -> dict:
 class NonFiniteLossError(FloatingPointError):
     "The loss became NaN or infinite; the run stopped and the last good checkpoint is intact."
 
-# %% ../nbs/08_train.ipynb #e6c4bfa8
+# %% ../nbs/08_train.ipynb #ed3ac0c7
 class Trainer:
     "Trains an `AlignModel` on image–caption pairs with a contrastive loss, on Accelerate."
     def __init__(self,
@@ -163,6 +163,8 @@ class Trainer:
         tc, dc = self.config.train, self.config.data
         if tc.precision == 'fp16' and not torch.cuda.is_available(): raise ValueError("train.precision='fp16' needs a GPU; use 'bf16' or 'no' on CPU")
         seed_everything(tc.seed)
+        from accelerate.state import AcceleratorState
+        AcceleratorState._reset_state()  # a new trainer may use another precision in the same process (the process group stays)
         self.accelerator = Accelerator(mixed_precision=tc.precision, gradient_accumulation_steps=tc.grad_accum,
                                        cpu=get_device(tc.device).type == 'cpu')
         self.model, self.progress = model, progress and self.accelerator.is_local_main_process
