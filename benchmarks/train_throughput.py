@@ -10,11 +10,10 @@ import torch
 from torch.utils.data import Dataset
 from phoalign.core import get_device
 from phoalign.model import load_config, create_model
-from phoalign.losses import create_loss, clamp_logit_scale_
+from phoalign.losses import loss_from_config, loss_inputs, clamp_logit_scale_
 from phoalign.train import Trainer, cosine_with_warmup
 from phoalign.text import build_tiny_phobert
 from phoalign.data.synthetic import synthetic_captions
-from phoalign.core import call_with_supported
 
 class RandomPairs(Dataset):
     "Decoded images and captions held in memory, so both loops measure the model step, not image decoding."
@@ -42,7 +41,7 @@ def engine_rate(cfg, data, a):
 def bare_rate(cfg, data, a):
     device = get_device(a.device)
     model = create_model(cfg).to(device).train()
-    loss_fn = create_loss(cfg.loss.name, **cfg.loss.options)
+    loss_fn, inputs = loss_from_config(cfg.loss), loss_inputs(cfg.loss.name)
     tc = cfg.train
     opt = torch.optim.AdamW(model.param_groups(tc.lr, tc.weight_decay, tc.lr_image, tc.lr_text, tc.lr_head))
     sched = cosine_with_warmup(opt, 0, 10_000)
@@ -52,7 +51,8 @@ def bare_rate(cfg, data, a):
         for images, text in loader:
             images, text = images.to(device, non_blocking=True), {k: v.to(device) for k, v in text.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=a.precision == 'bf16'):
-                loss = call_with_supported(loss_fn, **model(images, text))
+                out = model(images, text)
+                loss = loss_fn(**{k: out[k] for k in inputs if k in out})
             loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip or 1e9)
             opt.step(); sched.step(); opt.zero_grad(set_to_none=True); clamp_logit_scale_(model.logit_scale)
     epoch()

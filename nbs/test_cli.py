@@ -41,7 +41,8 @@ def test_data_check_reports_bad_rows(tmp_path):
     r = phoalign('data', 'check', tmp_path/'caps.tsv', '--json')
     assert r.returncode == 1, r.stdout + r.stderr
     report = json.loads(r.stdout)
-    assert [Path(p).name for p in report['missing_images']] == ['gone.jpg']
+    assert [Path(m['image']).name for m in report['missing_images']] == ['gone.jpg']
+    assert report['missing_images'][0]['rows'] == [2]
     assert [Path(u['image']).name for u in report['unreadable_images']] == ['zero.jpg']
     assert len(report['empty_captions']) == 1
     human = phoalign('data', 'check', tmp_path/'caps.tsv')
@@ -85,7 +86,8 @@ def test_train_then_eval(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     ev = phoalign('eval', tmp_path/'run'/'best.pt', '--data', tmp_path/'s'/'captions_en.json', '--json')
     assert ev.returncode == 0, ev.stderr
-    assert list(json.loads(ev.stdout)) == RECALL_KEYS
+    result = json.loads(ev.stdout)
+    assert list(result)[:len(RECALL_KEYS)] == RECALL_KEYS and result['split'] == 'test' and result['images'] > 0
     again = phoalign('eval', tmp_path/'run'/'best.pt', '--data', tmp_path/'s'/'captions_en.json', '--json')
     assert again.stdout == ev.stdout                                        # the same held-out split, the same numbers
     bad = phoalign('eval', tmp_path/'run'/'best.pt', '--data', tmp_path/'s'/'captions_en.json', '--split', 'dev')
@@ -98,3 +100,52 @@ def test_train_errors(tmp_path):
     assert r.returncode == 2 and 'data.path is not set' in r.stderr
     r = phoalign('eval', tmp_path/'none.pt', '--data', gallery/'captions_vi.json')
     assert r.returncode == 2 and 'none.pt' in r.stderr
+
+
+def test_train_in_a_fresh_folder_with_two_processes(tmp_path):
+    "The issue's reproduction: torchrun, 2 CPU processes, the tiny preset with the clip head, relative paths."
+    assert phoalign('data', 'synth', '--out', 'shapes', '--n', '120', '--lang', 'vi', cwd=tmp_path).returncode == 0
+    (tmp_path/'clip.yaml').write_text('model: {preset: tiny, head: clip, options: {head: {}}}\n'
+                                      'train: {epochs: 2, batch_size: 16, output_dir: run, device: cpu}\n', encoding='utf-8')
+    torchrun = Path(sys.executable).parent/'torchrun'
+    r = subprocess.run([str(torchrun), '--nproc_per_node', '2', '-m', 'phoalign', 'train', 'clip.yaml', 'data.path=shapes/captions_vi.json',
+                        'train.precision=no', '--no-progress'], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.stdout.count('epoch 2:') == 1, r.stdout               # printed once, by the main process
+    metrics = json.loads((tmp_path/'run'/'metrics.json').read_text())
+    assert list(metrics)[:len(RECALL_KEYS)] == RECALL_KEYS
+    rows = [json.loads(l) for l in (tmp_path/'run'/'metrics.jsonl').read_text().splitlines()]
+    assert [row['epoch'] for row in rows] == [1, 2]
+    ev = phoalign('eval', 'run', '--data', 'shapes/captions_vi.json', cwd=tmp_path)   # a run folder: its best.pt
+    assert ev.returncode == 0 and 'test split of' in ev.stdout and 'captions' in ev.stdout, ev.stderr
+    again = phoalign('train', 'clip.yaml', 'data.path=shapes/captions_vi.json', cwd=tmp_path)   # the folder is in use
+    assert again.returncode == 2 and '--resume' in again.stderr and '--overwrite' in again.stderr and 'Traceback' not in again.stderr
+
+def test_settings_are_checked(tmp_path):
+    for over, msg in [('train.epochs=abc', 'expected a whole number'), ('train.epochs=1.5', 'whole number'),
+                      ('train.epochs=0', 'at least 1'), ('data.image_size=abc', 'data.image_size'),
+                      ('model.head=clip', "does not take 'dropout'"), ('train.monitor=rsun', 'train.monitor'),
+                      ('loss.name=multiscale', 'local_dim')]:
+        r = phoalign('train', 'tiny', over, 'data.path=x.json', cwd=tmp_path)
+        assert r.returncode == 2 and msg in r.stderr and 'Traceback' not in r.stderr, (over, r.stderr)
+    r = phoalign('eval', gallery/'captions_vi.json', '--data', gallery/'captions_vi.json')
+    assert r.returncode == 2 and 'not a phoalign checkpoint' in r.stderr and 'weights_only' not in r.stderr, r.stderr
+
+def test_resume_and_overwrite(tmp_path):
+    assert phoalign('data', 'synth', '--out', 's', '--n', '80', '--lang', 'en', cwd=tmp_path).returncode == 0
+    args = ['train', 'tiny', 'data.path=s/captions_en.json', 'train.epochs=1', 'train.output_dir=run', 'train.batch_size=16', '--no-progress']
+    assert phoalign(*args, cwd=tmp_path).returncode == 0
+    r = phoalign(*args[:3], 'train.epochs=2', *args[4:], '--resume', 'last', cwd=tmp_path)
+    assert r.returncode == 0 and 'resumed from' in r.stdout and 'epoch 2:' in r.stdout and 'epoch 1:' not in r.stdout, r.stdout + r.stderr
+    assert len((tmp_path/'run'/'metrics.jsonl').read_text().splitlines()) == 2
+    r = phoalign(*args, '--overwrite', cwd=tmp_path)
+    assert r.returncode == 0 and len((tmp_path/'run'/'metrics.jsonl').read_text().splitlines()) == 1
+    bad = phoalign('train', 'tiny', 'data.path=s/captions_en.json', 'train.output_dir=run', 'model.embed_dim=64', '--resume', 'last', cwd=tmp_path)
+    assert bad.returncode == 2 and 'does not fit this model' in bad.stderr and 'Traceback' not in bad.stderr, bad.stderr
+
+def test_python_m_and_closed_pipe(tmp_path):
+    r = subprocess.run([sys.executable, '-m', 'phoalign', '--version'], capture_output=True, text=True)
+    assert r.returncode == 0 and 'phoalign' in r.stdout
+    exe = shutil.which('phoalign')
+    r = subprocess.run(f'"{exe}" config show phoclip | head -n 2', shell=True, capture_output=True, text=True)
+    assert r.stdout.count('\n') == 2 and 'Traceback' not in r.stderr and 'BrokenPipe' not in r.stderr, r.stderr

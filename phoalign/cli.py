@@ -4,24 +4,25 @@
 
 # %% ../nbs/14_cli.ipynb #99e41a88
 from __future__ import annotations
-import argparse, json, sys, time
+import argparse, json, os, sys, time
 from pathlib import Path
 import phoalign
-from .core import DataError
+from .core import UserError
 
 # %% auto #0
 __all__ = ['COMMANDS', 'RECALL_KEYS', 'command', 'arg', 'build_parser', 'main', 'data_check', 'data_synth', 'data_demo', 'train',
-           'evaluate', 'demo']
+           'evaluate', 'config_show', 'demo']
 
 # %% ../nbs/14_cli.ipynb #72bc3d4d
 COMMANDS = {}
 
 def command(name:str, # the sub-command, words separated by spaces ("data check")
             help:str, # one line shown in `--help`
-            *arguments): # `arg(...)` specs: (args, kwargs) pairs for `add_argument`
+            *arguments, # `arg(...)` specs: (args, kwargs) pairs for `add_argument`
+            epilog=None): # text (or a function giving it) shown at the end of the command's `--help`
     "Decorator registering a function `f(args) -> int` as a `phoalign` sub-command."
     def deco(fn):
-        COMMANDS[name] = (fn, help, arguments)
+        COMMANDS[name] = (fn, help, arguments, epilog)
         return fn
     return deco
 
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(_help=parser.print_help)
     groups = {(): parser.add_subparsers(title='commands', dest='command', metavar='COMMAND')}
     for name in sorted(COMMANDS):
-        fn, help, arguments = COMMANDS[name]
+        fn, help, arguments, epilog = COMMANDS[name]
         *path, leaf = name.split()
         for i in range(len(path)):  # a group such as `data` gets its own sub-parser
             key = tuple(path[:i+1])
@@ -48,21 +49,27 @@ def build_parser() -> argparse.ArgumentParser:
                 p = groups[key[:-1]].add_parser(key[-1], help=f'{key[-1]} commands')
                 p.set_defaults(_help=p.print_help)  # `phoalign data` alone prints the data commands
                 groups[key] = p.add_subparsers(title=f'{" ".join(key)} commands', metavar='COMMAND')
-        p = groups[tuple(path)].add_parser(leaf, help=help, description=help)
+        p = groups[tuple(path)].add_parser(leaf, help=help, description=help, epilog=epilog() if callable(epilog) else epilog,
+                                           formatter_class=argparse.RawDescriptionHelpFormatter)
         for names, kwargs in arguments: p.add_argument(*names, **kwargs)
         p.set_defaults(_run=fn)
     return parser
 
 def main(argv:list[str]|None=None) -> int:
-    "Run the `phoalign` command line; returns the exit code (0 ok, 1 the data has problems, 2 an error)."
+    "Run the `phoalign` command line; returns the exit code (0 ok, 1 the data has problems, 2 a user error, 130 interrupted)."
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, '_run'): args._help(); return 0
     try: return args._run(args) or 0
-    except (DataError, FileNotFoundError, KeyError, ValueError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f'phoalign: error: {msg}', file=sys.stderr)
+    except (UserError, FileNotFoundError) as e:   # the user's input: one line; anything else is a bug and keeps its traceback
+        print(f'phoalign: error: {e}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print('phoalign: interrupted', file=sys.stderr)
+        return 130
+    except BrokenPipeError:                        # `phoalign ... | head`: the reader has gone, so stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 # %% ../nbs/14_cli.ipynb #334c4bae
 @command('data check', 'read an image-caption set, decode every image and report problems',
@@ -140,35 +147,76 @@ def data_demo(args):
     for _, r in pairs.head(3).iterrows(): print(f'   {Path(r.image).name}: {r.caption}')
     return 0 if report['ok'] else 1
 
-# %% ../nbs/14_cli.ipynb #5b3c339b
+# %% ../nbs/14_cli.ipynb #f1bb461f
 RECALL_KEYS = ['i2t_r1', 'i2t_r5', 'i2t_r10', 't2i_r1', 't2i_r5', 't2i_r10', 'rsum']
 
+def _config_keys() -> str:
+    "Every config key with its default and its comment, for `phoalign train --help`."
+    import inspect, re
+    from phoalign.core import Config, DataConfig, ModelConfig, TrainConfig, LossConfig
+    lines = []
+    for section, cls in (('model', ModelConfig), ('data', DataConfig), ('train', TrainConfig), ('loss', LossConfig)):
+        for line in inspect.getsource(cls).splitlines():
+            m = re.match(r'\s+(\w+):[^=]+=\s*(.+?)\s*#\s*(.*)', line)
+            if m: lines.append(f'  {section}.{m.group(1)} = {m.group(2).replace("field(default_factory=dict)", "{}")}  ({m.group(3)})')
+    return 'config keys (section.key=value; a preset sets many of them):\n' + '\n'.join(lines)
+
+def _is_main() -> bool: return int(os.environ.get('RANK', '0')) == 0
+
 @command('train', 'train a model: CONFIG is a preset (tiny, phoclip, vignn-clip, cifar-vit) or a YAML file',
-         arg('config', help='preset name or YAML file with model/data/train/loss sections'),
+         arg('config', help='preset name or YAML file with model/data/train/loss sections (see `phoalign config show CONFIG`)'),
          arg('overrides', nargs='*', help='section.key=value, e.g. data.path=caps.json train.epochs=5'),
-         arg('--resume', default=None, help="continue from 'last', 'best' or a checkpoint path in train.output_dir"),
-         arg('--no-progress', action='store_true', help='no progress bars'))
+         arg('--resume', default=None, help="continue the run in train.output_dir from 'last', 'best', 'latest' or a checkpoint path"),
+         arg('--overwrite', action='store_true', help='start afresh in an output folder that holds a run'),
+         arg('--no-progress', action='store_true', help='no progress bars'), epilog=lambda: _config_keys())
 def train(args):
     "`phoalign train`: train, then evaluate the best checkpoint on the test split."
-    from phoalign.model import load_config, create_model, load_model
-    from phoalign.train import Trainer, prepare_data, evaluate_retrieval
+    from phoalign.model import load_config, create_model, load_model, image_transforms, check_model_config
+    from phoalign.train import Trainer, prepare_data, evaluate_retrieval, pairs_dataset
     from phoalign.metrics import format_metrics
+    from phoalign.core import atomic_write, ConfigError
+    if args.resume and args.overwrite: raise ConfigError('--resume and --overwrite contradict each other: choose one')
     cfg = load_config(args.config, *args.overrides)
-    splits = prepare_data(cfg)
-    print(' '.join(f'{k}: {v.image_id.nunique()} images' for k, v in sorted(splits.items())))
+    check_model_config(cfg)                       # a wrong setting is reported before any data is read
+    splits = prepare_data(cfg, verbose=_is_main())
+    if _is_main(): print(', '.join(f'{k}: {v.image_id.nunique()} images' for k, v in sorted(splits.items())), flush=True)
     model = create_model(cfg, captions=splits['train'].caption.tolist())
-    trainer = Trainer(model, splits['train'], splits.get('val'), progress=not args.no_progress, live=False)
-    if args.resume: trainer.resume(args.resume)
-    for row in trainer.fit():
-        print(f'epoch {row["epoch"]}: loss {row["train_loss"]:.4f}' + (f', val rsum {row["val_rsum"]:.1f}' if 'val_rsum' in row else ''))
+    trainer = Trainer(model, splits['train'], splits.get('val'), progress=not args.no_progress, live=False, overwrite=args.overwrite)
+    main_process = trainer.accelerator.is_main_process
+    if args.resume:
+        trainer.resume(args.resume)
+        if main_process: print(f'resumed from {trainer.resumed_from} at step {trainer.step} (epoch {trainer.epoch + 1})', flush=True)
+    try:
+        for row in trainer.fit_epochs():
+            if main_process:
+                print(f'epoch {row["epoch"]}: loss {row["train_loss"]:.4f}' + (f', val rsum {row["val_rsum"]:.1f}' if 'val_rsum' in row else '') +
+                      f' ({row["seconds"]:.0f}s)', flush=True)
+    except KeyboardInterrupt:
+        if main_process:
+            cmd = ' '.join(['phoalign', 'train', args.config, *args.overrides, '--resume', 'last'])
+            print(f'\n{trainer.stopped}. Resume with:\n  {cmd}', file=sys.stderr)
+        return 130
+    if not main_process: return 0
     if 'test' in splits:
         best = load_model(trainer.run_dir/'best.pt')
-        print(format_metrics(evaluate_retrieval(best, trainer._dataset(splits['test'], train=False))))
+        metrics = evaluate_retrieval(best, pairs_dataset(splits['test'], image_transforms(best)[1], cfg), batch_size=cfg.train.batch_size)
+        print(f'test split ({metrics["images"]} images, {metrics["captions"]} captions' +
+              (f', {metrics["left_out"]} unreadable images left out' if metrics['left_out'] else '') + '):\n' + format_metrics(metrics))
+        with atomic_write(trainer.run_dir/'metrics.json', 'w') as f:
+            json.dump(dict({k: round(metrics[k], 4) for k in RECALL_KEYS}, split='test', images=metrics['images'], captions=metrics['captions']), f, indent=1)
     print(f'checkpoints, metrics and curves in {trainer.run_dir}')
     return 0
 
-@command('eval', 'evaluate a checkpoint on image-caption data (I2T/T2I Recall@1/5/10, RSum)',
-         arg('checkpoint', help='a checkpoint written by phoalign train'),
+def _checkpoint_path(path:str) -> Path:
+    "A checkpoint file, or a run folder's `best.pt`."
+    p = Path(path)
+    if p.is_dir():
+        if (p/'best.pt').is_file(): return p/'best.pt'
+        raise FileNotFoundError(f'{p} is a folder without best.pt: name a checkpoint file')
+    return p
+
+@command('eval', 'evaluate a checkpoint or a run folder on image-caption data (I2T/T2I Recall@1/5/10, RSum)',
+         arg('checkpoint', help='a checkpoint written by phoalign train, or its run folder (its best.pt)'),
          arg('--data', required=True, help='caption file or folder'),
          arg('--format', default=None, help='reader name (default: the one in the checkpoint config, or detect)'),
          arg('--images', default=None, help='image root'),
@@ -177,25 +225,37 @@ def train(args):
 def evaluate(args):
     "`phoalign eval`: metrics of a checkpoint on a split of a data set."
     import copy
-    from phoalign.model import load_model
-    from phoalign.train import prepare_data, evaluate_retrieval
-    from phoalign.data.datasets import PairsDataset
-    from phoalign.data.transforms import image_transform
+    import pandas as pd
+    from phoalign.model import load_model, image_transforms
+    from phoalign.train import prepare_data, evaluate_retrieval, pairs_dataset
     from phoalign.metrics import format_metrics
-    model = load_model(args.checkpoint)
+    from phoalign.core import ConfigError
+    model = load_model(_checkpoint_path(args.checkpoint))
     cfg = copy.deepcopy(model.config)
     cfg.data.path, cfg.data.images = args.data, args.images
-    cfg.data.format = args.format or ('auto' if cfg.data.format == 'auto' else cfg.data.format)
-    splits = prepare_data(cfg)
-    import pandas as pd
+    cfg.data.format = args.format or cfg.data.format
+    splits = prepare_data(cfg, verbose=not args.json)
     pairs = pd.concat(splits.values()) if args.split == 'all' else splits.get(args.split)
-    if pairs is None: raise ValueError(f'no {args.split!r} split in {args.data} (splits: {", ".join(sorted(splits))})')
-    tfm = image_transform('none', cfg.data.image_size, cfg.data.normalize, train=False)
-    metrics = evaluate_retrieval(model, PairsDataset(pairs, transform=tfm), batch_size=cfg.train.batch_size)
-    print(json.dumps({k: round(metrics[k], 4) for k in RECALL_KEYS}) if args.json else format_metrics(metrics))
+    if pairs is None: raise ConfigError(f'--split: no {args.split!r} split in {args.data} (splits: {", ".join(sorted(splits))}, all)')
+    metrics = evaluate_retrieval(model, pairs_dataset(pairs, image_transforms(model)[1], cfg), batch_size=cfg.train.batch_size)
+    counts = dict(split=args.split, images=metrics['images'], captions=metrics['captions'], left_out=metrics['left_out'])
+    if args.json: print(json.dumps({**{k: round(metrics[k], 4) for k in RECALL_KEYS}, **counts}))
+    else:
+        print(f'{args.split} split of {args.data}: {counts["images"]} images, {counts["captions"]} captions' +
+              (f' ({counts["left_out"]} unreadable images left out)' if counts['left_out'] else ''))
+        print(format_metrics(metrics))
     return 0
 
-# %% ../nbs/14_cli.ipynb #09a88ddf
+@command('config show', 'print every setting of a preset or YAML config, with overrides applied',
+         arg('config', help='preset name (tiny, phoclip, vignn-clip, cifar-vit) or YAML file'),
+         arg('overrides', nargs='*', help='section.key=value'))
+def config_show(args):
+    "`phoalign config show`: the whole config as YAML, ready to edit and pass to `phoalign train`."
+    from phoalign.model import load_config
+    print(load_config(args.config, *args.overrides).to_yaml(), end='')
+    return 0
+
+# %% ../nbs/14_cli.ipynb #67d46ced
 @command('demo', 'train the tiny preset on the embedded shapes set and search with it (CPU, a few minutes)',
          arg('--out', default='outputs/demo', help='output folder'),
          arg('--n', type=int, default=2000, help='images in the generated set'),
@@ -205,31 +265,34 @@ def demo(args):
     "`phoalign demo`: generate, train, evaluate, save and search."
     import torch
     from phoalign.data.synthetic import make_shapes, write_coco
-    from phoalign.model import create_model, load_model, load_config
-    from phoalign.train import Trainer, prepare_data, encode_dataset
+    from phoalign.model import create_model, load_model, load_config, image_transforms
+    from phoalign.train import Trainer, prepare_data, encode_dataset, pairs_dataset
     from phoalign.metrics import format_metrics, retrieval_metrics
     from phoalign.core import atomic_write
     out, t0 = Path(args.out), time.time()
     caps = write_coco(make_shapes(args.n, size=64, seed=0), out/'data', lang=args.lang)
     cfg = load_config('tiny', f'data.path={caps}', f'train.epochs={args.epochs}', f'train.output_dir={out}')
     splits = prepare_data(cfg)
-    print(f'1. {args.n} images with {args.lang} captions in {time.time() - t0:.0f}s; ' + ', '.join(f'{k} {v.image_id.nunique()}' for k, v in sorted(splits.items())))
-    trainer = Trainer(create_model(cfg, captions=splits['train'].caption.tolist()), splits['train'], splits['val'], progress=False, live=False)
-    for row in trainer.fit():
-        print(f'2. epoch {row["epoch"]}/{args.epochs}: loss {row["train_loss"]:.3f}, val T2I R@5 {row["val_t2i_r5"]:.1f}, {row["seconds"]:.0f}s')
+    print(f'1. {args.n} images with {args.lang} captions in {time.time() - t0:.0f}s; ' + ', '.join(f'{k} {v.image_id.nunique()}' for k, v in sorted(splits.items())), flush=True)
+    trainer = Trainer(create_model(cfg, captions=splits['train'].caption.tolist()), splits['train'], splits['val'], progress=False,
+                      live=False, overwrite=True)   # the demo's folder is its own: a second demo starts afresh
+    for row in trainer.fit_epochs():
+        print(f'2. epoch {row["epoch"]}/{args.epochs}: loss {row["train_loss"]:.3f}, val T2I R@5 {row["val_t2i_r5"]:.1f}, {row["seconds"]:.0f}s', flush=True)
     model = load_model(out/'best.pt')
-    test = trainer._dataset(splits['test'], train=False)
-    img, txt, owner = encode_dataset(model, test)
+    test = pairs_dataset(splits['test'], image_transforms(model)[1], cfg)
+    enc = encode_dataset(model, test)
+    img, txt, owner = enc['images'], enc['texts'], enc['owner']
     metrics = retrieval_metrics(img, txt, owner)
     with atomic_write(out/'metrics.json', 'w') as f: json.dump({k: round(metrics[k], 4) for k in RECALL_KEYS}, f, indent=1)
     print(f'3. held-out test split ({len(img)} images, {len(txt)} captions):\n' + format_metrics(metrics))
-    captions, _ = test.all_captions()
+    captions = enc['captions']
     top_caps = (img[0] @ txt.T).topk(5).indices.tolist()
-    print(f'4. top-5 captions for test image {Path(test.images[0]).name}:')
+    print(f'4. top-5 captions for test image {Path(enc["image_paths"][0]).name}:')
     for r, j in enumerate(top_caps, 1): print(f'   {r}. {"*" if owner[j] == 0 else " "} {captions[j]}')
     query = captions[0]
     top_imgs = (txt[0] @ img.T).topk(5).indices.tolist()
     print(f'5. top-5 images for "{query}":')
-    for r, i in enumerate(top_imgs, 1): print(f'   {r}. {"*" if i == owner[0] else " "} {Path(test.images[i]).name}: {test.captions[i][0]}')
+    first_caption = {int(o): c for c, o in reversed(list(zip(captions, owner.tolist())))}
+    for r, i in enumerate(top_imgs, 1): print(f'   {r}. {"*" if i == owner[0] else " "} {Path(enc["image_paths"][i]).name}: {first_caption[i]}')
     print(f'6. checkpoint {out/"best.pt"}, curves {out/"curves.png"}, metrics {out/"metrics.json"} ({time.time() - t0:.0f}s in all; * = correct)')
     return 0

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #761ee107
 from __future__ import annotations
-import os, random, tempfile, contextlib, dataclasses, difflib, warnings
+import os, re, random, tempfile, contextlib, dataclasses, difflib, warnings
 from dataclasses import dataclass, field, fields, asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -12,12 +12,17 @@ import yaml
 import torch, torch.nn as nn
 
 # %% auto #0
-__all__ = ['vision_models', 'DataError', 'Registry', 'Tower', 'call_with_supported', 'seed_everything', 'get_device',
-           'atomic_write', 'atomic_save', 'from_dict', 'DataConfig', 'ModelConfig', 'TrainConfig', 'LossConfig',
-           'Config']
+__all__ = ['vision_models', 'MONITORS', 'RULES', 'UserError', 'DataError', 'ConfigError', 'UnknownNameError', 'accepted_options',
+           'Registry', 'Tower', 'seed_everything', 'get_device', 'atomic_write', 'atomic_save', 'load_yaml',
+           'coerce_value', 'from_dict', 'DataConfig', 'ModelConfig', 'TrainConfig', 'LossConfig', 'lower_is_better',
+           'validate_config', 'Config', 'apply_overrides']
 
 # %% ../nbs/00_core.ipynb #3b126e81
-class DataError(ValueError):
+class UserError(Exception):
+    "An error in what the user gave (a file, a setting, an argument), not in phoalign: reported as one line."
+    def __str__(self): return str(self.args[0]) if self.args else ''  # KeyError would quote the message
+
+class DataError(UserError, ValueError):
     "A problem with the user's data, naming the file and row where it was found."
     def __init__(self,
                  msg:str, # what is wrong
@@ -28,7 +33,25 @@ class DataError(ValueError):
         if row is not None: where += f' (row {row})' if where else f'row {row}'
         super().__init__(f'{where}: {msg}' if where else msg)
 
+class ConfigError(UserError, ValueError):
+    "A setting that is unknown, of the wrong type, out of range, or not taken by the chosen component; names the key."
+
+class UnknownNameError(UserError, KeyError):
+    "A name (tower, head, loss, preset, reader) that no registry holds."
+
 # %% ../nbs/00_core.ipynb #4f0c6740
+def accepted_options(fn:Callable) -> list|None:
+    "Parameter names `fn` (a function or class) takes, in order, following `**kwargs` up a class's bases; None if it takes any."
+    import inspect
+    targets = [c.__init__ for c in fn.__mro__ if '__init__' in vars(c) and c is not object] if isinstance(fn, type) else [fn]
+    names = {}
+    for t in targets:
+        params = inspect.signature(t).parameters.values()
+        names.update((p.name, None) for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != 'self')
+        if not any(p.kind is p.VAR_KEYWORD for p in params): return list(names)
+        if not isinstance(fn, type): return None
+    return None if not targets else list(names)
+
 class Registry:
     "A name → constructor table, filled by the `register` decorator."
     def __init__(self,
@@ -52,15 +75,33 @@ class Registry:
         return deco(name) if callable(name) else deco
 
     def get(self, name:str) -> Callable:
-        "The entry registered as `name`; a clear `KeyError` listing close matches otherwise."
+        "The entry registered as `name`; an `UnknownNameError` listing close matches otherwise."
         if name not in self._entries:
-            close = difflib.get_close_matches(name, list(self._entries), n=3)
+            close = difflib.get_close_matches(str(name), list(self._entries), n=3)
             hint = f' Did you mean {", ".join(map(repr, close))}?' if close else ''
-            raise KeyError(f'unknown {self.kind} {name!r}.{hint} Available: {", ".join(sorted(self._entries)) or "none"}')
+            raise UnknownNameError(f'unknown {self.kind} {name!r}.{hint} Available: {", ".join(sorted(self._entries)) or "none"}')
         return self._entries[name]
 
-    def create(self, name:str, *args, **kwargs):
-        "Call the entry registered as `name` with the given arguments."
+    def options(self, name:str, positional:int=0) -> list|None:
+        "The keyword options entry `name` takes after its first `positional` arguments (None when it takes any)."
+        fn = self.get(name)
+        known = accepted_options(fn._registry_meta.get('options_of', fn))
+        return None if known is None else known[positional:]
+
+    def check_options(self, name:str, options:dict, where:str|None=None, positional:int=0):
+        "Raise a `ConfigError` naming every option of `options` that entry `name` does not take."
+        known = self.options(name, positional)
+        if known is None: return
+        unknown = [k for k in options if k not in known]
+        if unknown:
+            close = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
+            hints = ''.join(f' (did you mean {c[0]!r} for {k!r}?)' for k, c in close.items() if c)
+            raise ConfigError(f'{where + ": " if where else ""}{self.kind} {name!r} does not take {", ".join(map(repr, unknown))}{hints}; '
+                              f'it takes: {", ".join(sorted(known)) or "no options"}')
+
+    def create(self, name:str, *args, _where:str|None=None, **kwargs):
+        "Call the entry registered as `name`, after checking it takes every keyword option given."
+        self.check_options(name, kwargs, _where, positional=len(args))
         return self.get(name)(*args, **kwargs)
 
     def names(self, pattern:str|None=None) -> list[str]:
@@ -106,15 +147,6 @@ class Tower(nn.Module):
         return super().train(mode and not getattr(self, 'frozen', False))
 
     def n_trainable(self) -> int: return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
-# %% ../nbs/00_core.ipynb #5c38c288
-def call_with_supported(fn:Callable, *args, **kwargs):
-    "Call `fn` (a function or an `nn.Module`'s forward) with only the keyword arguments it accepts."
-    import inspect
-    target = fn.forward if isinstance(fn, nn.Module) else fn
-    params = inspect.signature(target).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()): kwargs = {k: v for k, v in kwargs.items() if k in params}
-    return fn(*args, **kwargs)
 
 # %% ../nbs/00_core.ipynb #7b574bb5
 def seed_everything(seed:int=42, # the seed for Python, NumPy and torch (all devices)
@@ -172,30 +204,79 @@ def atomic_save(obj, # anything `torch.save` takes
     with atomic_write(path, 'wb') as f: torch.save(obj, f)
     return Path(path)
 
+# %% ../nbs/00_core.ipynb #9a1f3c20
+class _Loader(yaml.SafeLoader):
+    "YAML with only `true`/`false` as booleans (not yes/no/on/off) and `1e-4` read as a number."
+_Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != 'tag:yaml.org,2002:bool']
+                                   for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver('tag:yaml.org,2002:bool', re.compile(r'^(?:true|True|TRUE|false|False|FALSE)$'), list('tTfF'))
+_Loader.add_implicit_resolver('tag:yaml.org,2002:float', re.compile(r'^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$'), list('-+0123456789'))
+
+def load_yaml(text:str):
+    "Parse YAML text the way phoalign reads configs."
+    return yaml.load(text, Loader=_Loader)
+
 # %% ../nbs/00_core.ipynb #d7788bfd
-def _check_keys(cls, d:dict, where:str):
-    names = {f.name for f in fields(cls)}
-    for k in d:
-        if k not in names:
-            close = difflib.get_close_matches(k, list(names), n=1)
-            raise KeyError(f'{where}: unknown key {k!r}' + (f' (did you mean {close[0]!r}?)' if close else '') +
-                           f'; known keys: {", ".join(sorted(names))}')
+_NONE = ('none', 'null', '~', '')
+
+def coerce_value(value, # the value read from YAML or the command line
+                 declared:str, # the field's declared type, e.g. 'int', 'float|None', 'str', 'int|list|None'
+                 key:str): # the setting's name, for the error
+    "`value` converted to the declared type, or a `ConfigError` naming `key`."
+    kinds = [k.strip() for k in str(declared).split('|')]
+    def bad(what): return ConfigError(f'{key}: expected {what}, got {value!r}')
+    if value is None or (isinstance(value, str) and value.strip().lower() in _NONE and 'str' not in kinds):
+        if 'None' in kinds: return None
+        raise bad('a value')
+    if 'bool' in kinds:
+        if isinstance(value, bool): return value
+        if isinstance(value, str) and value.strip().lower() in ('true', 'false'): return value.strip().lower() == 'true'
+        raise bad('true or false')
+    if 'list' in kinds and isinstance(value, (list, tuple)): return list(value)
+    if 'dict' in kinds:
+        if isinstance(value, dict): return value
+        raise bad('a mapping')
+    if 'int' in kinds:
+        if isinstance(value, str):
+            try: value = float(value) if any(c in value for c in '.eE') else int(value)
+            except ValueError: raise bad('a whole number') from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value): raise bad('a whole number')
+        return int(value)
+    if 'float' in kinds:
+        if isinstance(value, str):
+            try: return float(value)
+            except ValueError: raise bad('a number') from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)): raise bad('a number')
+        return float(value)
+    if 'str' in kinds:
+        if isinstance(value, str): return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool): return str(value)
+        raise bad('text')
+    return value
+
+# %% ../nbs/00_core.ipynb #6c1b7e55
+def _unknown_key(key:str, known, where:str):
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return ConfigError(f'{where}: unknown key {key!r}' + (f' (did you mean {close[0]!r}?)' if close else '') +
+                       f'; known keys: {", ".join(sorted(known))}')
 
 def from_dict(cls, # a dataclass type
               d:dict|None, # plain values, nested dicts for nested dataclasses
-              where:str=''): # where `d` came from, for error messages
-    "Build dataclass `cls` from a plain dict, recursing into nested dataclass fields and rejecting unknown keys."
+              where:str=''): # where `d` came from (a file, 'overrides'), for error messages
+    "Build dataclass `cls` from a plain dict: unknown keys refused, values converted to their declared types."
     d = dict(d or {})
-    _check_keys(cls, d, where or cls.__name__)
+    names = {f.name: f for f in fields(cls)}
+    for k in d:
+        if k not in names: raise _unknown_key(k, names, where or cls.__name__)
     kw = {}
     for f in fields(cls):
         if f.name not in d: continue
-        v = d[f.name]
+        v, key = d[f.name], f'{where}.{f.name}'.strip('.')
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if is_dataclass(default) and isinstance(v, dict): v = from_dict(type(default), v, f'{where}.{f.name}'.strip('.'))
-        elif isinstance(v, str) and 'float' in str(f.type):  # YAML 1.1 reads `1e-4` as a string
-            try: v = float(v)
-            except ValueError: raise ValueError(f'{where}.{f.name}: expected a number, got {v!r}') from None
+        if is_dataclass(default):
+            if not isinstance(v, dict): raise ConfigError(f'{key}: expected a section (a mapping), got {v!r}')
+            v = from_dict(type(default), v, key)
+        else: v = coerce_value(v, f.type, key)
         kw[f.name] = v
     return cls(**kw)
 
@@ -206,20 +287,20 @@ class DataConfig:
     path:str|None = None          # a caption file or a folder (see `read_pairs`)
     format:str = 'auto'           # reader name, or 'auto' to detect it
     images:str|None = None        # explicit image root, when images are not beside the caption file
-    image_size:int = 224          # side of the square model input
+    image_size:int|list|None = None # model input: a side, [height, width], or None for the image tower's own size
     augment:str = 'medium'        # albumentations preset: none, light, medium, strong
-    normalize:str = 'imagenet'    # per-encoder normalisation: imagenet, clip, half
+    normalize:str = 'auto'        # mean/std: 'auto' (the image tower's), imagenet, clip, half
     val_frac:float = 0.1          # share of images in the validation split
     test_frac:float = 0.1         # share of images in the test split
     tune_frac:float = 0.0         # share of training images kept aside for tuning
     seed:int = 42                 # split seed
     num_workers:int = 0           # DataLoader workers
-    strict:bool = False           # raise on an unreadable image instead of skipping and counting it
+    strict:bool = False           # raise on an unreadable image instead of replacing (training) or leaving it out (evaluation)
 
 @dataclass
 class ModelConfig:
     "Which towers and heads make the model."
-    preset:str|None = None        # a named preset to start from (`tiny`, `phoclip`, ...)
+    preset:str|None = None        # a named preset this config started from (`tiny`, `phoclip`, ...)
     image_tower:str = 'resnet50'  # registered image tower name
     text_tower:str = 'phobert-base' # registered text tower name
     head:str = 'mlp'              # registered head name
@@ -227,48 +308,84 @@ class ModelConfig:
     image_checkpoint:str|None = None # local weights for the image tower
     text_checkpoint:str|None = None  # local weights (or folder) for the text tower
     pretrained:bool = True        # load pretrained tower weights when available
-    options:dict = field(default_factory=dict) # extra keyword arguments for the towers/heads
+    options:dict = field(default_factory=dict) # `image`, `text`, `head`: the components' options; `local_dim`: token width for local losses
 
 @dataclass
 class TrainConfig:
     "How the model is optimised."
     epochs:int = 10               # passes over the training split
+    max_steps:int = 0             # stop after this many optimiser steps (0: run every epoch)
     batch_size:int = 64           # pairs per step (per process)
     lr:float = 1e-4               # base learning rate
     lr_image:float|None = None    # image tower learning rate (PhoCLIP: 1e-4)
     lr_text:float|None = None     # text tower learning rate (PhoCLIP: 1e-5)
     lr_head:float|None = None     # heads learning rate (PhoCLIP: 1e-3)
     weight_decay:float = 0.01     # AdamW weight decay (not applied to norms and biases)
-    warmup_steps:int = 0          # linear warmup before the cosine schedule
+    warmup_steps:int = 0          # linear warmup, in optimiser steps, before the cosine schedule
     grad_accum:int = 1            # gradient accumulation steps
     grad_clip:float|None = 1.0    # max gradient norm, None to disable
     precision:str = 'no'          # 'no', 'bf16' or 'fp16'
     output_dir:str = 'outputs/run' # where checkpoints, logs and curves go
     save_every:int = 0            # also keep a checkpoint every N epochs (0: only best and last)
+    save_every_steps:int = 0      # also write `last.pt` every N optimiser steps, resumable mid-epoch (0: at epoch ends only)
     patience:int = 0              # early-stopping patience in epochs (0: off)
-    monitor:str = 'rsum'          # validation metric for best checkpoint / early stopping
+    monitor:str = 'rsum'          # validation metric for best checkpoint / early stopping (lower is better for ranks and losses)
     seed:int = 42                 # training seed
-    device:str = 'auto'           # 'auto', 'cpu', 'cuda', 'mps'
+    device:str = 'auto'           # 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'
 
 @dataclass
 class LossConfig:
     "Which contrastive objective is minimised."
     name:str = 'clip'             # registered loss name
-    temperature:float = 0.07      # initial temperature (logit scale = 1/temperature)
-    learn_temperature:bool = True # learn the logit scale
-    options:dict = field(default_factory=dict) # extra keyword arguments for the loss
+    temperature:float|None = None # initial temperature (logit scale = 1/temperature); None: the loss's own (CLIP 0.07, SigLIP 0.1)
+    learn_temperature:bool|None = None # learn the logit scale; None: as the loss does (fixed for phoclip)
+    logit_bias:float|None = None  # initial learnable logit bias, for losses that take one; None: the loss's own (SigLIP -10)
+    options:dict = field(default_factory=dict) # the loss's options (e.g. `local_loss`, `gather_with_grad`, `queue_size`)
 
-# %% ../nbs/00_core.ipynb #2a4df17a
-def _parse_value(text:str):
-    "A command-line value as YAML, with numbers like `1e-4` (a string to YAML 1.1) read as floats."
-    if not text.strip(): return None
-    try: v = yaml.safe_load(text)
-    except yaml.YAMLError: return text
-    if isinstance(v, str):
-        for conv in (int, float):
-            try: return conv(v)
-            except ValueError: pass
-    return v
+# %% ../nbs/00_core.ipynb #71c5a2e3
+MONITORS = tuple(f'{d}_{m}' for d in ('i2t', 't2i') for m in ('r1', 'r5', 'r10', 'medr', 'meanr')) + ('rsum', 'mean_recall', 'train_loss')
+
+def lower_is_better(metric:str) -> bool:
+    "Whether a smaller value of `metric` is better (ranks and losses)."
+    return metric.endswith(('medr', 'meanr', 'loss'))
+
+def _at_least(lo): return lambda v: None if v >= lo else f'must be at least {lo}'
+def _fraction(v): return None if 0 <= v < 1 else 'must be in [0, 1)'
+def _one_of(*names): return lambda v: None if v in names else f'must be one of {", ".join(map(str, names))}'
+def _image_size(v):
+    sizes = v if isinstance(v, list) else [v]
+    ok = len(sizes) in (1, 2) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 8 for x in sizes)
+    return None if ok else 'must be a whole number of pixels (at least 8) or [height, width]'
+def _device(v): return None if re.fullmatch(r'auto|cpu|mps|cuda(:\d+)?', v) else "must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+def _model_options(v):
+    unknown = sorted(set(v) - {'image', 'text', 'head', 'local_dim'})
+    if unknown: return f'unknown option {unknown[0]!r}; model.options takes image, text, head (mappings of options) and local_dim'
+    for k in ('image', 'text', 'head'):
+        if not isinstance(v.get(k, {}), dict): return f'{k} must be a mapping of options'
+    ld = v.get('local_dim', 0)
+    if isinstance(ld, bool) or not isinstance(ld, int) or ld < 0: return 'local_dim must be a whole number >= 0'
+
+RULES = {'data.image_size': _image_size, 'data.augment': _one_of('none', 'light', 'medium', 'strong'),
+         'data.normalize': _one_of('auto', 'imagenet', 'clip', 'half'), 'data.val_frac': _fraction, 'data.test_frac': _fraction,
+         'data.tune_frac': _fraction, 'data.num_workers': _at_least(0), 'model.embed_dim': _at_least(1), 'model.options': _model_options,
+         'train.epochs': _at_least(1), 'train.max_steps': _at_least(0), 'train.batch_size': _at_least(1), 'train.lr': _at_least(0),
+         'train.lr_image': _at_least(0), 'train.lr_text': _at_least(0), 'train.lr_head': _at_least(0),
+         'train.weight_decay': _at_least(0), 'train.warmup_steps': _at_least(0), 'train.grad_accum': _at_least(1),
+         'train.grad_clip': lambda v: None if v > 0 else 'must be positive (or none to disable clipping)',
+         'train.precision': _one_of('no', 'bf16', 'fp16'), 'train.save_every': _at_least(0), 'train.save_every_steps': _at_least(0),
+         'train.patience': _at_least(0), 'train.monitor': _one_of(*MONITORS), 'train.device': _device,
+         'loss.temperature': lambda v: None if v > 0 else 'must be positive'}
+
+def validate_config(cfg, # a `Config`
+                    where:str='config'): # where it came from, for the errors
+    "Raise a `ConfigError` naming the first setting of `cfg` out of range or not among its choices."
+    for key, rule in RULES.items():
+        section, name = key.split('.')
+        v = getattr(getattr(cfg, section), name)
+        if v is None: continue
+        problem = rule(v)
+        if problem: raise ConfigError(f'{where}: {key}={v!r} {problem}' if where != key else f'{key}={v!r} {problem}')
+    return cfg
 
 # %% ../nbs/00_core.ipynb #b96946cf
 @dataclass
@@ -281,7 +398,7 @@ class Config:
 
     def to_dict(self) -> dict: return asdict(self)
     @classmethod
-    def from_dict(cls, d:dict|None, where:str='config'): return from_dict(cls, d, where)
+    def from_dict(cls, d:dict|None, where:str='config'): return validate_config(from_dict(cls, d, where), where)
 
     def to_yaml(self, path=None) -> str:
         "The config as YAML text, also written (atomically) to `path` when given."
@@ -291,29 +408,62 @@ class Config:
         return text
 
     @classmethod
+    def read_yaml(cls, src) -> tuple[dict, str]: # a YAML file path or YAML text
+        "The plain dict in a YAML config file or text, and where it came from."
+        p = Path(src) if isinstance(src, (str, Path)) and '\n' not in str(src) else None
+        if p is not None and p.suffix in ('.yaml', '.yml') and not p.exists(): raise ConfigError(f'config file {p} does not exist')
+        text = p.read_text(encoding='utf-8') if p is not None and p.exists() else str(src)
+        try: d = load_yaml(text) or {}
+        except yaml.YAMLError as e: raise ConfigError(f'{p or "config"}: not valid YAML: {e}') from None
+        if not isinstance(d, dict): raise ConfigError(f'{p or "config"}: expected a mapping with model/data/train/loss sections, got {type(d).__name__}')
+        return d, str(p) if p else 'config'
+
+    @classmethod
     def from_yaml(cls, src): # a YAML file path or YAML text
         "Load a config from a YAML file or string."
-        p = Path(src) if isinstance(src, (str, Path)) and '\n' not in str(src) else None
-        if p is not None and p.suffix in ('.yaml', '.yml') and not p.exists(): raise FileNotFoundError(f'config file {p} does not exist')
-        text = p.read_text(encoding='utf-8') if p is not None and p.exists() else str(src)
-        try: d = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e: raise ValueError(f'{p or "config"}: not valid YAML: {e}') from None
-        if not isinstance(d, dict): raise ValueError(f'{p or "config"}: expected a mapping with model/data/train/loss sections, got {type(d).__name__}')
-        return cls.from_dict(d, str(p) if p else 'config')
+        return cls.from_dict(*cls.read_yaml(src))
 
     def override(self, *assignments:str) -> 'Config':
-        "A copy with `section.key=value` assignments applied (values parsed as YAML)."
-        d = self.to_dict()
-        for a in assignments:
-            if '=' not in a: raise ValueError(f'override {a!r} is not of the form section.key=value')
-            key, val = a.split('=', 1)
-            *parents, leaf = key.strip().split('.')
-            if not parents: raise ValueError(f'override {a!r}: name a section, e.g. train.{leaf}=...')
-            node = d
-            for i,p in enumerate(parents):
-                if not isinstance(node, dict) or p not in node:
-                    raise KeyError(f'override {a!r}: unknown section {".".join(parents[:i+1])!r}; sections: {", ".join(node) if isinstance(node, dict) else "none"}')
-                node = node[p]
-            if not isinstance(node, dict): raise KeyError(f'override {a!r}: {".".join(parents)!r} is not a section')
-            node[leaf] = _parse_value(val)
-        return type(self).from_dict(d, 'overrides')
+        "A copy with `section.key=value` assignments applied, each value read as its key's declared type."
+        return type(self).from_dict(apply_overrides(self.to_dict(), assignments, type(self)), 'overrides')
+
+# %% ../nbs/00_core.ipynb #3c9e4d17
+def _declared_type(cls, path:list[str]):
+    "The declared type of the field at `path` in dataclass `cls`, or None inside a free mapping (`options`)."
+    for i, name in enumerate(path):
+        f = {f.name: f for f in fields(cls)}.get(name)
+        if f is None: return None
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if i == len(path) - 1: return f.type
+        if not is_dataclass(default): return None
+        cls = type(default)
+
+def apply_overrides(d:dict, # a config as a plain dict
+                    assignments, # `section.key=value` strings
+                    cls=None) -> dict: # the config dataclass (default `Config`), whose declared types read the values
+    "`d` with the assignments applied: text for text settings, YAML for the others (`[32, 64]`, `{k: v}`, `1e-4`)."
+    cls = cls or Config
+    for a in assignments:
+        if '=' not in a: raise ConfigError(f'override {a!r} is not of the form section.key=value')
+        key, val = a.split('=', 1)
+        *parents, leaf = key.strip().split('.')
+        if not parents: raise ConfigError(f'override {a!r}: name a section, e.g. train.{leaf}=...')
+        node = d
+        for i, p in enumerate(parents):
+            if not isinstance(node, dict) or p not in node:
+                if i > 0 and isinstance(node, dict):
+                    node[p] = {}  # a new mapping inside a free one (`model.options.head.dropout=0`)
+                else:
+                    known = ', '.join(node) if isinstance(node, dict) else 'none'
+                    close = difflib.get_close_matches(p, list(node) if isinstance(node, dict) else [], n=1)
+                    raise ConfigError(f'override {a!r}: unknown section {".".join(parents[:i+1])!r}' +
+                                      (f' (did you mean {close[0]!r}?)' if close else '') + f'; sections: {known}')
+            node = node[p]
+        if not isinstance(node, dict): raise ConfigError(f'override {a!r}: {".".join(parents)!r} is not a section')
+        declared = _declared_type(cls, [*parents, leaf])
+        kinds = [k.strip() for k in str(declared).split('|')] if declared else []
+        if kinds and set(kinds) <= {'str', 'None'}: node[leaf] = val    # text stays text (`precision=no`, `device=cuda:1`)
+        else:
+            try: node[leaf] = load_yaml(val) if val.strip() else None
+            except yaml.YAMLError: node[leaf] = val
+    return d

@@ -57,19 +57,21 @@ class MLPHead(nn.Module):
         projected = self.projection(x)
         return self.layer_norm(self.dropout(self.fc(self.gelu(projected))) + projected)
 
-# %% ../nbs/04_heads.ipynb #12e8d507
+# %% ../nbs/04_heads.ipynb #4011751a
 @heads.register('attention')
 class AttentionHead(nn.Module):
-    "Self-attention over learned sub-tokens (or given tokens), pooled with a learned query."
+    "Self-attention over learned sub-tokens of a vector (or over given tokens), pooled with a learned query."
     def __init__(self, in_dim:int, out_dim:int,
                  n_tokens:int=4, # sub-tokens a pooled vector is split into
                  num_heads:int=4, # attention heads
-                 dropout:float=0.1): # attention dropout
+                 dropout:float=0.1, # attention dropout
+                 token_input:bool=False): # take token features [B, N, D_in] instead of vectors [B, D_in]
         super().__init__()
-        self.n_tokens = n_tokens
-        self.to_tokens = nn.Linear(in_dim, n_tokens * out_dim)
-        self.token_proj = nn.Linear(in_dim, out_dim)   # for [B, N, D_in] inputs
-        self.pos = nn.Parameter(torch.zeros(1, n_tokens, out_dim))
+        self.n_tokens, self.token_input = n_tokens, token_input
+        if token_input: self.token_proj = nn.Linear(in_dim, out_dim)
+        else:
+            self.to_tokens = nn.Linear(in_dim, n_tokens * out_dim)
+            self.pos = nn.Parameter(torch.zeros(1, n_tokens, out_dim))
         self.block = nn.TransformerEncoderLayer(out_dim, num_heads, 2 * out_dim, dropout, activation='gelu', batch_first=True, norm_first=True)
         self.query = nn.Parameter(torch.randn(1, 1, out_dim) * 0.02)
         self.pool = nn.MultiheadAttention(out_dim, num_heads, dropout=dropout, batch_first=True)
@@ -77,58 +79,69 @@ class AttentionHead(nn.Module):
 
     def tokens(self, x, mask=None):
         "Input as a token sequence `[B, N, out_dim]` and its padding mask (True = padding)."
-        if x.ndim == 3: return self.token_proj(x), (None if mask is None else ~mask.bool())
+        want = 3 if self.token_input else 2
+        if x.ndim != want:
+            raise ValueError(f'this attention head was built for {"tokens [B, N, D]" if self.token_input else "vectors [B, D]"} '
+                             f'(token_input={self.token_input}), got a tensor of shape {tuple(x.shape)}')
+        if self.token_input: return self.token_proj(x), (None if mask is None else ~mask.bool())
         return self.to_tokens(x).view(len(x), self.n_tokens, -1) + self.pos, None
 
-    def forward(self, x, mask=None): # x: [B, D_in] or tokens [B, N, D_in] with `mask` [B, N] (True = real token)
+    def mix(self, t, pad=None):
+        "A hook between self-attention and pooling (the cross-modal head attends to its memory and context here)."
+        return t
+
+    def forward(self, x, mask=None): # x: [B, D_in], or tokens [B, N, D_in] with `mask` [B, N] (True = real token)
         t, pad = self.tokens(x, mask)
-        t = self.block(t, src_key_padding_mask=pad)
+        t = self.mix(self.block(t, src_key_padding_mask=pad))
         pooled, _ = self.pool(self.query.expand(len(t), -1, -1), t, t, key_padding_mask=pad)
         return self.norm(pooled[:, 0])
 
+# %% ../nbs/04_heads.ipynb #6a2c8d15
 @heads.register('cross_modal')
 class CrossModalHead(AttentionHead):
-    "The attention head plus cross-attention to the other modality's features."
+    "The attention head plus cross-attention to learned memory tokens and, when given, the other modality's features."
     def __init__(self, in_dim:int, out_dim:int,
-                 context_dim:int|None=None, # width of the other modality's features (default: out_dim)
+                 context_dim:int|None=None, # width of the other modality's features (None: the head takes no context)
+                 n_memory:int=8, # learned memory tokens
                  num_heads:int=4, # attention heads
                  **kwargs): # `AttentionHead` options
         super().__init__(in_dim, out_dim, num_heads=num_heads, **kwargs)
-        self.context_proj = nn.Linear(context_dim or out_dim, out_dim)
+        self.memory = nn.Parameter(torch.randn(1, n_memory, out_dim) * 0.02)
+        self.context_proj = nn.Linear(context_dim, out_dim) if context_dim else None
         self.cross = nn.MultiheadAttention(out_dim, num_heads, batch_first=True)
         self.cross_norm = nn.LayerNorm(out_dim)
+        self._context = None
+
+    def mix(self, t, pad=None):
+        "Cross-attend from the tokens to the memory (and the context of this call)."
+        c = self.memory.expand(len(t), -1, -1)
+        if self._context is not None:
+            ctx = self._context if self._context.ndim == 3 else self._context[:, None]
+            c = torch.cat([c, self.context_proj(ctx)], 1)
+        return t + self.cross(self.cross_norm(t), c, c)[0]
 
     def forward(self, x, mask=None, context=None): # context: [B, D_ctx] or [B, M, D_ctx], the other modality
-        if context is None: return super().forward(x, mask)
-        t, pad = self.tokens(x, mask)
-        t = self.block(t, src_key_padding_mask=pad)
-        c = self.context_proj(context if context.ndim == 3 else context[:, None])
-        t = t + self.cross(self.cross_norm(t), c, c)[0]
-        pooled, _ = self.pool(self.query.expand(len(t), -1, -1), t, t, key_padding_mask=pad)
-        return self.norm(pooled[:, 0])
+        if context is not None and self.context_proj is None: raise ValueError('this cross-modal head was built without context_dim: it takes no context')
+        self._context = context
+        try: return super().forward(x, mask)
+        finally: self._context = None
 
 # %% ../nbs/04_heads.ipynb #d7ad8b35
 @heads.register('clip')
 class CLIPHead(nn.Module):
-    "CLIP's linear projection (no bias) with a learnable temperature."
-    def __init__(self, in_dim:int, out_dim:int,
-                 init_temperature:float=0.07): # initial temperature; logit_scale = log(1/T)
+    "CLIP's linear projection (no bias), initialised as CLIP's (std = in_dim ** -0.5)."
+    def __init__(self, in_dim:int, out_dim:int):
         super().__init__()
         self.proj = nn.Linear(in_dim, out_dim, bias=False)
         nn.init.normal_(self.proj.weight, std=in_dim ** -0.5)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
     def forward(self, x): return self.proj(x)
 
 @heads.register('siglip')
 class SigLIPHead(nn.Module):
-    "LayerNorm + linear projection with SigLIP's learnable logit scale and bias."
-    def __init__(self, in_dim:int, out_dim:int,
-                 init_scale:float=10.0, # initial exp(logit_scale)
-                 init_bias:float=-10.0): # initial logit bias
+    "LayerNorm + linear projection, as SigLIP's towers end."
+    def __init__(self, in_dim:int, out_dim:int):
         super().__init__()
         self.norm, self.proj = nn.LayerNorm(in_dim), nn.Linear(in_dim, out_dim)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
-        self.logit_bias = nn.Parameter(torch.tensor(init_bias))
     def forward(self, x): return self.proj(self.norm(x))
 
 @heads.register('align')
@@ -136,13 +149,11 @@ class ALIGNHead(nn.Module):
     "A wider two-layer projection with BatchNorm, ALIGN-style."
     def __init__(self, in_dim:int, out_dim:int,
                  hidden_mult:int=2, # hidden width = hidden_mult * out_dim
-                 dropout:float=0.1, # dropout before the output layer
-                 init_temperature:float=0.07): # initial temperature (learnable)
+                 dropout:float=0.1): # dropout before the output layer
         super().__init__()
         hidden = hidden_mult * out_dim
         self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
                                  nn.Dropout(dropout), nn.Linear(hidden, out_dim), nn.BatchNorm1d(out_dim))
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
     def forward(self, x): return self.net(x)
 
 # %% ../nbs/04_heads.ipynb #18297f2d
@@ -150,13 +161,12 @@ class ALIGNHead(nn.Module):
 class BLIPHead(nn.Module):
     "A linear projection with an exponential-moving-average copy for momentum distillation."
     def __init__(self, in_dim:int, out_dim:int,
-                 momentum:float=0.995, # EMA factor of the momentum copy
-                 init_temperature:float=0.07): # initial temperature (learnable)
+                 momentum:float=0.995): # EMA factor of the momentum copy
         super().__init__()
+        if not 0 <= momentum < 1: raise ValueError(f'momentum must be in [0, 1), got {momentum}')
         self.proj = nn.Linear(in_dim, out_dim)
         self.momentum = momentum
         self.proj_m = copy.deepcopy(self.proj).requires_grad_(False)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
     def forward(self, x): return self.proj(x)
 
     @torch.no_grad()

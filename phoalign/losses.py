@@ -7,18 +7,23 @@ from __future__ import annotations
 import math, os
 import torch, torch.nn as nn, torch.nn.functional as F
 import torch.distributed as dist
-from .core import Registry
+from .core import Registry, ConfigError, LossConfig
 
 # %% auto #0
-__all__ = ['losses', 'create_loss', 'clamp_logit_scale_', 'gather_features', 'ClipLoss', 'SigLipLoss', 'PhoCLIPLoss', 'QueueLoss',
-           'BLIPLoss', 'MultiScaleLoss']
+__all__ = ['losses', 'create_loss', 'loss_inputs', 'clamp_logit_scale_', 'gather_features', 'ClipLoss', 'SigLipLoss',
+           'PhoCLIPLoss', 'QueueLoss', 'BLIPLoss', 'MultiScaleLoss', 'loss_from_config', 'logit_settings']
 
 # %% ../nbs/05_losses.ipynb #62c4ba5c
 losses = Registry('loss')
 
 def create_loss(name:str, **options) -> nn.Module:
-    "A loss by name (`losses.names()`)."
-    return losses.create(name, **options)
+    "A loss by name (`losses.names()`); an option it does not take is refused."
+    return losses.create(name, _where='loss.options', **options)
+
+def loss_inputs(name:str) -> list[str]:
+    "The model outputs loss `name` takes (`image_features`, `logit_scale`, `image_tokens`, ...)."
+    import inspect
+    return [p for p in inspect.signature(losses.get(name).forward).parameters if p not in ('self', 'output_dict')]
 
 @torch.no_grad()
 def clamp_logit_scale_(param:torch.Tensor, max_scale:float=100.0):
@@ -34,10 +39,10 @@ def _world(rank, world_size):
 
 # %% ../nbs/05_losses.ipynb #9896c9dc
 def gather_features(image_features:torch.Tensor, text_features:torch.Tensor,
-                    local_loss:bool=False, # (kept for open_clip's signature; the gathered set is the same)
+                    local_loss:bool=False, # the caller uses its local features for its rows: no need to put them back
                     gather_with_grad:bool=False, # differentiable all_gather
                     rank:int=0, world_size:int=1) -> tuple[torch.Tensor, torch.Tensor]:
-    "All processes' image and text features, concatenated in rank order."
+    "All processes' image and text features, concatenated in rank order (open_clip's `gather_features`)."
     if world_size == 1: return image_features, text_features
     if gather_with_grad:
         import torch.distributed.nn, warnings
@@ -46,15 +51,18 @@ def gather_features(image_features:torch.Tensor, text_features:torch.Tensor,
             return torch.cat(torch.distributed.nn.all_gather(image_features)), torch.cat(torch.distributed.nn.all_gather(text_features))
     imgs = [torch.zeros_like(image_features) for _ in range(world_size)]; txts = [torch.zeros_like(text_features) for _ in range(world_size)]
     dist.all_gather(imgs, image_features); dist.all_gather(txts, text_features)
-    imgs[rank], txts[rank] = image_features, text_features  # keep the local gradients
+    if not local_loss: imgs[rank], txts[rank] = image_features, text_features  # keep the local gradients
     return torch.cat(imgs), torch.cat(txts)
 
 # %% ../nbs/05_losses.ipynb #d80bc1b1
 class _ContrastiveBase(nn.Module):
     "Shared plumbing: distributed gathering and the output format."
-    def __init__(self, local_loss=False, gather_with_grad=True, rank=None, world_size=None, output_dict=False):
+    def __init__(self,
+                 gather_with_grad:bool=True, # let gradients flow back through the gather of other processes' features
+                 rank:int|None=None, world_size:int|None=None, # the process group's (default: torch.distributed's)
+                 output_dict:bool=False): # return a dict of the loss and its parts
         super().__init__()
-        self.local_loss, self.gather_with_grad, self.output_dict = local_loss, gather_with_grad, output_dict
+        self.gather_with_grad, self.output_dict, self.local_loss = gather_with_grad, output_dict, False
         self._rank, self._world_size = rank, world_size
 
     def gather(self, image_features, text_features):
@@ -64,38 +72,55 @@ class _ContrastiveBase(nn.Module):
     def _out(self, output_dict, **parts):
         return parts if (self.output_dict if output_dict is None else output_dict) else parts['loss']
 
-def _infonce(logits_per_image:torch.Tensor, logits_per_text:torch.Tensor) -> torch.Tensor:
-    labels = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
+def _infonce(logits_per_image:torch.Tensor, logits_per_text:torch.Tensor, offset:int=0) -> torch.Tensor:
+    labels = torch.arange(logits_per_image.shape[0], device=logits_per_image.device) + offset
     return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
 
-@losses.register('clip')
+@losses.register('clip', temperature=0.07)
 class ClipLoss(_ContrastiveBase):
     "Symmetric InfoNCE over the (global) batch: `ClipLoss()(image_features, text_features, logit_scale)`."
+    def __init__(self,
+                 local_loss:bool=False, # each process computes its own rows' logits against the gathered features
+                 **kwargs): # `gather_with_grad`, `rank`, `world_size`, `output_dict`
+        super().__init__(**kwargs); self.local_loss = local_loss
+
     def forward(self, image_features, text_features, logit_scale, output_dict:bool|None=None):
         img, txt = self.gather(image_features, text_features)
-        logits = logit_scale * img @ txt.T
-        loss = _infonce(logits, logits.T)
+        if self.local_loss and img.shape[0] != image_features.shape[0]:
+            rank = _world(self._rank, self._world_size)[0]
+            loss = _infonce(logit_scale * image_features @ txt.T, logit_scale * text_features @ img.T, offset=rank * image_features.shape[0])
+        else:
+            logits = logit_scale * img @ txt.T
+            loss = _infonce(logits, logits.T)
         return self._out(output_dict, loss=loss, contrastive_loss=loss)
 
 # %% ../nbs/05_losses.ipynb #46e67404
-@losses.register('siglip')
+@losses.register('siglip', temperature=0.1, logit_bias=-10.0)
 class SigLipLoss(_ContrastiveBase):
     "Sigmoid loss: `SigLipLoss()(image_features, text_features, logit_scale, logit_bias)`."
-    def forward(self, image_features, text_features, logit_scale, logit_bias=None, output_dict:bool|None=None):
+    def __init__(self, rank:int|None=None, world_size:int|None=None, output_dict:bool=False):
+        super().__init__(gather_with_grad=True, rank=rank, world_size=world_size, output_dict=output_dict)
+    def forward(self, image_features, text_features, logit_scale, logit_bias, output_dict:bool|None=None):
         rank, world = _world(self._rank, self._world_size)
         _, txt = self.gather(image_features, text_features)  # local images against every text
-        logits = logit_scale * image_features @ txt.T + (logit_bias if logit_bias is not None else 0)
+        logits = logit_scale * image_features @ txt.T + logit_bias
         n = image_features.shape[0]
+        if txt.shape[0] != n * world: raise ValueError(f'siglip: every process must hold the same batch size ({n} here, {txt.shape[0]} texts gathered from {world})')
         labels = -torch.ones_like(logits)
         labels[:, rank * n:(rank + 1) * n] += 2 * torch.eye(n, device=logits.device, dtype=logits.dtype)
         loss = -F.logsigmoid(labels * logits).sum() / n
         return self._out(output_dict, loss=loss, contrastive_loss=loss)
 
 # %% ../nbs/05_losses.ipynb #4ed0d12d
-@losses.register('phoclip')
+@losses.register('phoclip', temperature=1.0)
 class PhoCLIPLoss(_ContrastiveBase):
     "PhoCLIP's soft-target contrastive loss (fixed temperature)."
-    def __init__(self, temperature:float=1.0, **kwargs): super().__init__(**kwargs); self.temperature = temperature
+    def __init__(self,
+                 temperature:float=1.0, # the fixed temperature (`loss.temperature`)
+                 **kwargs): # `gather_with_grad`, `rank`, `world_size`, `output_dict`
+        super().__init__(**kwargs)
+        if temperature <= 0: raise ValueError(f'temperature must be positive, got {temperature}')
+        self.temperature = temperature
     def forward(self, image_features, text_features, output_dict:bool|None=None):
         img, txt = self.gather(image_features, text_features)
         T = self.temperature
@@ -108,9 +133,11 @@ class PhoCLIPLoss(_ContrastiveBase):
 
 # %% ../nbs/05_losses.ipynb #61415fc4
 class _Queues(nn.Module):
-    "Two FIFO queues of past image and text features."
+    "Two FIFO queues of past image and text features, kept in the state dict so a resumed run continues with them."
     def __init__(self, size:int):
-        super().__init__(); self.size = size; self.reset()
+        super().__init__()
+        if size < 1: raise ValueError(f'queue_size must be at least 1, got {size}')
+        self.size = size; self.reset()
     def reset(self): self.image, self.text = None, None
     @torch.no_grad()
     def push(self, image_features, text_features):
@@ -118,12 +145,17 @@ class _Queues(nn.Module):
         self.image, self.text = cat(self.image, image_features), cat(self.text, text_features)
     def with_queue(self, current, which):
         q = getattr(self, which)
-        return current if q is None else torch.cat([current, q])
+        return current if q is None else torch.cat([current, q.to(current.dtype)])
+    def get_extra_state(self): return {'image': self.image, 'text': self.text}
+    def set_extra_state(self, state): self.image, self.text = state['image'], state['text']
 
-@losses.register('queue')
+@losses.register('queue', temperature=0.07)
 class QueueLoss(_ContrastiveBase):
     "InfoNCE whose negatives include a queue of the last `queue_size` features."
-    def __init__(self, queue_size:int=4096, **kwargs): super().__init__(**kwargs); self.queues = _Queues(queue_size)
+    def __init__(self,
+                 queue_size:int=4096, # features kept per modality
+                 **kwargs): # `gather_with_grad`, `rank`, `world_size`, `output_dict`
+        super().__init__(**kwargs); self.queues = _Queues(queue_size)
     def reset(self): self.queues.reset()
     def forward(self, image_features, text_features, logit_scale, output_dict:bool|None=None):
         img, txt = self.gather(image_features, text_features)
@@ -132,19 +164,21 @@ class QueueLoss(_ContrastiveBase):
         return self._out(output_dict, loss=loss, contrastive_loss=loss, queue_length=len(self.queues.text))
 
 # %% ../nbs/05_losses.ipynb #3653467d
-@losses.register('blip')
+@losses.register('blip', temperature=0.07)
 class BLIPLoss(_ContrastiveBase):
     "BLIP's ITC loss with momentum features, a queue and soft targets."
-    def __init__(self, alpha:float=0.4, queue_size:int=4096, **kwargs):
+    def __init__(self,
+                 alpha:float=0.4, # weight of the momentum model's soft targets, reached after the first epoch
+                 queue_size:int=4096, # momentum features kept per modality
+                 **kwargs): # `gather_with_grad`, `rank`, `world_size`, `output_dict`
         super().__init__(**kwargs); self.alpha, self.current_alpha = alpha, alpha
         self.queues = _Queues(queue_size)
     def set_progress(self, epoch:int, step:int, steps_per_epoch:int):
         "Ramp α linearly over the first epoch, as BLIP does."
         self.current_alpha = self.alpha if epoch > 0 else self.alpha * min(1.0, step / max(1, steps_per_epoch))
-    def forward(self, image_features, text_features, logit_scale, image_features_m=None, text_features_m=None, output_dict:bool|None=None):
+    def forward(self, image_features, text_features, logit_scale, image_features_m, text_features_m, output_dict:bool|None=None):
         img, txt = self.gather(image_features, text_features)
-        img_m = (image_features_m if image_features_m is not None else image_features).detach()
-        txt_m = (text_features_m if text_features_m is not None else text_features).detach()
+        img_m, txt_m = image_features_m.detach(), text_features_m.detach()
         img_m, txt_m = self.gather(img_m, txt_m)
         img_all, txt_all = self.queues.with_queue(img_m, 'image'), self.queues.with_queue(txt_m, 'text')
         with torch.no_grad():
@@ -167,18 +201,22 @@ def _token_scores(a, am, b, bm):
 
 def _masked_mean(tokens, mask): m = mask.unsqueeze(-1).to(tokens.dtype); return (tokens * m).sum(1) / m.sum(1).clamp(min=1)
 
-@losses.register('multiscale')
+@losses.register('multiscale', temperature=0.07)
 class MultiScaleLoss(_ContrastiveBase):
     "Global InfoNCE + node–word alignment + global/local consistency."
-    def __init__(self, lambda_local:float=0.5, lambda_global:float=0.1, **kwargs):
+    def __init__(self,
+                 lambda_local:float=0.5, # weight of the node–word term
+                 lambda_global:float=0.1, # weight of the pooled-vs-tokens consistency term
+                 local_loss:bool=False, # the global term's `local_loss` (see `clip`)
+                 **kwargs): # `gather_with_grad`, `rank`, `world_size`, `output_dict`
         super().__init__(**kwargs); self.lambda_local, self.lambda_global = lambda_local, lambda_global
-        self.clip = ClipLoss(**kwargs)
-    def forward(self, image_features, text_features, logit_scale, image_tokens=None, image_mask=None,
-                text_tokens=None, text_mask=None, output_dict:bool|None=None):
+        self.clip = ClipLoss(local_loss=local_loss, **kwargs)
+    def forward(self, image_features, text_features, logit_scale, image_tokens, image_mask, text_tokens, text_mask, output_dict:bool|None=None):
+        if image_tokens is None or text_tokens is None:
+            raise ValueError('the multiscale loss needs image and text tokens: build the model with model.options.local_dim > 0 '
+                             'and towers that return tokens')
         contrastive = self.clip(image_features, text_features, logit_scale, output_dict=False)
         zero = contrastive.new_zeros(())
-        if image_tokens is None or text_tokens is None:
-            return self._out(output_dict, loss=contrastive, contrastive_loss=contrastive, local_loss=zero, global_loss=zero)
         im = image_mask if image_mask is not None else torch.ones(image_tokens.shape[:2], dtype=torch.bool, device=image_tokens.device)
         tm = text_mask if text_mask is not None else torch.ones(text_tokens.shape[:2], dtype=torch.bool, device=text_tokens.device)
         i2t = _token_scores(image_tokens, im.bool(), text_tokens, tm.bool())
@@ -194,12 +232,36 @@ class MultiScaleLoss(_ContrastiveBase):
         return self._out(output_dict, loss=loss, contrastive_loss=contrastive, local_loss=local, global_loss=consistency)
 
 # %% ../nbs/05_losses.ipynb #c0b47225
-def _ddp_clip_worker(rank:int, world_size:int, init_file:str, img, txt, scale, out_dir:str):
-    "Test helper: ClipLoss on this rank's half of a batch; saves the loss and the local gradients."
+def _ddp_loss_worker(rank:int, world_size:int, init_file:str, name:str, options:dict, inputs:dict, out_dir:str):
+    "Test helper: loss `name` on this rank's share of a batch; saves the loss and the gradients of the local features."
     dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=world_size)
-    n = len(img) // world_size
-    i, t = img[rank * n:(rank + 1) * n].clone().requires_grad_(), txt[rank * n:(rank + 1) * n].clone().requires_grad_()
-    loss = ClipLoss(gather_with_grad=True)(i, t, scale)
+    n = len(inputs['image_features']) // world_size
+    local = {k: (v[rank * n:(rank + 1) * n].clone().requires_grad_() if v.ndim else v) for k, v in inputs.items()}
+    loss = create_loss(name, **options)(**local)
     loss.backward()
-    torch.save(dict(loss=loss.detach(), gi=i.grad, gt=t.grad), f'{out_dir}/rank{rank}.pt')
+    torch.save(dict(loss=loss.detach(), gi=local['image_features'].grad, gt=local['text_features'].grad), f'{out_dir}/rank{rank}.pt')
     dist.destroy_process_group()
+
+# %% ../nbs/05_losses.ipynb #5e1d7f22
+def loss_from_config(lc:LossConfig) -> nn.Module:
+    "The loss of the `loss` section; `loss.temperature` reaches losses with a fixed temperature (`phoclip`)."
+    opts = dict(lc.options)
+    if 'temperature' in (losses.options(lc.name) or []) and lc.temperature is not None:
+        if 'temperature' in opts: raise ConfigError(f"loss {lc.name!r}: set the temperature once, as loss.temperature (not also in loss.options)")
+        opts['temperature'] = lc.temperature
+    return create_loss(lc.name, **opts)
+
+def logit_settings(lc:LossConfig) -> dict:
+    "`init_logit_scale` (log space, or None), `learn_logit_scale` and `init_logit_bias` (or None) for the loss of `lc`."
+    takes, meta = loss_inputs(lc.name), losses.get(lc.name)._registry_meta
+    fixed = 'temperature' in (losses.options(lc.name) or [])
+    out = dict(init_logit_scale=None, learn_logit_scale=False, init_logit_bias=None)
+    if 'logit_scale' in takes:
+        out['init_logit_scale'] = math.log(1 / (lc.temperature or meta.get('temperature', 0.07)))
+        out['learn_logit_scale'] = True if lc.learn_temperature is None else lc.learn_temperature
+    else:
+        if lc.learn_temperature: raise ConfigError(f"loss.learn_temperature: loss {lc.name!r} keeps its temperature fixed; set it to false or leave it out")
+        if lc.temperature is not None and not fixed: raise ConfigError(f'loss.temperature: loss {lc.name!r} has no temperature')
+    if 'logit_bias' in takes: out['init_logit_bias'] = lc.logit_bias if lc.logit_bias is not None else meta.get('logit_bias', -10.0)
+    elif lc.logit_bias is not None: raise ConfigError(f'loss.logit_bias: loss {lc.name!r} takes no logit bias (siglip does)')
+    return out

@@ -4,33 +4,58 @@
 
 # %% ../nbs/06_model.ipynb #6ba90b16
 from __future__ import annotations
-import copy, inspect, math
+import copy, inspect, math, re
 from pathlib import Path
 from importlib import resources
 import torch, torch.nn as nn, torch.nn.functional as F
-from .core import Config, ModelConfig, Registry, atomic_save, call_with_supported, seed_everything
-from .heads import create_head
+from fastcore.basics import patch
+from .core import Config, ConfigError, UnknownNameError, atomic_save, seed_everything, apply_overrides, validate_config
+from .heads import create_head, heads
+from .losses import logit_settings, loss_inputs, loss_from_config
 from .vision.towers import ImageTower
-from .text import create_text_tower
+from .text import create_text_tower, text_tower_assets
+from .data.transforms import transforms_from_cfg
 
 # %% auto #0
-__all__ = ['list_presets', 'load_config', 'AlignModel', 'create_model', 'save_model', 'load_model']
+__all__ = ['list_presets', 'load_config', 'AlignModel', 'check_model_config', 'create_model', 'image_transforms',
+           'create_model_and_transforms', 'model_checkpoint', 'save_model', 'read_checkpoint', 'load_model']
 
 # %% ../nbs/06_model.ipynb #096c957c
 def list_presets() -> list[str]:
     "Names of the presets shipped with phoalign."
     return sorted(p.stem for p in resources.files('phoalign').joinpath('configs').iterdir() if p.name.endswith('.yaml'))
 
+def _preset_dict(name:str) -> dict:
+    if name not in list_presets():
+        import difflib
+        close = difflib.get_close_matches(name, list_presets(), n=1)
+        raise UnknownNameError(f'unknown preset {name!r}' + (f' (did you mean {close[0]!r}?)' if close else '') +
+                               f' and no such YAML file; presets: {", ".join(list_presets())}')
+    d, _ = Config.read_yaml(resources.files('phoalign').joinpath('configs', f'{name}.yaml').read_text(encoding='utf-8'))
+    return d
+
+def _merge(base:dict, over:dict) -> dict:
+    "A config dict: `over`'s sections on top of `base`'s key by key; in `options`, each component's mapping replaces the base's."
+    out = dict(base)
+    for section, values in over.items():
+        if not (isinstance(values, dict) and isinstance(base.get(section), dict)): out[section] = values; continue
+        merged = dict(base[section])
+        for k, v in values.items():
+            merged[k] = {**merged[k], **v} if k == 'options' and isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+        out[section] = merged
+    return out
+
 def load_config(name_or_path:str|Path, # a preset name (`tiny`, `phoclip`, ...) or a YAML file
                 *overrides:str) -> Config: # `section.key=value` assignments applied on top
-    "A `Config` from a preset name or a YAML file, with overrides; a YAML file may start from a preset with `model.preset`."
+    "A `Config` from a preset name or a YAML file (which may start from a preset with `model.preset`), with overrides."
     p = Path(name_or_path)
-    if p.suffix in ('.yaml', '.yml') or p.exists(): cfg = Config.from_yaml(p)
-    elif str(name_or_path) in list_presets():
-        cfg = Config.from_yaml(resources.files('phoalign').joinpath('configs', f'{name_or_path}.yaml').read_text(encoding='utf-8'))
-        cfg.model.preset = str(name_or_path)
-    else: raise KeyError(f'unknown preset {str(name_or_path)!r} and no such YAML file; presets: {", ".join(list_presets())}')
-    return cfg.override(*overrides) if overrides else cfg
+    if p.suffix in ('.yaml', '.yml') or p.is_file():
+        d, where = Config.read_yaml(p)
+        preset = (d.get('model') or {}).get('preset') if isinstance(d.get('model'), dict) else None
+        if preset: d = _merge(_preset_dict(str(preset)), d)   # the file's values on top of its preset's
+    else: d, where = _preset_dict(str(name_or_path)), f'preset {name_or_path}'; d.setdefault('model', {})['preset'] = str(name_or_path)
+    if overrides: d, where = apply_overrides(d, overrides), f'{where} with overrides'
+    return Config.from_dict(d, where)
 
 # %% ../nbs/06_model.ipynb #15cbaf70
 class AlignModel(nn.Module):
@@ -41,8 +66,8 @@ class AlignModel(nn.Module):
                  embed_dim:int=512, # width of the shared space
                  head:str='mlp', # head name for both modalities (see `phoalign.heads`)
                  head_options:dict|None=None, # options for the heads
-                 init_temperature:float=0.07, # initial temperature when the heads carry no logit scale
-                 learn_temperature:bool=True, # learn the logit scale
+                 init_logit_scale:float|None=math.log(1 / 0.07), # log of the starting logit scale; None: no scale (fixed-temperature losses)
+                 learn_logit_scale:bool=True, # learn the logit scale
                  init_logit_bias:float|None=None, # a learnable logit bias (SigLIP: -10), None for none
                  local_dim:int=0, # project token features to this width for local losses (0: no tokens)
                  config:Config|None=None): # the config the model was built from (saved in checkpoints)
@@ -50,115 +75,189 @@ class AlignModel(nn.Module):
         self.image_tower, self.text_tower, self.embed_dim, self.config = image_tower, text_tower, embed_dim, config
         self.image_head = create_head(head, image_tower.out_dim, embed_dim, **(head_options or {}))
         self.text_head = create_head(head, text_tower.out_dim, embed_dim, **(head_options or {}))
-        if hasattr(self.image_head, 'logit_scale'): self.logit_scale = self.image_head.logit_scale
-        else: self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / init_temperature)), requires_grad=learn_temperature)
-        if hasattr(self.image_head, 'logit_bias'): self.logit_bias = self.image_head.logit_bias
-        else: self.logit_bias = None if init_logit_bias is None else nn.Parameter(torch.tensor(float(init_logit_bias)))
+        self.logit_scale = None if init_logit_scale is None else nn.Parameter(torch.tensor(float(init_logit_scale)), requires_grad=learn_logit_scale)
+        self.logit_bias = None if init_logit_bias is None else nn.Parameter(torch.tensor(float(init_logit_bias)))
         self.local_dim = local_dim
         if local_dim:
             self.image_token_proj = nn.Linear(image_tower.out_dim, local_dim)
             self.text_token_proj = nn.Linear(text_tower.out_dim, local_dim)
 
-    def tokenize(self, texts:list[str]) -> dict: return self.text_tower.tokenize(texts)
+    def tokenize(self, texts:list[str], **kwargs) -> dict:
+        "The text tower's tokenization (`segmented=` passes captions already word-segmented, where the tower uses them)."
+        return self.text_tower.tokenize(texts, **kwargs)
 
     def _device(self): return next(self.parameters()).device
 
-    def image_outputs(self, images:torch.Tensor) -> dict:
-        "Image tower + head: `features` (not normalised), and projected `tokens`/`mask` when `local_dim`."
-        out = self.image_tower(images)
-        res = dict(features=self.image_head(out['pooled']))
-        if self.local_dim and out.get('tokens') is not None: res.update(tokens=self.image_token_proj(out['tokens']), mask=out['mask'])
-        return res
+# %% ../nbs/06_model.ipynb #2d7b4c90
+def _outputs(tower, head, token_proj, x) -> dict:
+    out = tower(x)
+    res = dict(features=head(out['pooled']))
+    if token_proj is not None:
+        if out.get('tokens') is None: raise ValueError(f'{type(tower).__name__} returned no tokens, and this model aligns tokens (local_dim)')
+        res.update(tokens=token_proj(out['tokens']), mask=out['mask'])
+    if hasattr(head, 'forward_momentum'): res['features_m'] = head.forward_momentum(out['pooled'].detach())
+    return res
 
-    def text_outputs(self, text:dict) -> dict:
-        "Text tower + head on tokenized text."
-        out = self.text_tower(text)
-        res = dict(features=self.text_head(out['pooled']))
-        if self.local_dim and out.get('tokens') is not None: res.update(tokens=self.text_token_proj(out['tokens']), mask=out['mask'])
-        return res
+@patch
+def image_outputs(self:AlignModel, images:torch.Tensor) -> dict:
+    "Image tower + head: `features` (not normalised), projected `tokens`/`mask` when `local_dim`, `features_m` for momentum heads."
+    return _outputs(self.image_tower, self.image_head, getattr(self, 'image_token_proj', None), images)
 
-    def encode_image(self, images:torch.Tensor, normalize:bool=True) -> torch.Tensor:
-        "Embeddings of a batch of images `[B, 3, H, W]`."
-        f = self.image_outputs(images.to(self._device()))['features']
-        return F.normalize(f, dim=-1) if normalize else f
+@patch
+def text_outputs(self:AlignModel, text:dict) -> dict:
+    "Text tower + head on tokenized text."
+    return _outputs(self.text_tower, self.text_head, getattr(self, 'text_token_proj', None), text)
 
-    def encode_text(self, texts:list[str]|dict, normalize:bool=True) -> torch.Tensor:
-        "Embeddings of a list of strings (tokenized here, segmentation included) or of an already tokenized batch."
-        if isinstance(texts, str): raise TypeError('encode_text takes a list of strings, not one string')
-        batch = self.tokenize(list(texts)) if isinstance(texts, (list, tuple)) else texts
-        f = self.text_outputs({k: v.to(self._device()) if torch.is_tensor(v) else v for k, v in batch.items()})['features']
-        return F.normalize(f, dim=-1) if normalize else f
+@patch
+def encode_image(self:AlignModel, images:torch.Tensor, normalize:bool=True) -> torch.Tensor:
+    "Embeddings of a batch of images `[B, 3, H, W]`."
+    f = self.image_outputs(images.to(self._device()))['features']
+    return F.normalize(f, dim=-1) if normalize else f
 
-    def forward(self, images:torch.Tensor, text:dict) -> dict:
-        "Training forward: normalised features, the (exponentiated) logit scale and bias, and local tokens when asked."
-        img, txt = self.image_outputs(images), self.text_outputs(text)
-        out = dict(image_features=F.normalize(img['features'], dim=-1), text_features=F.normalize(txt['features'], dim=-1),
-                   logit_scale=self.logit_scale.exp())
-        if self.logit_bias is not None: out['logit_bias'] = self.logit_bias
-        if 'tokens' in img: out.update(image_tokens=F.normalize(img['tokens'], dim=-1), image_mask=img['mask'])
-        if 'tokens' in txt: out.update(text_tokens=F.normalize(txt['tokens'], dim=-1), text_mask=txt['mask'])
-        return out
+@patch
+def encode_text(self:AlignModel, texts:list[str]|dict, normalize:bool=True) -> torch.Tensor:
+    "Embeddings of a list of strings (tokenized here, segmentation included) or of an already tokenized batch."
+    if isinstance(texts, str): raise TypeError('encode_text takes a list of strings, not one string')
+    batch = self.tokenize(list(texts)) if isinstance(texts, (list, tuple)) else texts
+    f = self.text_outputs({k: v.to(self._device()) if torch.is_tensor(v) else v for k, v in batch.items()})['features']
+    return F.normalize(f, dim=-1) if normalize else f
 
-    def param_groups(self,
-                     lr:float, # base learning rate
-                     weight_decay:float=0.0, # AdamW weight decay (not on norms, biases, scales and embeddings of positions)
-                     lr_image:float|None=None, # image tower learning rate (default `lr`)
-                     lr_text:float|None=None, # text tower learning rate (default `lr`)
-                     lr_head:float|None=None) -> list[dict]: # heads, token projections and logit scale (default `lr`)
-        "Optimiser parameter groups: one learning rate per part, no weight decay on 1-d parameters (norms, biases, scales)."
-        parts = dict(image=(self.image_tower, lr_image), text=(self.text_tower, lr_text))
-        seen, groups = set(), []
-        def add(name, params, part_lr):
-            params = [(n, p) for n, p in params if p.requires_grad and id(p) not in seen]
-            seen.update(id(p) for _, p in params)
-            decay = [p for n, p in params if p.ndim > 1 and 'pos_embed' not in n and 'position' not in n]
-            no_decay = [p for n, p in params if not (p.ndim > 1 and 'pos_embed' not in n and 'position' not in n)]
-            for ps, wd, suffix in ((decay, weight_decay, ''), (no_decay, 0.0, '_no_decay')):
-                if ps: groups.append(dict(params=ps, lr=part_lr if part_lr is not None else lr, weight_decay=wd, name=name + suffix))
-        for name, (module, part_lr) in parts.items(): add(name, module.named_parameters(), part_lr)
-        add('head', self.named_parameters(), lr_head)   # everything else: heads, token projections, logit scale/bias
-        return groups
+# %% ../nbs/06_model.ipynb #6e0a1f43
+@patch
+def forward(self:AlignModel, images:torch.Tensor, text:dict) -> dict:
+    "Training forward: normalised features, the (exponentiated) logit scale and bias, local tokens and momentum features when held."
+    img, txt = self.image_outputs(images), self.text_outputs(text)
+    out = dict(image_features=F.normalize(img['features'], dim=-1), text_features=F.normalize(txt['features'], dim=-1))
+    if self.logit_scale is not None: out['logit_scale'] = self.logit_scale.exp()
+    if self.logit_bias is not None: out['logit_bias'] = self.logit_bias
+    if 'tokens' in img: out.update(image_tokens=F.normalize(img['tokens'], dim=-1), image_mask=img['mask'])
+    if 'tokens' in txt: out.update(text_tokens=F.normalize(txt['tokens'], dim=-1), text_mask=txt['mask'])
+    if 'features_m' in img: out.update(image_features_m=F.normalize(img['features_m'], dim=-1), text_features_m=F.normalize(txt['features_m'], dim=-1))
+    return out
+
+@patch
+@torch.no_grad()
+def update_momentum(self:AlignModel):
+    "Move the heads' momentum copies (if any) towards their weights; the trainer calls it after each optimiser step."
+    for h in (self.image_head, self.text_head):
+        if hasattr(h, 'update_momentum'): h.update_momentum()
+
+# %% ../nbs/06_model.ipynb #81c4d0a7
+@patch
+def param_groups(self:AlignModel,
+                 lr:float, # base learning rate
+                 weight_decay:float=0.0, # AdamW weight decay (not on norms, biases, scales and embeddings of positions)
+                 lr_image:float|None=None, # image tower learning rate (default `lr`)
+                 lr_text:float|None=None, # text tower learning rate (default `lr`)
+                 lr_head:float|None=None) -> list[dict]: # heads, token projections and logit scale (default `lr`)
+    "Optimiser parameter groups: one learning rate per part, no weight decay on 1-d parameters (norms, biases, scales)."
+    parts = dict(image=(self.image_tower, lr_image), text=(self.text_tower, lr_text))
+    seen, groups = set(), []
+    def add(name, params, part_lr):
+        params = [(n, p) for n, p in params if p.requires_grad and id(p) not in seen]
+        seen.update(id(p) for _, p in params)
+        decay = [p for n, p in params if p.ndim > 1 and 'pos_embed' not in n and 'position' not in n]
+        no_decay = [p for n, p in params if not (p.ndim > 1 and 'pos_embed' not in n and 'position' not in n)]
+        for ps, wd, suffix in ((decay, weight_decay, ''), (no_decay, 0.0, '_no_decay')):
+            if ps: groups.append(dict(params=ps, lr=part_lr if part_lr is not None else lr, weight_decay=wd, name=name + suffix))
+    for name, (module, part_lr) in parts.items(): add(name, module.named_parameters(), part_lr)
+    add('head', self.named_parameters(), lr_head)   # everything else: heads, token projections, logit scale/bias
+    return groups
 
 # %% ../nbs/06_model.ipynb #45e86537
+def _build(where:str, fn, name:str, *args, **kwargs):
+    "`fn(name, ...)`, with a constructor's 'unexpected keyword argument' turned into a `ConfigError` naming the setting."
+    try: return fn(name, *args, **kwargs)
+    except TypeError as e:
+        m = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if not m: raise
+        raise ConfigError(f'{where}: {name!r} does not take {m.group(1)!r} ({e})') from None
+
+def check_model_config(cfg:Config) -> dict:
+    "Refuse settings the chosen loss, heads and options cannot use together; returns the loss's `logit_settings`."
+    m, lc = cfg.model, cfg.loss
+    takes, local_dim = loss_inputs(lc.name), m.options.get('local_dim', 0)
+    if 'image_tokens' in takes and not local_dim:
+        raise ConfigError(f'loss {lc.name!r} aligns token features: set model.options.local_dim (= model.embed_dim for the consistency term)')
+    if local_dim and 'image_tokens' not in takes:
+        raise ConfigError(f'model.options.local_dim={local_dim}: loss {lc.name!r} uses no token features (the projections would never train); '
+                          'remove it or use loss.name=multiscale')
+    if 'image_features_m' in takes and m.head != 'blip':
+        raise ConfigError(f"loss {lc.name!r} distils from the momentum copy of the 'blip' head: set model.head=blip (model.head={m.head!r})")
+    heads.check_options(m.head, m.options.get('head', {}), 'model.options.head', positional=2)
+    loss_from_config(lc)                         # the loss's own options
+    return logit_settings(lc)
+
 def create_model(config:Config|str|Path='tiny', # a Config, a preset name or a YAML file
                  *overrides:str, # `section.key=value` assignments
                  captions:list[str]|None=None, # training captions, for text towers that learn a vocabulary
-                 pretrained:bool|None=None) -> AlignModel: # override `model.pretrained` (False when loading a checkpoint)
+                 pretrained:bool|None=None, # override `model.pretrained` (False when loading a checkpoint)
+                 text_assets:dict|None=None) -> AlignModel: # the text tower's tokenizer/config files, from a checkpoint
     "An `AlignModel` built from a config (initial weights seeded by `train.seed`)."
     cfg = config if isinstance(config, Config) else load_config(config)
     if overrides: cfg = cfg.override(*overrides)
     m = cfg.model
+    logits = check_model_config(cfg)
     seed_everything(cfg.train.seed)  # the same config gives the same initial weights
     use_pretrained = m.pretrained if pretrained is None else pretrained
     opts = dict(m.options)
-    image = ImageTower(m.image_tower, pretrained=use_pretrained and m.image_checkpoint is None, checkpoint=m.image_checkpoint,
-                       **opts.get('image', {}))
-    text = call_with_supported(create_text_tower, m.text_checkpoint or m.text_tower, pretrained=use_pretrained,
-                                captions=captions, **opts.get('text', {}))
+    image = _build('model.options.image', ImageTower, m.image_tower, pretrained=use_pretrained and m.image_checkpoint is None,
+                   checkpoint=m.image_checkpoint, **opts.get('image', {}))
+    extra = dict(assets=text_assets) if text_assets else {}
+    text = _build('model.options.text', create_text_tower, m.text_checkpoint or m.text_tower, pretrained=use_pretrained,
+                  captions=captions, **extra, **opts.get('text', {}))
     if getattr(text, 'config_options', None):  # what rebuilds this tower without the captions (the scratch tower's vocab size)
         cfg = copy.deepcopy(cfg)
         cfg.model.options = {**opts, 'text': {**opts.get('text', {}), **text.config_options}}
     return AlignModel(image, text, embed_dim=m.embed_dim, head=m.head, head_options=opts.get('head', {}),
-                      init_temperature=cfg.loss.temperature, learn_temperature=cfg.loss.learn_temperature,
-                      init_logit_bias=opts.get('init_logit_bias', -10.0 if cfg.loss.name == 'siglip' else None),
-                      local_dim=opts.get('local_dim', 0), config=cfg)
+                      init_logit_scale=logits['init_logit_scale'], learn_logit_scale=logits['learn_logit_scale'],
+                      init_logit_bias=logits['init_logit_bias'], local_dim=opts.get('local_dim', 0), config=cfg)
+
+# %% ../nbs/06_model.ipynb #4a9b2e18
+def image_transforms(model:AlignModel, # gives the image tower's `pretrained_cfg`
+                     config:Config|None=None) -> tuple: # gives `data.image_size`, `data.normalize`, `data.augment` (default: the model's)
+    "The training and evaluation image transforms of `model` under `config`."
+    cfg = config or model.config
+    dc, tower_cfg = cfg.data, model.image_tower.pretrained_cfg
+    size = tuple(dc.image_size) if isinstance(dc.image_size, list) else dc.image_size
+    normalize = None if dc.normalize == 'auto' else dc.normalize
+    return (transforms_from_cfg(tower_cfg, preset=dc.augment, train=True, size=size, normalize=normalize),
+            transforms_from_cfg(tower_cfg, preset='none', train=False, size=size, normalize=normalize))
+
+def create_model_and_transforms(config:Config|str|Path='tiny', # a Config, a preset name or a YAML file
+                                *overrides:str, # `section.key=value` assignments
+                                **kwargs) -> tuple: # `create_model`'s keyword arguments
+    "`(model, train_transform, eval_transform)`, as open_clip's `create_model_and_transforms`."
+    model = create_model(config, *overrides, **kwargs)
+    return (model, *image_transforms(model))
 
 # %% ../nbs/06_model.ipynb #6f64fa26
-def save_model(model:AlignModel, path:str|Path, **extra) -> Path:
-    "Write `model` (config + weights, and any `extra` values) atomically to `path`."
+def model_checkpoint(model:AlignModel) -> dict:
+    "What a checkpoint needs to rebuild `model` with nothing else: config, weights, the text tower's tokenizer/config files."
     if model.config is None: raise ValueError('this model has no config: build it with create_model, or set model.config')
-    return atomic_save(dict(config=model.config.to_dict(), state_dict=model.state_dict(), **extra), path)
+    return dict(config=model.config.to_dict(), state_dict=model.state_dict(), text_assets=text_tower_assets(model.text_tower))
+
+def save_model(model:AlignModel, path:str|Path, **extra) -> Path:
+    "Write `model` (config, weights, text assets, and any `extra` values) atomically to `path`."
+    return atomic_save(dict(model_checkpoint(model), **extra), path)
+
+def read_checkpoint(path:str|Path) -> dict:
+    "A phoalign checkpoint's content, loaded without executing code; a clear error for anything else."
+    path = Path(path)
+    if path.is_dir(): raise FileNotFoundError(f'{path} is a folder: name a checkpoint file (e.g. {path/"best.pt"})')
+    if not path.is_file(): raise FileNotFoundError(f'checkpoint {path} does not exist')
+    try: ck = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e: raise ConfigError(f'{path}: not a phoalign checkpoint (torch.load cannot read it: {type(e).__name__})') from None
+    if not isinstance(ck, dict) or 'config' not in ck or not ({'state_dict', 'model'} & set(ck)):
+        raise ConfigError(f'{path}: not a phoalign checkpoint (no config and weights inside)')
+    return ck
 
 def load_model(path:str|Path, # a checkpoint written by `save_model` or the Trainer
                device:str|torch.device='cpu') -> AlignModel:
     "Rebuild and load a model from a checkpoint, with nothing but the file."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f'checkpoint {path} does not exist')
-    try: ck = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise ValueError(f'{path}: not a phoalign checkpoint ({type(e).__name__}: {e})') from None
-    if not isinstance(ck, dict) or 'config' not in ck: raise ValueError(f'{path}: not a phoalign checkpoint (no config inside)')
+    ck = read_checkpoint(path)
     state = ck['state_dict'] if 'state_dict' in ck else ck['model']
     cfg = Config.from_dict(ck['config'], str(path))
-    model = create_model(cfg, pretrained=False)
+    model = create_model(cfg, pretrained=False, text_assets=ck.get('text_assets'))
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()

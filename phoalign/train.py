@@ -10,16 +10,18 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
-from .core import Config, TrainConfig, atomic_save, atomic_write, seed_everything, get_device, call_with_supported
-from .model import AlignModel
-from .losses import create_loss, clamp_logit_scale_
+import contextlib, glob, inspect, itertools
+from fastcore.basics import patch
+from .core import Config, ConfigError, DataError, UserError, atomic_save, atomic_write, seed_everything, lower_is_better
+from .model import AlignModel, image_transforms, model_checkpoint, read_checkpoint
+from .losses import loss_from_config, clamp_logit_scale_
 from .metrics import retrieval_metrics
-from .data.transforms import image_transform
 from .data.datasets import PairsDataset, PairsCollate, SkipTracker
 
 # %% auto #0
-__all__ = ['cosine_with_warmup', 'EpochSampler', 'RunLogger', 'LiveCurves', 'rng_state', 'set_rng_state', 'load_checkpoint',
-           'NonFiniteLossError', 'Trainer', 'encode_dataset', 'evaluate_retrieval', 'prepare_data']
+__all__ = ['DDP_HEADS', 'cosine_with_warmup', 'EpochSampler', 'RunLogger', 'LiveCurves', 'rng_state', 'set_rng_state',
+           'prepare_data', 'pairs_dataset', 'encode_dataset', 'evaluate_retrieval', 'NonFiniteLossError',
+           'RunFolderInUseError', 'Trainer', 'latest_checkpoint']
 
 # %% ../nbs/08_train.ipynb #960ef9ab
 def cosine_with_warmup(optimizer, # the optimiser whose groups' learning rates are scaled
@@ -42,13 +44,15 @@ class EpochSampler(Sampler):
         if not self.shuffle: return iter(range(self.n))
         return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist())
 
-# %% ../nbs/08_train.ipynb #7a154e99
+# %% ../nbs/08_train.ipynb #9859ba99
 class RunLogger:
     "Appends one row per epoch to metrics.csv / metrics.jsonl, and forwards to optional trackers."
     def __init__(self, run_dir:str|Path, # the run folder
                  trackers:tuple=(), # any of 'tensorboard', 'wandb', 'comet' (used only when installed)
                  config:dict|None=None): # logged once to the trackers
         self.run_dir = Path(run_dir); self.run_dir.mkdir(parents=True, exist_ok=True)
+        log = self.run_dir/'metrics.jsonl'
+        self.rows = [json.loads(l) for l in log.read_text(encoding='utf-8').splitlines()] if log.exists() else []
         self.trackers = {}
         for name in trackers:
             try:
@@ -59,14 +63,14 @@ class RunLogger:
                     import wandb; self.trackers[name] = wandb.init(dir=str(self.run_dir), config=config, reinit=True)
                 elif name == 'comet':
                     import comet_ml; self.trackers[name] = comet_ml.Experiment(); self.trackers[name].log_parameters(config or {})
-                else: raise ValueError(f'unknown tracker {name!r}: use tensorboard, wandb or comet')
+                else: raise ConfigError(f'unknown tracker {name!r}: use tensorboard, wandb or comet')
             except ImportError: warnings.warn(f'{name} is not installed: logging to CSV/JSONL only')
 
     def log(self, row:dict):
-        "Write one row (an epoch's numbers)."
+        "Write one row (an epoch's numbers), and flush it so the files are current while the run goes on."
+        self.rows.append(row)
         with open(self.run_dir/'metrics.jsonl', 'a', encoding='utf-8') as f: f.write(json.dumps(row) + '\n')
-        rows = [json.loads(l) for l in (self.run_dir/'metrics.jsonl').read_text(encoding='utf-8').splitlines()]
-        pd.DataFrame(rows).to_csv(self.run_dir/'metrics.csv', index=False)  # columns may grow: rewrite the small file
+        pd.DataFrame(self.rows).to_csv(self.run_dir/'metrics.csv', index=False)  # columns may grow: rewrite the small file
         step = row.get('step', 0)
         for name, t in self.trackers.items():
             scalars = {k: v for k, v in row.items() if isinstance(v, (int, float))}
@@ -76,10 +80,10 @@ class RunLogger:
 
     def truncate(self, epoch:int):
         "Forget rows after `epoch` (a resumed run rewrites them)."
-        p = self.run_dir/'metrics.jsonl'
-        if not p.exists(): return
-        rows = [json.loads(l) for l in p.read_text(encoding='utf-8').splitlines() if json.loads(l)['epoch'] <= epoch]
-        with atomic_write(p, 'w') as f: f.write(''.join(json.dumps(r) + '\n' for r in rows))
+        self.rows = [r for r in self.rows if r['epoch'] <= epoch]
+        with atomic_write(self.run_dir/'metrics.jsonl', 'w') as f: f.write(''.join(json.dumps(r) + '\n' for r in self.rows))
+        if self.rows: pd.DataFrame(self.rows).to_csv(self.run_dir/'metrics.csv', index=False)
+        else: (self.run_dir/'metrics.csv').unlink(missing_ok=True)
 
 # %% ../nbs/08_train.ipynb #8780098a
 class LiveCurves:
@@ -134,18 +138,83 @@ def set_rng_state(st:dict):
     torch.set_rng_state(st['torch'])
     if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
 
-def load_checkpoint(path:str|Path) -> dict:
-    "A training checkpoint, loaded without executing code (`weights_only=True`)."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f'checkpoint {path} does not exist')
-    try: return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise ValueError(f'{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})') from None
+# %% ../nbs/08_train.ipynb #f91206e1
+def prepare_data(config:Config, # gives `data.path`, `format`, `images`, the split fractions and seed
+                 verbose:bool=True) -> dict: # print what was left out
+    "The train/val/test(/tune) pairs of `config.data`: `{split: DataFrame}`."
+    from phoalign.data.formats import read_pairs, split_images
+    from phoalign.data.datasets import readable_pairs
+    dc = config.data
+    if not dc.path: raise ConfigError('data.path is not set: pass data.path=<caption file or folder>')
+    pairs = read_pairs(dc.path, format=dc.format, images=dc.images, strict=dc.strict)
+    pairs, report = readable_pairs(pairs, decode=False)
+    if report['dropped_images']:
+        if dc.strict: raise DataError(f'{report["summary"]} (data.strict=true)', dc.path)
+        if verbose: print(f'{dc.path}: {report["summary"]}')
+    pairs = split_images(pairs, dc.val_frac, dc.test_frac, dc.tune_frac, seed=dc.seed, keep_existing=True)
+    out = {name: df for name, df in pairs.groupby('split')}
+    if 'train' not in out: raise DataError(f'no training images after splitting (splits: {sorted(out)})', dc.path)
+    return out
 
-# %% ../nbs/08_train.ipynb #c3d7b325
+def pairs_dataset(data:Dataset|pd.DataFrame, # a pairs table, or a ready Dataset (returned as is)
+                  transform, # the image transform (`image_transforms(model)`)
+                  config:Config, # gives strictness and the seed
+                  train:bool=False) -> Dataset: # training replaces unreadable images; evaluation leaves them out
+    "A `PairsDataset` over `data`."
+    if isinstance(data, Dataset): return data
+    return PairsDataset(data, transform=transform, strict=config.data.strict, seed=config.train.seed, replace_unreadable=train)
+
+# %% ../nbs/08_train.ipynb #81897856
+@torch.no_grad()
+def encode_dataset(model:AlignModel, # the model (eval mode is set here)
+                   dataset:PairsDataset, # validation/test pairs with a deterministic transform
+                   batch_size:int=64) -> dict: # images encoded per step
+    "Embeddings of every readable image of `dataset` and of their captions: `images`, `texts`, `owner` (each caption's image), `left_out`."
+    model.eval()
+    imgs, kept, left_out = [], [], []
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=PairsCollate(None))
+    for batch in loader:
+        left_out += batch['skipped']
+        if len(batch['index']): imgs.append(model.encode_image(batch['image'])); kept += batch['index'].tolist()
+    if not kept: raise DataError(f'none of the {len(dataset)} images could be read (first: {left_out[0][0]}: {left_out[0][1]})')
+    position = {i: n for n, i in enumerate(kept)}
+    captions, owner = dataset.all_captions()
+    segmented = dataset.all_segmented() if hasattr(dataset, 'all_segmented') else [None] * len(captions)
+    rows = [c for c, o in enumerate(owner) if o in position]
+    texts = []
+    for s in range(0, len(rows), batch_size):
+        chunk = rows[s:s + batch_size]
+        seg = [segmented[c] for c in chunk]
+        batch = model.tokenize([captions[c] for c in chunk], **({'segmented': seg} if any(x is not None for x in seg) else {}))
+        texts.append(model.encode_text(batch))
+    return dict(images=torch.cat(imgs), texts=torch.cat(texts), owner=torch.tensor([position[owner[c]] for c in rows]),
+                image_paths=[dataset.images[i] for i in kept], captions=[captions[c] for c in rows], left_out=left_out)
+
+def evaluate_retrieval(model:AlignModel, # the model
+                       dataset:PairsDataset, # evaluation pairs
+                       batch_size:int=64) -> dict: # images per step
+    "I2T/T2I Recall@1/5/10, RSum, ranks, with the numbers of `images` and `captions` measured and images `left_out`."
+    enc = encode_dataset(model, dataset, batch_size)
+    return dict(retrieval_metrics(enc['images'], enc['texts'], enc['owner']), images=len(enc['images']), captions=len(enc['texts']),
+                left_out=len(enc['left_out']))
+
+# %% ../nbs/08_train.ipynb #cfedd1c6
 class NonFiniteLossError(FloatingPointError):
-    "The loss became NaN or infinite; the run stopped and the last good checkpoint is intact."
+    "The loss or the validation scores became NaN or infinite; the run stopped and the last good checkpoint is intact."
 
-# %% ../nbs/08_train.ipynb #ed3ac0c7
+class RunFolderInUseError(UserError):
+    "The output folder already holds a run."
+
+def _stale_temporaries(run_dir:Path) -> list[Path]:
+    "Temporary files `atomic_write` leaves when a process is killed mid-write (`.last.pt.x1y2.tmp`)."
+    return [Path(p) for p in glob.glob(str(run_dir/'.*.tmp'))]
+
+def _loss_input_names(loss:nn.Module) -> tuple[list, list]:
+    "The model outputs `loss` takes, and those it requires."
+    params = [p for p in inspect.signature(loss.forward).parameters.values() if p.name not in ('self', 'output_dict')]
+    return [p.name for p in params], [p.name for p in params if p.default is p.empty]
+
+# %% ../nbs/08_train.ipynb #a54d199b
 class Trainer:
     "Trains an `AlignModel` on image–caption pairs with a contrastive loss, on Accelerate."
     def __init__(self,
@@ -153,184 +222,345 @@ class Trainer:
                  train_data:Dataset|pd.DataFrame, # a pairs table (`read_pairs`) or a Dataset yielding dict(image, caption)
                  val_data:Dataset|pd.DataFrame|None=None, # validation pairs, evaluated with retrieval metrics every epoch
                  config:Config|None=None, # the run config (default: `model.config`)
-                 loss:nn.Module|None=None, # the loss (default: `create_loss(config.loss.name, ...)`)
+                 loss:nn.Module|None=None, # the loss (default: the config's `loss` section)
                  trackers:tuple=(), # optional 'tensorboard', 'wandb', 'comet'
                  live:bool|None=None, # redraw curves in the notebook (default: when in a notebook)
-                 progress:bool=True): # show progress bars
-        from accelerate import Accelerator
+                 progress:bool=True, # show progress bars
+                 overwrite:bool=False, # start afresh in an output folder that holds a run (its logs and checkpoints are replaced)
+                 log=print): # where progress lines go (epoch lines, skipped images, early stop)
         self.config = config or model.config
         if self.config is None: raise ValueError('pass config=, or build the model with create_model so it carries one')
-        tc, dc = self.config.train, self.config.data
-        if tc.precision == 'fp16' and not torch.cuda.is_available(): raise ValueError("train.precision='fp16' needs a GPU; use 'bf16' or 'no' on CPU")
-        seed_everything(tc.seed)
-        from accelerate.state import AcceleratorState
-        AcceleratorState._reset_state()  # a new trainer may use another precision in the same process (the process group stays)
-        self.accelerator = Accelerator(mixed_precision=tc.precision, gradient_accumulation_steps=tc.grad_accum,
-                                       cpu=get_device(tc.device).type == 'cpu')
-        self.model, self.progress = model, progress and self.accelerator.is_local_main_process
-        self.loss_fn = loss or create_loss(self.config.loss.name, **self.config.loss.options)
-        self.train_ds = self._dataset(train_data, train=True)
-        self.val_ds = None if val_data is None else self._dataset(val_data, train=False)
-        self.sampler = EpochSampler(len(self.train_ds), seed=tc.seed)
-        collate = PairsCollate(model.tokenize)
-        self.train_dl = DataLoader(self.train_ds, batch_size=tc.batch_size, sampler=self.sampler, collate_fn=collate,
-                                   num_workers=dc.num_workers, drop_last=len(self.train_ds) > tc.batch_size)
-        self.optimizer = torch.optim.AdamW(model.param_groups(tc.lr, tc.weight_decay, tc.lr_image, tc.lr_text, tc.lr_head))
-        self.steps_per_epoch = math.ceil(len(self.train_dl) / tc.grad_accum)
-        self.scheduler = cosine_with_warmup(self.optimizer, tc.warmup_steps, tc.epochs * self.steps_per_epoch)
-        self.model, self.optimizer, self.train_dl, self.scheduler = self.accelerator.prepare(
-            self.model, self.optimizer, self.train_dl, self.scheduler)
-        self.run_dir = Path(tc.output_dir)
-        self.logger = RunLogger(self.run_dir, trackers, self.config.to_dict()) if self.accelerator.is_main_process else None
+        self.model, self.log_line, self.overwrite = model, log, overwrite
+        self._setup_accelerator()
+        self.progress = progress and self.accelerator.is_local_main_process
+        self.loss_fn = loss or loss_from_config(self.config.loss)
+        self.loss_inputs, required = _loss_input_names(self.loss_fn)
+        self._setup_data(train_data, val_data)
+        self._setup_optimisation()
+        self.run_dir = Path(self.config.train.output_dir)
+        if self.accelerator.is_main_process:
+            for t in _stale_temporaries(self.run_dir): t.unlink(missing_ok=True)  # left by a kill during a checkpoint write
+        self.trackers, self.logger = trackers, None
         self.curves = LiveCurves(self.run_dir/'curves.png', live=live)
         self.skips = SkipTracker()
         self.history, self.epoch, self.step, self.best, self.bad_epochs = [], 0, 0, None, 0
-
-    def _dataset(self, data, train:bool):
-        if isinstance(data, Dataset): return data
-        dc = self.config.data
-        tfm = image_transform(dc.augment if train else 'none', size=dc.image_size, normalize=dc.normalize, train=train)
-        return PairsDataset(data, transform=tfm, strict=dc.strict, seed=self.config.train.seed)
+        self.batch_in_epoch, self._epoch_sums, self._checked_outputs, self.stopped, self._pending_rng = 0, {}, False, None, None
 
     @property
     def unwrapped(self) -> AlignModel: return self.accelerator.unwrap_model(self.model)
+    @property
+    def monitor(self) -> str: return self.config.train.monitor if self.val_ds is not None else 'train_loss'
 
-    # -- one epoch ------------------------------------------------------------------------------------------------------
-    def train_epoch(self) -> dict:
-        "One pass over the training data; returns the mean loss (and its parts)."
-        tc, acc = self.config.train, self.accelerator
-        self.model.train(); self.sampler.set_epoch(self.epoch)
-        if hasattr(self.train_dl, 'set_epoch'): self.train_dl.set_epoch(self.epoch)  # Accelerate's loader re-sets the sampler's epoch from its own counter
-        if hasattr(self.train_ds, 'set_epoch'): self.train_ds.set_epoch(self.epoch)
-        sums, n = {}, 0
-        bar = _progress(self.train_dl, f'epoch {self.epoch + 1}/{tc.epochs}', self.progress)
-        for batch in bar:
-            self.skips.update(batch)
-            with acc.accumulate(self.model):
-                with acc.autocast():
-                    out = self.model(batch['image'], batch['text'])
-                    parts = call_with_supported(self.loss_fn, **out, output_dict=True)
-                loss = parts['loss']
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(f'the loss is {loss.item()} at step {self.step + 1} (epoch {self.epoch + 1}); '
-                                             f'the run stopped, the last good checkpoint in {self.run_dir} is intact. '
-                                             'Lower the learning rate, enable grad clipping or use bf16 instead of fp16.')
-                acc.backward(loss)
-                if acc.sync_gradients and tc.grad_clip: acc.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
-                self.optimizer.step(); self.scheduler.step(); self.optimizer.zero_grad(set_to_none=True)
-                if acc.sync_gradients:
-                    self.step += 1
-                    clamp_logit_scale_(self.unwrapped.logit_scale)
-            for k, v in parts.items():
-                if torch.is_tensor(v) and v.ndim == 0: sums[k] = sums.get(k, 0.0) + v.item()
-            n += 1
-            if hasattr(bar, 'set_postfix'): bar.set_postfix(loss=f'{sums["loss"] / n:.4f}')
-        return {f'train_{k}' if k != 'loss' else 'train_loss': v / max(n, 1) for k, v in sums.items()}
+# %% ../nbs/08_train.ipynb #3a7c1e09
+@patch
+def _setup_accelerator(self:Trainer):
+    "An `Accelerator` for `train.precision`, `grad_accum` and `device` (a `cuda:N` index is honoured on one process)."
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    tc = self.config.train
+    world = int(os.environ.get('WORLD_SIZE', '1'))
+    if tc.device.startswith('cuda'):
+        if not torch.cuda.is_available(): raise ConfigError(f'train.device={tc.device!r}, but CUDA is not available here')
+        if ':' in tc.device:
+            if world > 1: raise ConfigError(f'train.device={tc.device!r} names one GPU, but {world} processes run: choose GPUs with CUDA_VISIBLE_DEVICES')
+            torch.cuda.set_device(int(tc.device.split(':')[1]))   # Accelerate then runs on that GPU
+    if tc.device == 'mps' and not (getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available()):
+        raise ConfigError("train.device='mps', but Apple MPS is not available here")
+    if tc.precision == 'fp16' and (tc.device == 'cpu' or not torch.cuda.is_available()):
+        raise ConfigError("train.precision='fp16' needs a GPU; use 'bf16' or 'no' on the CPU")
+    seed_everything(tc.seed)
+    AcceleratorState._reset_state()  # a new trainer may use another precision in the same process (the process group stays)
+    self.accelerator = Accelerator(mixed_precision=tc.precision, gradient_accumulation_steps=tc.grad_accum, cpu=tc.device == 'cpu')
 
-    @torch.no_grad()
-    def evaluate(self, data=None) -> dict:
-        "Retrieval metrics (I2T/T2I R@1/5/10, RSum) on `data` (default: the validation set)."
-        ds = self.val_ds if data is None else self._dataset(data, train=False)
-        if ds is None: return {}
-        return evaluate_retrieval(self.unwrapped, ds, batch_size=self.config.train.batch_size)
+@patch
+def _setup_data(self:Trainer, train_data, val_data):
+    "Datasets with the model's transforms, and the training loader (sharded over the processes by Accelerate)."
+    tc, dc = self.config.train, self.config.data
+    train_tfm, eval_tfm = image_transforms(self.model, self.config)
+    self.train_ds = pairs_dataset(train_data, train_tfm, self.config, train=True)
+    self.val_ds = None if val_data is None else pairs_dataset(val_data, eval_tfm, self.config, train=False)
+    self.sampler = EpochSampler(len(self.train_ds), seed=tc.seed)
+    global_batch = tc.batch_size * self.accelerator.num_processes
+    self.train_dl = DataLoader(self.train_ds, batch_size=tc.batch_size, sampler=self.sampler, collate_fn=PairsCollate(self.model.tokenize),
+                               num_workers=dc.num_workers, drop_last=len(self.train_ds) >= 2 * global_batch)
+    if self.val_ds is None and tc.monitor != 'train_loss' and self.accelerator.is_main_process:
+        self.log_line(f'no validation split: best.pt and early stopping follow train_loss instead of {tc.monitor}')
 
-    # -- checkpoints ----------------------------------------------------------------------------------------------------
-    def state(self) -> dict:
-        "Everything a resumed run needs."
-        scaler = getattr(self.accelerator, 'scaler', None)
-        return dict(config=self.config.to_dict(), state_dict=self.unwrapped.state_dict(), optimizer=self.optimizer.state_dict(),
-                    scheduler=self.scheduler.state_dict(), scaler=scaler.state_dict() if scaler is not None else None,
-                    epoch=self.epoch, step=self.step, rng=rng_state(), history=self.history, best=self.best,
-                    bad_epochs=self.bad_epochs)
+@patch
+def _setup_optimisation(self:Trainer):
+    "AdamW over the model's parameter groups, the warmup + cosine schedule in optimiser steps, and Accelerate's wrapping."
+    tc = self.config.train
+    self.optimizer = torch.optim.AdamW(self.model.param_groups(tc.lr, tc.weight_decay, tc.lr_image, tc.lr_text, tc.lr_head))
+    self.model, self.optimizer, self.train_dl = self.accelerator.prepare(self.model, self.optimizer, self.train_dl)
+    self.loss_fn = self.loss_fn.to(self.accelerator.device)
+    self.steps_per_epoch = math.ceil(len(self.train_dl) / tc.grad_accum)   # the prepared loader's length is per process
+    self.total_steps = min(tc.epochs * self.steps_per_epoch, tc.max_steps or math.inf)
+    # stepped once per optimiser step by the trainer itself (Accelerate would step it once per process)
+    self.scheduler = cosine_with_warmup(self.optimizer.optimizer, tc.warmup_steps, self.total_steps)
 
-    def save(self, name:str) -> Path|None:
-        "Write `<run_dir>/<name>.pt` atomically (main process only)."
-        self.accelerator.wait_for_everyone()
-        if not self.accelerator.is_main_process: return None
-        return atomic_save(self.state(), self.run_dir/f'{name}.pt')
+# %% ../nbs/08_train.ipynb #4d8b2f60
+@patch
+def _loss(self:Trainer, out:dict) -> dict:
+    "The loss's parts for the model's outputs `out`."
+    if not self._checked_outputs:
+        name = getattr(self.config.loss, 'name', type(self.loss_fn).__name__)
+        missing = [k for k in self._required_inputs() if k not in out]
+        if missing: raise ConfigError(f'loss {name!r} needs {", ".join(missing)}, which the model does not give')
+        unused = [k for k in ('logit_scale', 'logit_bias', 'image_tokens') if k in out and k not in self.loss_inputs]  # trainable outputs
+        if unused: raise ConfigError(f'the model gives {", ".join(unused)} but loss {name!r} does not use it: those parameters would never train')
+        self._checked_outputs = True
+    return self.loss_fn(**{k: out[k] for k in self.loss_inputs if k in out}, output_dict=True)
 
-    def resume(self, path:str|Path='last'):
-        "Continue from a checkpoint (`'last'`, `'best'` or a path) exactly where it stopped."
-        p = self.run_dir/f'{path}.pt' if str(path) in ('last', 'best') else Path(path)
-        ck = load_checkpoint(p)
-        self.unwrapped.load_state_dict(ck['state_dict'])
-        self.optimizer.load_state_dict(ck['optimizer']); self.scheduler.load_state_dict(ck['scheduler'])
-        scaler = getattr(self.accelerator, 'scaler', None)
-        if scaler is not None and ck.get('scaler'): scaler.load_state_dict(ck['scaler'])
-        self.epoch, self.step, self.history, self.best, self.bad_epochs = ck['epoch'], ck['step'], ck['history'], ck['best'], ck['bad_epochs']
-        set_rng_state(ck['rng'])
-        if self.logger: self.logger.truncate(self.epoch - 1)
-        return self
+@patch
+def _required_inputs(self:Trainer) -> list: return _loss_input_names(self.loss_fn)[1]
 
-    # -- the loop -------------------------------------------------------------------------------------------------------
-    def _improved(self, value) -> bool:
-        return value is not None and (self.best is None or value > self.best)
+@patch
+def _after_optimizer_step(self:Trainer):
+    self.last_lr = self.optimizer.param_groups[0]['lr']   # the rate this step used, logged with the epoch that ends here
+    self.scheduler.step(); self.step += 1
+    model = self.unwrapped
+    if model.logit_scale is not None: clamp_logit_scale_(model.logit_scale)
+    model.update_momentum()
 
-    def fit(self, epochs:int|None=None) -> list[dict]:
-        "Train to `epochs` (default `train.epochs`), evaluating, logging and checkpointing each epoch; returns the history."
-        tc = self.config.train
-        total = epochs or tc.epochs
-        while self.epoch < total:
+@patch
+def _check_finite(self:Trainer, loss:torch.Tensor):
+    "Stop every process together when the loss is not finite on any of them."
+    bad = torch.tensor(float(not torch.isfinite(loss.detach()).item()), device=loss.device)
+    if self.accelerator.num_processes > 1: bad = self.accelerator.reduce(bad, 'max')
+    if bad.item():
+        raise NonFiniteLossError(f'the loss is {loss.item()} at step {self.step + 1} (epoch {self.epoch + 1}); the run stopped, the '
+                                 f'last good checkpoint in {self.run_dir} is intact. Lower the learning rate, enable '
+                                 'train.grad_clip or use bf16 instead of fp16.')
+
+@patch
+def train_step(self:Trainer, batch:dict) -> dict:
+    "Forward, backward and (every `grad_accum` batches) an optimiser step; returns the batch's loss parts."
+    tc, acc = self.config.train, self.accelerator
+    if hasattr(self.loss_fn, 'set_progress'): self.loss_fn.set_progress(self.epoch, self.step, self.steps_per_epoch)
+    with acc.accumulate(self.model):
+        with acc.autocast():
+            out = self.model(batch['image'], batch['text'])
+            parts = self._loss(out)
+        self._check_finite(parts['loss'])
+        acc.backward(parts['loss'])
+        if acc.sync_gradients and tc.grad_clip: acc.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+        self.optimizer.step(); self.optimizer.zero_grad(set_to_none=True)   # Accelerate's optimizer steps only on sync
+        if acc.sync_gradients: self._after_optimizer_step()
+    return parts
+
+# %% ../nbs/08_train.ipynb #5e7a9c13
+@patch
+def train_epoch(self:Trainer) -> dict:
+    "The rest of the current epoch; returns its mean loss (and parts), the same on every process."
+    tc, acc = self.config.train, self.accelerator
+    self.model.train(); self.sampler.set_epoch(self.epoch)
+    if hasattr(self.train_dl, 'set_epoch'): self.train_dl.set_epoch(self.epoch)  # Accelerate's loader re-sets the sampler's epoch
+    if hasattr(self.train_ds, 'set_epoch'): self.train_ds.set_epoch(self.epoch)
+    loader = acc.skip_first_batches(self.train_dl, self.batch_in_epoch) if self.batch_in_epoch else self.train_dl
+    if hasattr(loader, 'set_epoch'): loader.set_epoch(self.epoch)   # a new (skipping) loader counts its epochs from 0
+    bar = _progress(loader, f'epoch {self.epoch + 1}/{tc.epochs}', self.progress)
+    batches = iter(bar)
+    first = next(batches, None)   # starting an epoch's iterator draws from the global generator:
+    if self._pending_rng is not None: set_rng_state(self._pending_rng); self._pending_rng = None   # a mid-epoch resume restores it after
+    for batch in itertools.chain([first] if first is not None else [], batches):
+        self.skips.update(batch)
+        parts = self.train_step(batch)
+        self.batch_in_epoch += 1
+        for k, v in parts.items():
+            if torch.is_tensor(v) and v.ndim == 0: self._epoch_sums[k] = self._epoch_sums.get(k, 0.0) + v.item()
+        self._epoch_sums['_n'] = self._epoch_sums.get('_n', 0) + 1
+        if hasattr(bar, 'set_postfix'): bar.set_postfix(loss=f'{self._epoch_sums["loss"] / self._epoch_sums["_n"]:.4f}')
+        if acc.sync_gradients:
+            if tc.save_every_steps and self.step % tc.save_every_steps == 0: self.save('last')
+            if tc.max_steps and self.step >= tc.max_steps: break
+    sums, self._epoch_sums, self.batch_in_epoch = self._epoch_sums, {}, 0
+    n = max(sums.pop('_n', 0), 1)
+    means = torch.tensor([sums[k] / n for k in sorted(sums)], dtype=torch.float64, device=acc.device)
+    if acc.num_processes > 1: means = acc.reduce(means, 'mean')
+    return {('train_loss' if k == 'loss' else f'train_{k}'): v for k, v in zip(sorted(sums), means.tolist())}
+
+# %% ../nbs/08_train.ipynb #7c3d5a81
+@patch
+@torch.no_grad()
+def evaluate(self:Trainer, data=None) -> dict:
+    "Retrieval metrics (I2T/T2I R@1/5/10, RSum, ...) on `data` (default: the validation set), the same on every process."
+    from accelerate.utils import broadcast_object_list
+    ds = self.val_ds if data is None else pairs_dataset(data, image_transforms(self.unwrapped, self.config)[1], self.config)
+    if ds is None: return {}
+    result = [None]
+    if self.accelerator.is_main_process:
+        try: result = [evaluate_retrieval(self.unwrapped, ds, batch_size=self.config.train.batch_size)]
+        except FloatingPointError as e: result = [dict(error=f'validation scores are not finite at step {self.step} (epoch {self.epoch}): {e}')]
+    if self.accelerator.num_processes > 1: broadcast_object_list(result)
+    if 'error' in result[0]: raise NonFiniteLossError(result[0]['error'] + f'; the last good checkpoint in {self.run_dir} is intact')
+    return result[0]
+
+# %% ../nbs/08_train.ipynb #1e5b7d34
+@patch
+def state(self:Trainer) -> dict:
+    "Everything a resumed run needs."
+    scaler = getattr(self.accelerator, 'scaler', None)
+    return dict(model_checkpoint(self.unwrapped), optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+                scaler=scaler.state_dict() if scaler is not None else None, loss_state=self.loss_fn.state_dict(),
+                epoch=self.epoch, step=self.step, batch_in_epoch=self.batch_in_epoch,
+                epoch_sums={k: float(v) for k, v in self._epoch_sums.items()}, rng=rng_state(), history=self.history,
+                best=self.best, bad_epochs=self.bad_epochs, n_train=len(self.train_ds), data_path=self.config.data.path,
+                processes=self.accelerator.num_processes)
+
+@patch
+def save(self:Trainer, name:str, wait:bool=True) -> Path|None:
+    "Write `<run_dir>/<name>.pt` atomically (main process only; `wait` first for every process)."
+    if wait: self.accelerator.wait_for_everyone()
+    if not self.accelerator.is_main_process: return None
+    return atomic_save(self.state(), self.run_dir/f'{name}.pt')
+
+def latest_checkpoint(run_dir:str|Path) -> Path:
+    "The checkpoint of `run_dir` furthest into training (by optimiser step)."
+    found = [p for p in Path(run_dir).glob('*.pt')]
+    if not found: raise FileNotFoundError(f'no checkpoint in {run_dir} to resume from')
+    def progress(p):
+        try: ck = read_checkpoint(p); return (ck.get('step', -1), p.stat().st_mtime)
+        except Exception: return (-2, 0)
+    return max(found, key=progress)
+
+@patch
+def resume(self:Trainer, path:str|Path='last'):
+    "Continue from a checkpoint (`'last'`, `'best'`, `'latest'` or a path) exactly where it stopped."
+    p = latest_checkpoint(self.run_dir) if str(path) == 'latest' else self.run_dir/f'{path}.pt' if str(path) in ('last', 'best') else Path(path)
+    ck = read_checkpoint(p)
+    if ck.get('n_train') not in (None, len(self.train_ds)):
+        raise ConfigError(f'{p}: this run trained on {ck["n_train"]} images ({ck.get("data_path")}), the data given now has '
+                          f'{len(self.train_ds)} ({self.config.data.path}): resume with the same data, or train afresh with --overwrite')
+    try: self.unwrapped.load_state_dict(ck['state_dict'])
+    except RuntimeError as e:
+        was = ck['config']['model']
+        raise ConfigError(f'{p}: the checkpoint does not fit this model (it holds {was["image_tower"]} + {was["text_tower"]}, '
+                          f'head {was["head"]}, embed_dim {was["embed_dim"]}): {str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}') from None
+    self.optimizer.load_state_dict(ck['optimizer']); self.scheduler.load_state_dict(ck['scheduler'])
+    scaler = getattr(self.accelerator, 'scaler', None)
+    if scaler is not None and ck.get('scaler'): scaler.load_state_dict(ck['scaler'])
+    if ck.get('loss_state') is not None: self.loss_fn.load_state_dict(ck['loss_state'])
+    self.epoch, self.step, self.history, self.best, self.bad_epochs = ck['epoch'], ck['step'], ck['history'], ck['best'], ck['bad_epochs']
+    self.batch_in_epoch, self._epoch_sums = ck.get('batch_in_epoch', 0), dict(ck.get('epoch_sums', {}))
+    if self.batch_in_epoch: self._pending_rng = ck['rng']   # restored once the epoch's iterator exists (see train_epoch)
+    else: set_rng_state(ck['rng'])
+    self.resumed_from = p
+    if self.accelerator.is_main_process:
+        self._open_logger().truncate(self.epoch)   # rows of epochs the checkpoint had not finished go
+    return self
+
+# %% ../nbs/08_train.ipynb #6b8e1c45
+@patch
+def _open_logger(self:Trainer) -> RunLogger:
+    if self.logger is None: self.logger = RunLogger(self.run_dir, self.trackers, self.config.to_dict())
+    return self.logger
+
+@patch
+def _check_run_folder(self:Trainer):
+    "Refuse to start afresh in a folder that holds a run, unless `overwrite`."
+    if self.step or self.epoch or self.batch_in_epoch or not self.accelerator.is_main_process: return
+    used = [p for p in ('last.pt', 'best.pt', 'metrics.jsonl') if (self.run_dir/p).exists()]
+    if not used: return
+    if not self.overwrite:
+        raise RunFolderInUseError(f'{self.run_dir} already holds a run ({", ".join(used)}): continue it with --resume '
+                                  '(Trainer.resume), or start afresh with --overwrite (Trainer(overwrite=True))')
+    for p in [*self.run_dir.glob('*.pt'), self.run_dir/'metrics.jsonl', self.run_dir/'metrics.csv', self.run_dir/'curves.png']:
+        p.unlink(missing_ok=True)
+
+@patch
+def _end_epoch(self:Trainer, train_row:dict, t0:float) -> dict:
+    "Validate, log, checkpoint and decide on early stopping; returns the epoch's row."
+    tc = self.config.train
+    row = dict(epoch=self.epoch + 1, step=self.step, lr=getattr(self, 'last_lr', self.optimizer.param_groups[0]['lr']), **train_row)
+    row.update({f'val_{k}': v for k, v in self.evaluate().items()})
+    row['seconds'] = round(time.time() - t0, 2)
+    skipped = self.skips.end_epoch(self.epoch + 1)
+    if skipped and self.accelerator.is_main_process: self.log_line(skipped)
+    self.history.append(row); self.epoch += 1
+    key = 'train_loss' if self.monitor == 'train_loss' else f'val_{self.monitor}'
+    score = row[key]
+    improved = self.best is None or (score < self.best if lower_is_better(self.monitor) else score > self.best)
+    if improved: self.best, self.bad_epochs = score, 0
+    else: self.bad_epochs += 1
+    if self.accelerator.is_main_process: self._open_logger().log(row)
+    self.save('last')
+    if improved: self.save('best')
+    if tc.save_every and self.epoch % tc.save_every == 0: self.save(f'epoch{self.epoch:03d}')
+    if self.accelerator.is_main_process: self.curves.update(self.history, self._summary())
+    return row
+
+@patch
+def fit_epochs(self:Trainer, epochs:int|None=None):
+    "Train to `epochs` (default `train.epochs`), yielding each epoch's row as it ends."
+    tc = self.config.train
+    total = epochs or tc.epochs
+    self._check_run_folder()
+    try:
+        while self.epoch < total and not (tc.max_steps and self.step >= tc.max_steps):
             t0 = time.time()
-            row = dict(epoch=self.epoch + 1, step=self.step, lr=self.optimizer.param_groups[0]['lr'], **self.train_epoch())
-            row.update({f'val_{k}': v for k, v in self.evaluate().items()})
-            row['seconds'] = round(time.time() - t0, 2)
-            skipped = self.skips.end_epoch(self.epoch + 1)
-            if skipped: print(skipped)
-            self.history.append(row); self.epoch += 1
-            score = row.get(f'val_{tc.monitor}', None if self.val_ds is not None else -row['train_loss'])
-            improved = self._improved(score)
-            if improved: self.best, self.bad_epochs = score, 0
-            else: self.bad_epochs += 1
-            if self.logger: self.logger.log(row)
-            self.save('last')
-            if improved: self.save('best')
-            if tc.save_every and self.epoch % tc.save_every == 0: self.save(f'epoch{self.epoch:03d}')
-            if self.accelerator.is_main_process: self.curves.update(self.history, self._summary())
+            row = self._end_epoch(self.train_epoch(), t0)
+            yield row
             if tc.patience and self.bad_epochs >= tc.patience:
-                print(f'early stop after epoch {self.epoch}: {tc.monitor} did not improve for {tc.patience} epochs (best {self.best:.3f})')
+                self.stopped = f'early stop after epoch {self.epoch}: {self.monitor} did not improve for {tc.patience} epochs (best {self.best:.3f})'
+                if self.accelerator.is_main_process: self.log_line(self.stopped)
                 break
-        return self.history
+    except KeyboardInterrupt:
+        self.save('last', wait=False)   # the other processes are being interrupted too: no barrier
+        self.stopped = f'interrupted at step {self.step} (epoch {self.epoch + 1}, batch {self.batch_in_epoch}); last.pt holds it'
+        raise
 
-    def _summary(self) -> str:
-        last = self.history[-1]
-        lines = [f'epoch {last["epoch"]}/{self.config.train.epochs}  step {self.step}', f'train loss {last["train_loss"]:.4f}']
-        lines += [f'{k[4:]:<12}{v:8.2f}' for k, v in last.items() if k.startswith('val_') and isinstance(v, float)][:8]
-        if self.best is not None: lines.append(f'best {self.config.train.monitor}: {self.best:.3f}')
-        return '\n'.join(lines)
+@patch
+def fit(self:Trainer, epochs:int|None=None) -> list[dict]:
+    "Train to `epochs` (default `train.epochs`), evaluating, logging and checkpointing each epoch; returns the history."
+    for _ in self.fit_epochs(epochs): pass
+    return self.history
+
+@patch
+def _summary(self:Trainer) -> str:
+    last = self.history[-1]
+    lines = [f'epoch {last["epoch"]}/{self.config.train.epochs}  step {self.step}', f'train loss {last["train_loss"]:.4f}']
+    lines += [f'{k[4:]:<12}{v:8.2f}' for k, v in last.items() if k.startswith('val_') and isinstance(v, float)][:8]
+    if self.best is not None: lines.append(f'best {self.monitor}: {self.best:.3f}')
+    return '\n'.join(lines)
 
 def _progress(it, desc, enabled):
     if not enabled: return it
     from tqdm.auto import tqdm
     return tqdm(it, desc=desc, leave=False)
 
-# %% ../nbs/08_train.ipynb #720e1124
-@torch.no_grad()
-def encode_dataset(model:AlignModel, # the model (eval mode is set here)
-                   dataset:PairsDataset, # validation/test pairs with a deterministic transform
-                   batch_size:int=64) -> tuple: # images encoded per step
-    "Embeddings of every image and every caption of `dataset`, and each caption's image index."
-    model.eval()
-    imgs = []
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=PairsCollate(None))
-    for batch in loader: imgs.append(model.encode_image(batch['image']))
-    captions, owner = dataset.all_captions()
-    txt = torch.cat([model.encode_text(captions[i:i + batch_size]) for i in range(0, len(captions), batch_size)])
-    return torch.cat(imgs), txt, torch.as_tensor(owner)
+# %% ../nbs/08_train.ipynb #3f9a2d61
+DDP_HEADS = {'mlp': {'dropout': 0.0}, 'linear': {}, 'clip': {}, 'siglip': {}, 'attention': {'dropout': 0.0},
+             'cross_modal': {'dropout': 0.0}, 'align': {'dropout': 0.0}, 'blip': {}}
 
-def evaluate_retrieval(model:AlignModel, dataset:PairsDataset, batch_size:int=64) -> dict:
-    "I2T/T2I Recall@1/5/10, RSum and mean recall of `model` on `dataset`."
-    img, txt, owner = encode_dataset(model, dataset, batch_size)
-    return retrieval_metrics(img, txt, owner)
+def _ddp_trainer_run(data_dir:str, out_dir:str, head:str, batch_size:int, steps:int=2, loss:str='clip') -> dict:
+    "Test helper: `steps` optimiser steps of the tiny preset with `head`; the loss and gradients at each step (main process)."
+    from phoalign.data.formats import read_pairs
+    from phoalign.model import create_model
+    pairs = read_pairs(Path(data_dir)/'captions_en.json')
+    over = [f'train.output_dir={out_dir}/{head}-{loss}', f'train.batch_size={batch_size}', f'train.max_steps={steps}', 'train.epochs=1',
+            f'model.head={head}', f'model.options.head={DDP_HEADS[head]}', 'model.options.image={freeze_bn: true}',
+            'model.options.text.dropout=0', f'loss.name={loss}', 'train.seed=0', 'train.grad_clip=none', 'train.device=cpu']
+    model = create_model('tiny', *over, captions=pairs.caption.tolist())
+    if head == 'align': model.image_head.eval(); model.text_head.eval()  # BatchNorm statistics are per process
+    tr = Trainer(model, pairs, progress=False, live=False, log=lambda s: None, overwrite=True)
+    if head == 'align': tr.model.train = lambda mode=True: tr.model   # keep those BatchNorms fixed through train()
+    grads, losses = [], []
+    tr.optimizer.optimizer.register_step_pre_hook(lambda opt, args, kw: grads.append(
+        {n: p.grad.detach().clone() for n, p in tr.unwrapped.named_parameters() if p.grad is not None}))
+    step = tr.train_step
+    def record(batch):
+        parts = step(batch); l = parts['loss'].detach()
+        if tr.accelerator.num_processes > 1: l = tr.accelerator.reduce(l, 'mean')
+        losses.append(l.item()); return parts
+    tr.train_step = record
+    tr.train_epoch()
+    return dict(losses=losses, grads=grads, processes=tr.accelerator.num_processes,
+                no_grad=[n for n, p in tr.unwrapped.named_parameters() if p.requires_grad and p.grad is None and not grads])
 
-# %% ../nbs/08_train.ipynb #b876dedd
-def prepare_data(config:Config) -> dict:
-    "The train/val/test(/tune) pairs of `config.data`: `{split: DataFrame}`."
-    from phoalign.data.formats import read_pairs, split_images
-    dc = config.data
-    if not dc.path: raise ValueError('data.path is not set: pass data.path=<caption file or folder>')
-    pairs = read_pairs(dc.path, format=dc.format, images=dc.images, strict=dc.strict)
-    pairs = split_images(pairs, dc.val_frac, dc.test_frac, dc.tune_frac, seed=dc.seed, keep_existing=True)
-    out = {name: df for name, df in pairs.groupby('split')}
-    if 'train' not in out: raise ValueError(f'{dc.path}: no training images after splitting (splits: {sorted(out)})')
-    return out
+def _ddp_trainer_worker(rank:int, world_size:int, port:int, data_dir:str, out_dir:str, cases:list, batch_size:int):
+    "Test helper: a process of a `world_size`-process group running `_ddp_trainer_run` for each (head, loss) case."
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    results = {f'{h}-{l}': _ddp_trainer_run(data_dir, out_dir, h, batch_size, loss=l) for h, l in cases}
+    if rank == 0: Path(out_dir).mkdir(parents=True, exist_ok=True); torch.save(results, f'{out_dir}/ddp_results.pt')
+    import torch.distributed as dist
+    if dist.is_initialized(): dist.destroy_process_group()

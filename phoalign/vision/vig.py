@@ -8,12 +8,13 @@ import math, warnings
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
-from timm.layers import DropPath
+from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
+from timm.layers import DropPath, to_2tuple
 from ..core import vision_models
 
 # %% auto #0
-__all__ = ['VIG_VARIANTS', 'RELEASES', 'sincos_2d', 'relative_position_term', 'knn_graph', 'act_layer', 'MRConv', 'DyGraphConv',
-           'Grapher', 'FFN', 'PyramidViG', 'load_vig_checkpoint']
+__all__ = ['VIG_VARIANTS', 'RELEASES', 'VIG_CFG', 'sincos_2d', 'relative_position_term', 'knn_graph', 'act_layer', 'MRConv',
+           'DyGraphConv', 'Grapher', 'FFN', 'PyramidViG', 'load_vig_checkpoint']
 
 # %% ../../nbs/03_vision.vig.ipynb #fd4f0d39
 def sincos_2d(dim:int, grid:int) -> np.ndarray:
@@ -203,6 +204,8 @@ class PyramidViG(nn.Module):
 VIG_VARIANTS = {'pvig_ti_224_gelu': ([48, 96, 240, 384], [2, 2, 6, 2]), 'pvig_s_224_gelu': ([80, 160, 400, 640], [2, 2, 6, 2]),
                 'pvig_m_224_gelu': ([96, 192, 384, 768], [2, 2, 16, 2]), 'pvig_b_224_gelu': ([128, 256, 512, 1024], [2, 2, 18, 2])}
 RELEASES = 'https://github.com/huawei-noah/Efficient-AI-Backbones/releases'
+# the official repo's `default_cfgs['vig_224_gelu']` (`'vig_b_224_gelu'`: crop_pct 0.95), reduced to the preprocessing keys
+VIG_CFG = dict(input_size=(3, 224, 224), mean=IMAGENET_INCEPTION_MEAN, std=IMAGENET_INCEPTION_STD, interpolation='bicubic', crop_pct=0.9)
 
 def load_vig_checkpoint(model:PyramidViG, path) -> PyramidViG:
     "Load an official (or phoalign) ViG checkpoint strictly; the classifier is dropped when the class count differs."
@@ -222,12 +225,14 @@ def load_vig_checkpoint(model:PyramidViG, path) -> PyramidViG:
 
 def _make_variant(name):
     channels, blocks = VIG_VARIANTS[name]
-    def build(pretrained:bool=False, checkpoint=None, num_classes:int=0, img_size:int=224, **kwargs) -> PyramidViG:
-        model = PyramidViG(channels, blocks, num_classes=num_classes, **kwargs)
+    cfg = dict(VIG_CFG, crop_pct=0.95) if name == 'pvig_b_224_gelu' else dict(VIG_CFG)
+    def build(pretrained:bool=False, checkpoint=None, num_classes:int=0, img_size:int|tuple=224, **kwargs) -> PyramidViG:
+        model = PyramidViG(channels, blocks, num_classes=num_classes, **kwargs)  # built on the 224-px grid whatever img_size
+        model.pretrained_cfg = dict(cfg, input_size=(3, *to_2tuple(img_size)))
         if checkpoint is not None: return load_vig_checkpoint(model, checkpoint)
         if pretrained: raise ValueError(f'{name}: download {name}.pth.tar from {RELEASES} and pass checkpoint=<path>')
         return model
     build.__name__, build.__doc__ = name, f'Pyramid ViG {name}: channels {channels}, blocks {blocks}.'
-    return vision_models.register(name)(build)
+    return vision_models.register(name, pretrained_cfg=cfg)(build)
 
 for _name in VIG_VARIANTS: _make_variant(_name)

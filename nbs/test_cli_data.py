@@ -1,0 +1,76 @@
+"""`phoalign data check` on real layouts, run as a user runs it: relative paths, the simple JSON list, reports by file and row."""
+import json, os, subprocess, shutil
+from pathlib import Path
+import pytest
+
+repo = Path(__file__).resolve().parents[1]
+gallery = repo/'images'
+
+def phoalign(*args, cwd=None):
+    exe = shutil.which('phoalign') or pytest.fail('the `phoalign` console script is not installed (pip install -e ".[dev]")')
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1'}
+    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600, env=env)
+
+def check(*args, cwd=None, rc=0) -> dict:
+    "The JSON report of `phoalign data check ARGS --json`, which must exit with `rc`."
+    r = phoalign('data', 'check', *args, '--json', cwd=cwd)
+    assert r.returncode == rc, r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+def test_gallery_folder_from_repo_root():
+    # the README's own example: a relative folder (captions/ + photos/) named from the repository root
+    report = check('images', cwd=repo)
+    assert report['format'] == 'folder' and report['images'] == 29 and report['ok'], report
+    assert report['missing_images'] == report['unreadable_images'] == []
+
+@pytest.mark.parametrize('name', ['.', 'captions_vi.json', 'captions_en.json', 'captions_vi.jsonl', 'captions_en.csv', 'captions_vi.tsv'])
+def test_relative_paths_from_another_folder(tmp_path, name):
+    shutil.copytree(gallery, tmp_path/'gallery')
+    (tmp_path/'elsewhere').mkdir()
+    report = check(Path('..')/'gallery'/name, cwd=tmp_path/'elsewhere')
+    assert report['ok'] and report['images'] == 29, report
+
+def test_images_root_relative(tmp_path):
+    shutil.copytree(gallery/'photos', tmp_path/'pics')
+    (tmp_path/'caps').mkdir()
+    lines = (gallery/'captions_vi.tsv').read_text(encoding='utf-8').replace('photos/', '')
+    (tmp_path/'caps'/'vi.tsv').write_text(lines, encoding='utf-8')
+    report = check('caps/vi.tsv', '--images', 'pics', cwd=tmp_path)
+    assert report['ok'] and report['images'] == 29, report
+
+def test_simple_json_list(tmp_path):
+    (tmp_path/'photos').mkdir()
+    for n in ('astronaut.jpg', 'coffee.jpg'): shutil.copy(gallery/'photos'/n, tmp_path/'photos'/n)
+    items = [{'image': 'photos/astronaut.jpg', 'caption': ['Một phi hành gia.', 'Chân dung phi hành gia.']},
+             {'image': 'photos/coffee.jpg', 'caption': 'Một tách cà phê.'}]
+    (tmp_path/'list.json').write_text(json.dumps(items, ensure_ascii=False), encoding='utf-8')
+    report = check('list.json', cwd=tmp_path)
+    assert (report['format'], report['rows'], report['images'], report['ok']) == ('coco', 3, 2, True)
+
+def test_same_file_name_in_two_folders_is_two_images(tmp_path):
+    for d, n in (('a', 'astronaut.jpg'), ('b', 'coffee.jpg')):
+        (tmp_path/d).mkdir(); shutil.copy(gallery/'photos'/n, tmp_path/d/'1.jpg')
+    (tmp_path/'caps.tsv').write_text('a/1.jpg\tmột phi hành gia\nb/1.jpg\tmột tách cà phê\na/1.jpg\tphi hành gia\n', encoding='utf-8')
+    report = check('caps.tsv', cwd=tmp_path)
+    assert (report['rows'], report['images'], report['ok']) == (3, 2, True)
+
+def test_missing_and_unreadable_images_by_file_and_row(tmp_path):
+    shutil.copy(gallery/'photos'/'astronaut.jpg', tmp_path/'ok.jpg')
+    (tmp_path/'zero.jpg').write_bytes(b'')
+    (tmp_path/'caps.tsv').write_text('ok.jpg\tmột\ngone.jpg\thai\nzero.jpg\tba\nok.jpg\tbốn\ngone.jpg\tnăm\n', encoding='utf-8')
+    report = check('caps.tsv', cwd=tmp_path, rc=1)
+    assert report['missing_images'] == [dict(image=str((tmp_path/'gone.jpg').resolve()), file='caps.tsv', rows=[2, 5],
+                                             reason='image file not found')]
+    [u] = report['unreadable_images']
+    assert (Path(u['image']).name, u['file'], u['rows'], u['reason']) == ('zero.jpg', 'caps.tsv', [3], 'image file is empty (0 bytes)')
+    human = phoalign('data', 'check', 'caps.tsv', cwd=tmp_path)
+    assert human.returncode == 1
+    assert f'caps.tsv rows 2, 5: {(tmp_path/"gone.jpg").resolve()}: image file not found' in human.stdout, human.stdout
+    assert f'caps.tsv row 3: {(tmp_path/"zero.jpg").resolve()}: image file is empty (0 bytes)' in human.stdout, human.stdout
+
+def test_folder_rows_are_caption_file_lines(tmp_path):
+    shutil.copytree(gallery, tmp_path/'g')
+    (tmp_path/'g'/'photos'/'horse.jpg').write_bytes(b'')
+    report = check('g', cwd=tmp_path, rc=1)
+    [u] = report['unreadable_images']
+    assert (u['file'], u['rows']) == (str(Path('g')/'captions'/'horse.txt'), [1, 2]), u
