@@ -142,7 +142,7 @@ def data_demo(args):
     print('3. ' + format_report(report).replace('\n', '\n   '))
     pairs = split_images(pairs, val_frac=0.1, test_frac=0.1, seed=0)
     counts = pairs.drop_duplicates('image_id').split.value_counts().to_dict()
-    print(f'4. image-level split: ' + ', '.join(f'{k} {v}' for k,v in sorted(counts.items())))
+    print('4. image-level split: ' + ', '.join(f'{k} {v}' for k,v in sorted(counts.items())))
     print(f'5. preview -> {_preview(pairs, out/"preview.png")}')
     for _, r in pairs.head(3).iterrows(): print(f'   {Path(r.image).name}: {r.caption}')
     return 0 if report['ok'] else 1
@@ -151,15 +151,26 @@ def data_demo(args):
 RECALL_KEYS = ['i2t_r1', 'i2t_r5', 'i2t_r10', 't2i_r1', 't2i_r5', 't2i_r10', 'rsum']
 
 def _config_keys() -> str:
-    "Every config key with its default and its comment, for `phoalign train --help`."
-    import inspect, re
-    from phoalign.core import Config, DataConfig, ModelConfig, TrainConfig, LossConfig
+    "Every config key with its default and its comment (the dataclasses' docments), for `phoalign train --help`."
+    from dataclasses import fields
+    from fastcore.docments import docments
+    from phoalign.core import Config
     lines = []
-    for section, cls in (('model', ModelConfig), ('data', DataConfig), ('train', TrainConfig), ('loss', LossConfig)):
-        for line in inspect.getsource(cls).splitlines():
-            m = re.match(r'\s+(\w+):[^=]+=\s*(.+?)\s*#\s*(.*)', line)
-            if m: lines.append(f'  {section}.{m.group(1)} = {m.group(2).replace("field(default_factory=dict)", "{}")}  ({m.group(3)})')
+    for section in fields(Config):
+        cls = section.default_factory
+        docs = docments(cls)
+        for f in fields(cls):
+            default = f.default_factory() if callable(f.default_factory) else f.default
+            lines.append(f'  {section.name}.{f.name} = {default!r}  ({docs[f.name]})')
     return 'config keys (section.key=value; a preset sets many of them):\n' + '\n'.join(lines)
+
+def _measured(metrics:dict, split:str) -> dict:
+    "The recalls and what they were measured on, as `metrics.json` and `eval --json` give them."
+    return dict({k: round(metrics[k], 4) for k in RECALL_KEYS}, split=split, images=metrics['images'], captions=metrics['captions'],
+                left_out=metrics['left_out'])
+
+def _measured_line(m:dict) -> str:
+    return f'{m["images"]} images, {m["captions"]} captions' + (f' ({m["left_out"]} unreadable images left out)' if m['left_out'] else '')
 
 def _is_main() -> bool: return int(os.environ.get('RANK', '0')) == 0
 
@@ -171,8 +182,8 @@ def _is_main() -> bool: return int(os.environ.get('RANK', '0')) == 0
          arg('--no-progress', action='store_true', help='no progress bars'), epilog=lambda: _config_keys())
 def train(args):
     "`phoalign train`: train, then evaluate the best checkpoint on the test split."
-    from phoalign.model import load_config, create_model, load_model, image_transforms, check_model_config
-    from phoalign.train import Trainer, prepare_data, evaluate_retrieval, pairs_dataset
+    from phoalign.model import load_config, create_model, load_model, check_model_config
+    from phoalign.train import Trainer, prepare_data, evaluate_pairs
     from phoalign.metrics import format_metrics
     from phoalign.core import atomic_write, ConfigError
     if args.resume and args.overwrite: raise ConfigError('--resume and --overwrite contradict each other: choose one')
@@ -198,12 +209,9 @@ def train(args):
         return 130
     if not main_process: return 0
     if 'test' in splits:
-        best = load_model(trainer.run_dir/'best.pt')
-        metrics = evaluate_retrieval(best, pairs_dataset(splits['test'], image_transforms(best)[1], cfg), batch_size=cfg.train.batch_size)
-        print(f'test split ({metrics["images"]} images, {metrics["captions"]} captions' +
-              (f', {metrics["left_out"]} unreadable images left out' if metrics['left_out'] else '') + '):\n' + format_metrics(metrics))
-        with atomic_write(trainer.run_dir/'metrics.json', 'w') as f:
-            json.dump(dict({k: round(metrics[k], 4) for k in RECALL_KEYS}, split='test', images=metrics['images'], captions=metrics['captions']), f, indent=1)
+        metrics = evaluate_pairs(load_model(trainer.run_dir/'best.pt'), splits['test'], cfg)
+        print(f'test split ({_measured_line(metrics)}):\n' + format_metrics(metrics))
+        with atomic_write(trainer.run_dir/'metrics.json', 'w') as f: json.dump(_measured(metrics, 'test'), f, indent=1)
     print(f'checkpoints, metrics and curves in {trainer.run_dir}')
     return 0
 
@@ -226,8 +234,8 @@ def evaluate(args):
     "`phoalign eval`: metrics of a checkpoint on a split of a data set."
     import copy
     import pandas as pd
-    from phoalign.model import load_model, image_transforms
-    from phoalign.train import prepare_data, evaluate_retrieval, pairs_dataset
+    from phoalign.model import load_model
+    from phoalign.train import prepare_data, evaluate_pairs
     from phoalign.metrics import format_metrics
     from phoalign.core import ConfigError
     model = load_model(_checkpoint_path(args.checkpoint))
@@ -237,13 +245,9 @@ def evaluate(args):
     splits = prepare_data(cfg, verbose=not args.json)
     pairs = pd.concat(splits.values()) if args.split == 'all' else splits.get(args.split)
     if pairs is None: raise ConfigError(f'--split: no {args.split!r} split in {args.data} (splits: {", ".join(sorted(splits))}, all)')
-    metrics = evaluate_retrieval(model, pairs_dataset(pairs, image_transforms(model)[1], cfg), batch_size=cfg.train.batch_size)
-    counts = dict(split=args.split, images=metrics['images'], captions=metrics['captions'], left_out=metrics['left_out'])
-    if args.json: print(json.dumps({**{k: round(metrics[k], 4) for k in RECALL_KEYS}, **counts}))
-    else:
-        print(f'{args.split} split of {args.data}: {counts["images"]} images, {counts["captions"]} captions' +
-              (f' ({counts["left_out"]} unreadable images left out)' if counts['left_out'] else ''))
-        print(format_metrics(metrics))
+    metrics = evaluate_pairs(model, pairs, cfg)
+    if args.json: print(json.dumps(_measured(metrics, args.split)))
+    else: print(f'{args.split} split of {args.data}: {_measured_line(metrics)}\n' + format_metrics(metrics))
     return 0
 
 @command('config show', 'print every setting of a preset or YAML config, with overrides applied',
@@ -263,7 +267,6 @@ def config_show(args):
          arg('--lang', default='vi', choices=['vi', 'en'], help='caption language'))
 def demo(args):
     "`phoalign demo`: generate, train, evaluate, save and search."
-    import torch
     from phoalign.data.synthetic import make_shapes, write_coco
     from phoalign.model import create_model, load_model, load_config, image_transforms
     from phoalign.train import Trainer, prepare_data, encode_dataset, pairs_dataset
@@ -292,7 +295,8 @@ def demo(args):
     query = captions[0]
     top_imgs = (txt[0] @ img.T).topk(5).indices.tolist()
     print(f'5. top-5 images for "{query}":')
-    first_caption = {int(o): c for c, o in reversed(list(zip(captions, owner.tolist())))}
+    first_caption = {}
+    for c, o in zip(captions, owner.tolist()): first_caption.setdefault(o, c)
     for r, i in enumerate(top_imgs, 1): print(f'   {r}. {"*" if i == owner[0] else " "} {Path(enc["image_paths"][i]).name}: {first_caption[i]}')
     print(f'6. checkpoint {out/"best.pt"}, curves {out/"curves.png"}, metrics {out/"metrics.json"} ({time.time() - t0:.0f}s in all; * = correct)')
     return 0

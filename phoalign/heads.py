@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_heads.ipynb #085c0366
 from __future__ import annotations
-import copy, math
+import copy
 import torch, torch.nn as nn, torch.nn.functional as F
 from .core import Registry
 
@@ -86,15 +86,18 @@ class AttentionHead(nn.Module):
         if self.token_input: return self.token_proj(x), (None if mask is None else ~mask.bool())
         return self.to_tokens(x).view(len(x), self.n_tokens, -1) + self.pos, None
 
-    def mix(self, t, pad=None):
-        "A hook between self-attention and pooling (the cross-modal head attends to its memory and context here)."
-        return t
-
-    def forward(self, x, mask=None): # x: [B, D_in], or tokens [B, N, D_in] with `mask` [B, N] (True = real token)
+    def attend(self, x, mask=None):
+        "The input's tokens after self-attention, and their padding mask."
         t, pad = self.tokens(x, mask)
-        t = self.mix(self.block(t, src_key_padding_mask=pad))
+        return self.block(t, src_key_padding_mask=pad), pad
+
+    def readout(self, t, pad=None):
+        "Attention pooling of tokens `t` with the learned query, normalised."
         pooled, _ = self.pool(self.query.expand(len(t), -1, -1), t, t, key_padding_mask=pad)
         return self.norm(pooled[:, 0])
+
+    def forward(self, x, mask=None): # x: [B, D_in], or tokens [B, N, D_in] with `mask` [B, N] (True = real token)
+        return self.readout(*self.attend(x, mask))
 
 # %% ../nbs/04_heads.ipynb #6a2c8d15
 @heads.register('cross_modal')
@@ -110,21 +113,13 @@ class CrossModalHead(AttentionHead):
         self.context_proj = nn.Linear(context_dim, out_dim) if context_dim else None
         self.cross = nn.MultiheadAttention(out_dim, num_heads, batch_first=True)
         self.cross_norm = nn.LayerNorm(out_dim)
-        self._context = None
-
-    def mix(self, t, pad=None):
-        "Cross-attend from the tokens to the memory (and the context of this call)."
-        c = self.memory.expand(len(t), -1, -1)
-        if self._context is not None:
-            ctx = self._context if self._context.ndim == 3 else self._context[:, None]
-            c = torch.cat([c, self.context_proj(ctx)], 1)
-        return t + self.cross(self.cross_norm(t), c, c)[0]
 
     def forward(self, x, mask=None, context=None): # context: [B, D_ctx] or [B, M, D_ctx], the other modality
         if context is not None and self.context_proj is None: raise ValueError('this cross-modal head was built without context_dim: it takes no context')
-        self._context = context
-        try: return super().forward(x, mask)
-        finally: self._context = None
+        t, pad = self.attend(x, mask)
+        c = self.memory.expand(len(t), -1, -1)
+        if context is not None: c = torch.cat([c, self.context_proj(context if context.ndim == 3 else context[:, None])], 1)
+        return self.readout(t + self.cross(self.cross_norm(t), c, c)[0], pad)
 
 # %% ../nbs/04_heads.ipynb #d7ad8b35
 @heads.register('clip')

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_losses.ipynb #2eb6256b
 from __future__ import annotations
-import math, os
+import math
 import torch, torch.nn as nn, torch.nn.functional as F
 import torch.distributed as dist
 from .core import Registry, ConfigError, LossConfig
@@ -20,10 +20,13 @@ def create_loss(name:str, **options) -> nn.Module:
     "A loss by name (`losses.names()`); an option it does not take is refused."
     return losses.create(name, _where='loss.options', **options)
 
-def loss_inputs(name:str) -> list[str]:
-    "The model outputs loss `name` takes (`image_features`, `logit_scale`, `image_tokens`, ...)."
+def loss_inputs(loss:str|nn.Module, # a registered loss name, or a loss (class or instance)
+                required:bool=False) -> list[str]: # only the inputs without a default
+    "The model outputs a loss takes (`image_features`, `logit_scale`, `image_tokens`, ...)."
     import inspect
-    return [p for p in inspect.signature(losses.get(name).forward).parameters if p not in ('self', 'output_dict')]
+    forward = (losses.get(loss) if isinstance(loss, str) else loss).forward
+    params = [p for p in inspect.signature(forward).parameters.values() if p.name not in ('self', 'output_dict')]
+    return [p.name for p in params if not required or p.default is p.empty]
 
 @torch.no_grad()
 def clamp_logit_scale_(param:torch.Tensor, max_scale:float=100.0):
@@ -112,7 +115,7 @@ class SigLipLoss(_ContrastiveBase):
         return self._out(output_dict, loss=loss, contrastive_loss=loss)
 
 # %% ../nbs/05_losses.ipynb #4ed0d12d
-@losses.register('phoclip', temperature=1.0)
+@losses.register('phoclip')
 class PhoCLIPLoss(_ContrastiveBase):
     "PhoCLIP's soft-target contrastive loss (fixed temperature)."
     def __init__(self,

@@ -4,12 +4,12 @@
 
 # %% ../nbs/06_model.ipynb #6ba90b16
 from __future__ import annotations
-import copy, inspect, math, re
+import copy, math, re
 from pathlib import Path
 from importlib import resources
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch
-from .core import Config, ConfigError, UnknownNameError, atomic_save, seed_everything, apply_overrides, validate_config
+from .core import Config, ConfigError, UnknownNameError, atomic_save, seed_everything, apply_overrides
 from .heads import create_head, heads
 from .losses import logit_settings, loss_inputs, loss_from_config
 from .vision.towers import ImageTower
@@ -219,10 +219,8 @@ def image_transforms(model:AlignModel, # gives the image tower's `pretrained_cfg
     "The training and evaluation image transforms of `model` under `config`."
     cfg = config or model.config
     dc, tower_cfg = cfg.data, model.image_tower.pretrained_cfg
-    size = tuple(dc.image_size) if isinstance(dc.image_size, list) else dc.image_size
-    normalize = None if dc.normalize == 'auto' else dc.normalize
-    return (transforms_from_cfg(tower_cfg, preset=dc.augment, train=True, size=size, normalize=normalize),
-            transforms_from_cfg(tower_cfg, preset='none', train=False, size=size, normalize=normalize))
+    return (transforms_from_cfg(tower_cfg, preset=dc.augment, train=True, size=dc.image_size, normalize=dc.normalize),
+            transforms_from_cfg(tower_cfg, preset='none', train=False, size=dc.image_size, normalize=dc.normalize))
 
 def create_model_and_transforms(config:Config|str|Path='tiny', # a Config, a preset name or a YAML file
                                 *overrides:str, # `section.key=value` assignments

@@ -4,23 +4,22 @@
 
 # %% ../nbs/08_train.ipynb #6baf24f3
 from __future__ import annotations
-import json, math, os, random, time, csv, warnings
-from dataclasses import asdict
+import json, math, os, random, time, warnings
 from pathlib import Path
 import numpy as np, pandas as pd
-import torch, torch.nn as nn, torch.nn.functional as F
+import torch, torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
-import contextlib, glob, inspect, itertools
+import contextlib, glob, itertools, signal, threading
 from fastcore.basics import patch
 from .core import Config, ConfigError, DataError, UserError, atomic_save, atomic_write, seed_everything, lower_is_better
 from .model import AlignModel, image_transforms, model_checkpoint, read_checkpoint
-from .losses import loss_from_config, clamp_logit_scale_
+from .losses import loss_from_config, loss_inputs, clamp_logit_scale_
 from .metrics import retrieval_metrics
 from .data.datasets import PairsDataset, PairsCollate, SkipTracker
 
 # %% auto #0
-__all__ = ['DDP_HEADS', 'cosine_with_warmup', 'EpochSampler', 'RunLogger', 'LiveCurves', 'rng_state', 'set_rng_state',
-           'prepare_data', 'pairs_dataset', 'encode_dataset', 'evaluate_retrieval', 'NonFiniteLossError',
+__all__ = ['cosine_with_warmup', 'EpochSampler', 'RunLogger', 'LiveCurves', 'rng_state', 'set_rng_state', 'prepare_data',
+           'pairs_dataset', 'encode_dataset', 'evaluate_retrieval', 'evaluate_pairs', 'NonFiniteLossError',
            'RunFolderInUseError', 'Trainer', 'latest_checkpoint']
 
 # %% ../nbs/08_train.ipynb #960ef9ab
@@ -198,6 +197,13 @@ def evaluate_retrieval(model:AlignModel, # the model
     return dict(retrieval_metrics(enc['images'], enc['texts'], enc['owner']), images=len(enc['images']), captions=len(enc['texts']),
                 left_out=len(enc['left_out']))
 
+def evaluate_pairs(model:AlignModel, # the model
+                   data:Dataset|pd.DataFrame, # a pairs table (or a ready evaluation dataset)
+                   config:Config|None=None) -> dict: # gives the image pipeline and batch size (default: the model's)
+    "`evaluate_retrieval` on a pairs table, through the model's evaluation transform."
+    config = config or model.config
+    return evaluate_retrieval(model, pairs_dataset(data, image_transforms(model, config)[1], config), config.train.batch_size)
+
 # %% ../nbs/08_train.ipynb #cfedd1c6
 class NonFiniteLossError(FloatingPointError):
     "The loss or the validation scores became NaN or infinite; the run stopped and the last good checkpoint is intact."
@@ -208,11 +214,6 @@ class RunFolderInUseError(UserError):
 def _stale_temporaries(run_dir:Path) -> list[Path]:
     "Temporary files `atomic_write` leaves when a process is killed mid-write (`.last.pt.x1y2.tmp`)."
     return [Path(p) for p in glob.glob(str(run_dir/'.*.tmp'))]
-
-def _loss_input_names(loss:nn.Module) -> tuple[list, list]:
-    "The model outputs `loss` takes, and those it requires."
-    params = [p for p in inspect.signature(loss.forward).parameters.values() if p.name not in ('self', 'output_dict')]
-    return [p.name for p in params], [p.name for p in params if p.default is p.empty]
 
 # %% ../nbs/08_train.ipynb #a54d199b
 class Trainer:
@@ -234,7 +235,7 @@ class Trainer:
         self._setup_accelerator()
         self.progress = progress and self.accelerator.is_local_main_process
         self.loss_fn = loss or loss_from_config(self.config.loss)
-        self.loss_inputs, required = _loss_input_names(self.loss_fn)
+        self.loss_inputs, self.required_inputs = loss_inputs(self.loss_fn), loss_inputs(self.loss_fn, required=True)
         self._setup_data(train_data, val_data)
         self._setup_optimisation()
         self.run_dir = Path(self.config.train.output_dir)
@@ -245,6 +246,7 @@ class Trainer:
         self.skips = SkipTracker()
         self.history, self.epoch, self.step, self.best, self.bad_epochs = [], 0, 0, None, 0
         self.batch_in_epoch, self._epoch_sums, self._checked_outputs, self.stopped, self._pending_rng = 0, {}, False, None, None
+        self._trained = None   # (batches, loss sums) of an epoch trained but not yet recorded by `_end_epoch`
 
     @property
     def unwrapped(self) -> AlignModel: return self.accelerator.unwrap_model(self.model)
@@ -297,6 +299,7 @@ def _setup_optimisation(self:Trainer):
     self.total_steps = min(tc.epochs * self.steps_per_epoch, tc.max_steps or math.inf)
     # stepped once per optimiser step by the trainer itself (Accelerate would step it once per process)
     self.scheduler = cosine_with_warmup(self.optimizer.optimizer, tc.warmup_steps, self.total_steps)
+    self.last_lr = self.optimizer.param_groups[0]['lr']   # the rate of the latest optimiser step, logged with its epoch
 
 # %% ../nbs/08_train.ipynb #4d8b2f60
 @patch
@@ -304,7 +307,7 @@ def _loss(self:Trainer, out:dict) -> dict:
     "The loss's parts for the model's outputs `out`."
     if not self._checked_outputs:
         name = getattr(self.config.loss, 'name', type(self.loss_fn).__name__)
-        missing = [k for k in self._required_inputs() if k not in out]
+        missing = [k for k in self.required_inputs if k not in out]
         if missing: raise ConfigError(f'loss {name!r} needs {", ".join(missing)}, which the model does not give')
         unused = [k for k in ('logit_scale', 'logit_bias', 'image_tokens') if k in out and k not in self.loss_inputs]  # trainable outputs
         if unused: raise ConfigError(f'the model gives {", ".join(unused)} but loss {name!r} does not use it: those parameters would never train')
@@ -312,11 +315,8 @@ def _loss(self:Trainer, out:dict) -> dict:
     return self.loss_fn(**{k: out[k] for k in self.loss_inputs if k in out}, output_dict=True)
 
 @patch
-def _required_inputs(self:Trainer) -> list: return _loss_input_names(self.loss_fn)[1]
-
-@patch
 def _after_optimizer_step(self:Trainer):
-    self.last_lr = self.optimizer.param_groups[0]['lr']   # the rate this step used, logged with the epoch that ends here
+    self.last_lr = self.optimizer.param_groups[0]['lr']
     self.scheduler.step(); self.step += 1
     model = self.unwrapped
     if model.logit_scale is not None: clamp_logit_scale_(model.logit_scale)
@@ -325,7 +325,7 @@ def _after_optimizer_step(self:Trainer):
 @patch
 def _check_finite(self:Trainer, loss:torch.Tensor):
     "Stop every process together when the loss is not finite on any of them."
-    bad = torch.tensor(float(not torch.isfinite(loss.detach()).item()), device=loss.device)
+    bad = (~torch.isfinite(loss.detach())).float()
     if self.accelerator.num_processes > 1: bad = self.accelerator.reduce(bad, 'max')
     if bad.item():
         raise NonFiniteLossError(f'the loss is {loss.item()} at step {self.step + 1} (epoch {self.epoch + 1}); the run stopped, the '
@@ -373,6 +373,7 @@ def train_epoch(self:Trainer) -> dict:
         if acc.sync_gradients:
             if tc.save_every_steps and self.step % tc.save_every_steps == 0: self.save('last')
             if tc.max_steps and self.step >= tc.max_steps: break
+    self._trained = self.batch_in_epoch, dict(self._epoch_sums)   # the finished epoch's position, until `_end_epoch` records it
     sums, self._epoch_sums, self.batch_in_epoch = self._epoch_sums, {}, 0
     n = max(sums.pop('_n', 0), 1)
     means = torch.tensor([sums[k] / n for k in sorted(sums)], dtype=torch.float64, device=acc.device)
@@ -385,11 +386,10 @@ def train_epoch(self:Trainer) -> dict:
 def evaluate(self:Trainer, data=None) -> dict:
     "Retrieval metrics (I2T/T2I R@1/5/10, RSum, ...) on `data` (default: the validation set), the same on every process."
     from accelerate.utils import broadcast_object_list
-    ds = self.val_ds if data is None else pairs_dataset(data, image_transforms(self.unwrapped, self.config)[1], self.config)
-    if ds is None: return {}
+    if data is None and self.val_ds is None: return {}
     result = [None]
     if self.accelerator.is_main_process:
-        try: result = [evaluate_retrieval(self.unwrapped, ds, batch_size=self.config.train.batch_size)]
+        try: result = [evaluate_pairs(self.unwrapped, self.val_ds if data is None else data, self.config)]
         except FloatingPointError as e: result = [dict(error=f'validation scores are not finite at step {self.step} (epoch {self.epoch}): {e}')]
     if self.accelerator.num_processes > 1: broadcast_object_list(result)
     if 'error' in result[0]: raise NonFiniteLossError(result[0]['error'] + f'; the last good checkpoint in {self.run_dir} is intact')
@@ -415,13 +415,10 @@ def save(self:Trainer, name:str, wait:bool=True) -> Path|None:
     return atomic_save(self.state(), self.run_dir/f'{name}.pt')
 
 def latest_checkpoint(run_dir:str|Path) -> Path:
-    "The checkpoint of `run_dir` furthest into training (by optimiser step)."
-    found = [p for p in Path(run_dir).glob('*.pt')]
+    "The checkpoint of `run_dir` written last (training only moves forward; `last.pt` wins a tie)."
+    found = list(Path(run_dir).glob('*.pt'))
     if not found: raise FileNotFoundError(f'no checkpoint in {run_dir} to resume from')
-    def progress(p):
-        try: ck = read_checkpoint(p); return (ck.get('step', -1), p.stat().st_mtime)
-        except Exception: return (-2, 0)
-    return max(found, key=progress)
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name == 'last.pt'))
 
 @patch
 def resume(self:Trainer, path:str|Path='last'):
@@ -457,35 +454,50 @@ def _open_logger(self:Trainer) -> RunLogger:
 
 @patch
 def _check_run_folder(self:Trainer):
-    "Refuse to start afresh in a folder that holds a run, unless `overwrite`."
-    if self.step or self.epoch or self.batch_in_epoch or not self.accelerator.is_main_process: return
+    "Refuse to start afresh in a folder that holds a run, unless `overwrite` (every process refuses, so none waits for the others)."
+    if self.step or self.epoch or self.batch_in_epoch: return
     used = [p for p in ('last.pt', 'best.pt', 'metrics.jsonl') if (self.run_dir/p).exists()]
-    if not used: return
-    if not self.overwrite:
+    if used and not self.overwrite:
         raise RunFolderInUseError(f'{self.run_dir} already holds a run ({", ".join(used)}): continue it with --resume '
                                   '(Trainer.resume), or start afresh with --overwrite (Trainer(overwrite=True))')
-    for p in [*self.run_dir.glob('*.pt'), self.run_dir/'metrics.jsonl', self.run_dir/'metrics.csv', self.run_dir/'curves.png']:
-        p.unlink(missing_ok=True)
+    if used and self.accelerator.is_main_process:
+        for p in [*self.run_dir.glob('*.pt'), self.run_dir/'metrics.jsonl', self.run_dir/'metrics.csv', self.run_dir/'curves.png']:
+            p.unlink(missing_ok=True)
+    self.accelerator.wait_for_everyone()
+
+@contextlib.contextmanager
+def _deferred_interrupt():
+    "Hold Ctrl-C until the block ends, so the state and the files it updates stay consistent with each other."
+    if threading.current_thread() is not threading.main_thread(): yield; return
+    caught = []
+    old = signal.signal(signal.SIGINT, lambda *a: caught.append(a))
+    try: yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if caught: raise KeyboardInterrupt
 
 @patch
 def _end_epoch(self:Trainer, train_row:dict, t0:float) -> dict:
     "Validate, log, checkpoint and decide on early stopping; returns the epoch's row."
     tc = self.config.train
-    row = dict(epoch=self.epoch + 1, step=self.step, lr=getattr(self, 'last_lr', self.optimizer.param_groups[0]['lr']), **train_row)
+    row = dict(epoch=self.epoch + 1, step=self.step, lr=self.last_lr, **train_row)
     row.update({f'val_{k}': v for k, v in self.evaluate().items()})
     row['seconds'] = round(time.time() - t0, 2)
-    skipped = self.skips.end_epoch(self.epoch + 1)
-    if skipped and self.accelerator.is_main_process: self.log_line(skipped)
-    self.history.append(row); self.epoch += 1
-    key = 'train_loss' if self.monitor == 'train_loss' else f'val_{self.monitor}'
-    score = row[key]
+    if self.accelerator.num_processes > 1:   # every process's skipped images, reported once
+        from accelerate.utils import gather_object
+        self.skips.epoch_items = gather_object(self.skips.epoch_items)
+    score = row['train_loss' if self.monitor == 'train_loss' else f'val_{self.monitor}']
     improved = self.best is None or (score < self.best if lower_is_better(self.monitor) else score > self.best)
-    if improved: self.best, self.bad_epochs = score, 0
-    else: self.bad_epochs += 1
-    if self.accelerator.is_main_process: self._open_logger().log(row)
-    self.save('last')
-    if improved: self.save('best')
-    if tc.save_every and self.epoch % tc.save_every == 0: self.save(f'epoch{self.epoch:03d}')
+    with _deferred_interrupt():   # the epoch is recorded whole: state, log row and checkpoints
+        skipped = self.skips.end_epoch(self.epoch + 1)
+        self.history.append(row); self.epoch += 1; self._trained = None
+        if improved: self.best, self.bad_epochs = score, 0
+        else: self.bad_epochs += 1
+        if skipped and self.accelerator.is_main_process: self.log_line(skipped)
+        if self.accelerator.is_main_process: self._open_logger().log(row)
+        self.save('last')
+        if improved: self.save('best')
+        if tc.save_every and self.epoch % tc.save_every == 0: self.save(f'epoch{self.epoch:03d}')
     if self.accelerator.is_main_process: self.curves.update(self.history, self._summary())
     return row
 
@@ -505,6 +517,8 @@ def fit_epochs(self:Trainer, epochs:int|None=None):
                 if self.accelerator.is_main_process: self.log_line(self.stopped)
                 break
     except KeyboardInterrupt:
+        # stopped while validating: the epoch is trained but not recorded, so last.pt says so and a resume only validates it
+        if self._trained is not None: self.batch_in_epoch, self._epoch_sums = self._trained
         self.save('last', wait=False)   # the other processes are being interrupted too: no barrier
         self.stopped = f'interrupted at step {self.step} (epoch {self.epoch + 1}, batch {self.batch_in_epoch}); last.pt holds it'
         raise
@@ -529,7 +543,7 @@ def _progress(it, desc, enabled):
     return tqdm(it, desc=desc, leave=False)
 
 # %% ../nbs/08_train.ipynb #3f9a2d61
-DDP_HEADS = {'mlp': {'dropout': 0.0}, 'linear': {}, 'clip': {}, 'siglip': {}, 'attention': {'dropout': 0.0},
+_DDP_HEADS = {'mlp': {'dropout': 0.0}, 'linear': {}, 'clip': {}, 'siglip': {}, 'attention': {'dropout': 0.0},
              'cross_modal': {'dropout': 0.0}, 'align': {'dropout': 0.0}, 'blip': {}}
 
 def _ddp_trainer_run(data_dir:str, out_dir:str, head:str, batch_size:int, steps:int=2, loss:str='clip') -> dict:
@@ -538,7 +552,7 @@ def _ddp_trainer_run(data_dir:str, out_dir:str, head:str, batch_size:int, steps:
     from phoalign.model import create_model
     pairs = read_pairs(Path(data_dir)/'captions_en.json')
     over = [f'train.output_dir={out_dir}/{head}-{loss}', f'train.batch_size={batch_size}', f'train.max_steps={steps}', 'train.epochs=1',
-            f'model.head={head}', f'model.options.head={DDP_HEADS[head]}', 'model.options.image={freeze_bn: true}',
+            f'model.head={head}', f'model.options.head={_DDP_HEADS[head]}', 'model.options.image={freeze_bn: true}',
             'model.options.text.dropout=0', f'loss.name={loss}', 'train.seed=0', 'train.grad_clip=none', 'train.device=cpu']
     model = create_model('tiny', *over, captions=pairs.caption.tolist())
     if head == 'align': model.image_head.eval(); model.text_head.eval()  # BatchNorm statistics are per process
@@ -554,8 +568,7 @@ def _ddp_trainer_run(data_dir:str, out_dir:str, head:str, batch_size:int, steps:
         losses.append(l.item()); return parts
     tr.train_step = record
     tr.train_epoch()
-    return dict(losses=losses, grads=grads, processes=tr.accelerator.num_processes,
-                no_grad=[n for n, p in tr.unwrapped.named_parameters() if p.requires_grad and p.grad is None and not grads])
+    return dict(losses=losses, grads=grads, processes=tr.accelerator.num_processes)
 
 def _ddp_trainer_worker(rank:int, world_size:int, port:int, data_dir:str, out_dir:str, cases:list, batch_size:int):
     "Test helper: a process of a `world_size`-process group running `_ddp_trainer_run` for each (head, loss) case."

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/01c_data.datasets.ipynb #437d3fa3
 from __future__ import annotations
-import copy, inspect, zlib
+import inspect, zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -86,18 +86,6 @@ class PairsDataset(Dataset):
     def all_segmented(self) -> list[str|None]:
         "The word-segmented form of each of `all_captions()`'s captions (None where the data gives none)."
         return [s for ss in self.segmented for s in ss]
-
-    def drop_unreadable(self,
-                        decode:bool=True, # decode every image (else only check the files exist)
-                        workers:int=8) -> tuple[PairsDataset, int]: # decoding threads
-        "A copy without the images that are missing or do not decode (their captions go too), and how many were left out."
-        results = _probe_images(self.images, decode, workers)
-        keep = [i for i, r in enumerate(results) if r is None and i not in self._bad]
-        if not keep: raise DataError(_none_usable(dict(zip(self.images, results)), len(self)), self.path)
-        out = copy.copy(self)
-        for name in ('images', 'image_ids', 'captions', 'segmented'): setattr(out, name, [getattr(self, name)[i] for i in keep])
-        out._bad = {}
-        return out, len(self) - len(keep)
 
 # %% ../../nbs/01c_data.datasets.ipynb #2d72be50
 def _skips(item:dict) -> list:

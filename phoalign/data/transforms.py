@@ -4,16 +4,18 @@
 
 # %% ../../nbs/01b_data.transforms.ipynb #ce715fe9
 from __future__ import annotations
-import inspect, numbers
+import numbers
 from pathlib import Path
 import cv2, numpy as np, torch
 import albumentations as A
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, DEFAULT_CROP_PCT
+from timm.layers import to_2tuple
 from ..core import DataError
 
 # %% auto #0
 __all__ = ['NORMALIZATION', 'INTERPOLATION', 'PRESETS', 'read_image', 'normalization', 'to_tensor', 'ImageTransform',
-           'image_transform', 'transforms_from_cfg', 'squarepad', 'targetpad', 'PadTransform', 'squarepad_transform',
-           'targetpad_transform']
+           'image_transform', 'preprocess_cfg', 'transforms_from_cfg', 'squarepad', 'targetpad', 'PadTransform',
+           'squarepad_transform', 'targetpad_transform']
 
 # %% ../../nbs/01b_data.transforms.ipynb #1a4d96c0
 def _truncated(data:bytes) -> str|None:
@@ -123,6 +125,17 @@ def image_transform(preset:str='medium', # none, light, medium or strong
     return ImageTransform(preset, size, normalize, train, interpolation)
 
 # %% ../../nbs/01b_data.transforms.ipynb #083bd8a2
+def preprocess_cfg(cfg:dict|None, # a timm `pretrained_cfg` (dict or `PretrainedCfg`), or None
+                   img_size:int|tuple|None=None, # the input size the model is built for (overrides `input_size`)
+                   ) -> dict:
+    "The preprocessing keys of a `pretrained_cfg`, with timm's defaults for missing ones."
+    cfg = cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg or {})
+    out = dict(input_size=tuple(cfg.get('input_size') or (3, 224, 224)), mean=tuple(cfg.get('mean') or IMAGENET_DEFAULT_MEAN),
+               std=tuple(cfg.get('std') or IMAGENET_DEFAULT_STD), interpolation=cfg.get('interpolation') or 'bicubic',
+               crop_pct=cfg.get('crop_pct') or DEFAULT_CROP_PCT)
+    if img_size is not None: out['input_size'] = (out['input_size'][0], *map(int, to_2tuple(img_size)))
+    return out
+
 def transforms_from_cfg(pretrained_cfg:dict, # a tower's `pretrained_cfg` (timm's keys; a timm `PretrainedCfg` works too)
                         preset:str='medium', # none, light, medium or strong
                         train:bool=True, # False gives the deterministic eval pipeline
@@ -130,11 +143,9 @@ def transforms_from_cfg(pretrained_cfg:dict, # a tower's `pretrained_cfg` (timm'
                         normalize:str|tuple|None=None, # a name or (mean, std); None or 'auto': the cfg's `mean`/`std`
                         ) -> ImageTransform:
     "The image pipeline a tower declares in its `pretrained_cfg`, with explicit overrides."
-    cfg = pretrained_cfg.to_dict() if hasattr(pretrained_cfg, 'to_dict') else dict(pretrained_cfg or {})
-    mean, std = NORMALIZATION['imagenet']
-    if size is None: size = tuple(cfg.get('input_size') or (3, 224, 224))[-2:]
-    if normalize is None or normalize == 'auto': normalize = (cfg.get('mean') or mean, cfg.get('std') or std)
-    return ImageTransform(preset, size, normalize, train, cfg.get('interpolation') or 'bicubic')
+    cfg = preprocess_cfg(pretrained_cfg)
+    if normalize is None or normalize == 'auto': normalize = (cfg['mean'], cfg['std'])
+    return ImageTransform(preset, cfg['input_size'][-2:] if size is None else size, normalize, train, cfg['interpolation'])
 
 # %% ../../nbs/01b_data.transforms.ipynb #b25cf347
 def _pad(image:np.ndarray, hp:int, vp:int) -> np.ndarray:

@@ -4,18 +4,18 @@
 
 # %% ../../nbs/03a_vision.towers.ipynb #babfdc31
 from __future__ import annotations
-import math, warnings
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 import timm
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, DEFAULT_CROP_PCT
 from timm.layers import to_2tuple
-from ..core import Registry, Tower, vision_models
+from ..core import Tower, vision_models
+from ..data.transforms import preprocess_cfg
 import phoalign.vision.vig  # registers the Pyramid ViG variants in `vision_models`
 
 # %% auto #0
 __all__ = ['CIFAR100_MEAN', 'CIFAR100_STD', 'SMALL_VIT_CFG', 'TINY_CNN_CFG', 'load_checkpoint_file', 'create_vision_model',
-           'preprocess_cfg', 'vision_model_cfg', 'ImageTower', 'SmallViT', 'small_vit', 'TinyCNN', 'tiny_cnn']
+           'vision_model_cfg', 'ImageTower', 'SmallViT', 'small_vit', 'TinyCNN', 'tiny_cnn']
 
 # %% ../../nbs/03a_vision.towers.ipynb #6198d175
 def load_checkpoint_file(path, # a local `.pth`, `.pth.tar`, `.pt`, `.bin` or `.safetensors` file
@@ -61,17 +61,6 @@ def _classifier_prefixes(model) -> tuple:
     return tuple(f'{n}.' for n in ([names] if isinstance(names, str) else names))
 
 # %% ../../nbs/03a_vision.towers.ipynb #92400c60
-def preprocess_cfg(cfg:dict|None, # a timm `pretrained_cfg` (dict or `PretrainedCfg`), or None
-                   img_size:int|tuple|None=None, # the input size the model is built for (overrides `input_size`)
-                   ) -> dict:
-    "The preprocessing keys of a `pretrained_cfg`, with timm's defaults for missing ones."
-    cfg = cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg or {})
-    out = dict(input_size=tuple(cfg.get('input_size') or (3, 224, 224)), mean=tuple(cfg.get('mean') or IMAGENET_DEFAULT_MEAN),
-               std=tuple(cfg.get('std') or IMAGENET_DEFAULT_STD), interpolation=cfg.get('interpolation') or 'bicubic',
-               crop_pct=cfg.get('crop_pct') or DEFAULT_CROP_PCT)
-    if img_size is not None: out['input_size'] = (out['input_size'][0], *map(int, to_2tuple(img_size)))
-    return out
-
 def vision_model_cfg(name:str, # a `vision_models` name or any timm model name (a pretrained tag too: `resnet50.tv_in1k`)
                      img_size:int|tuple|None=None, # the input size the model would be built for, when not its default
                      ) -> dict:
