@@ -11,7 +11,7 @@ from .core import UserError
 
 # %% auto #0
 __all__ = ['COMMANDS', 'RECALL_KEYS', 'command', 'arg', 'build_parser', 'main', 'data_check', 'data_synth', 'data_demo', 'train',
-           'evaluate', 'config_show', 'demo']
+           'evaluate', 'config_show', 'encode', 'search', 'tag', 'demo']
 
 # %% ../nbs/14_cli.ipynb #72bc3d4d
 COMMANDS = {}
@@ -257,6 +257,122 @@ def config_show(args):
     "`phoalign config show`: the whole config as YAML, ready to edit and pass to `phoalign train`."
     from phoalign.model import load_config
     print(load_config(args.config, *args.overrides).to_yaml(), end='')
+    return 0
+
+# %% ../nbs/14_cli.ipynb #91174a1e
+def _shown(path:str) -> str:
+    "`path` relative to the current folder when it lies under it, else as it is."
+    try: return str(Path(path).relative_to(Path.cwd()))
+    except ValueError: return str(path)
+
+def _skipped_line(skipped:list, show:int=3) -> str:
+    if not skipped: return ''
+    first = '; '.join(f'{_shown(s["path"])}: {s["reason"]}' for s in skipped[:show])
+    return f'left out {len(skipped)} unreadable image{"s" * (len(skipped) > 1)} ({first}{"; ..." if len(skipped) > show else ""})'
+
+@command('encode', 'encode a gallery (a folder of images or a caption file) into an index folder for `phoalign search`',
+         arg('checkpoint', help='a checkpoint written by phoalign train, or its run folder (its best.pt)'),
+         arg('--images', required=True, help='a folder of images (searched at any depth) or a caption file (its captions are indexed too)'),
+         arg('--out', required=True, help='the index folder: created, or updated (only new and modified images are encoded)'),
+         arg('--batch-size', type=int, default=64, help='images per forward pass'),
+         arg('--workers', type=int, default=None, help='decoding processes (default: up to 8 for large galleries)'),
+         arg('--kind', default='auto', choices=['auto', 'flat', 'ivf', 'hnsw', 'ivfpq'],
+             help='FAISS index of a new index folder: auto = exact below 100k images, approximate above'),
+         arg('--format', default='auto', help='caption file reader (default: detect)'),
+         arg('--image-root', default=None, help="image root, when a caption file's images are not beside it"),
+         arg('--device', default=None, help="'cuda', 'cpu', ... (default: the best available)"),
+         arg('--overwrite', action='store_true', help='replace an index written by another model'),
+         arg('--json', action='store_true', help='print what was done as JSON'),
+         arg('--no-progress', action='store_true', help='no progress bar'))
+def encode(args):
+    "`phoalign encode`: write or update an index folder."
+    from phoalign.model import load_model
+    from phoalign.search import encode_gallery
+    from phoalign.core import ConfigError, get_device
+    if args.batch_size < 1: raise ConfigError(f'--batch-size must be at least 1, got {args.batch_size}')
+    checkpoint = _checkpoint_path(args.checkpoint)
+    model = load_model(checkpoint, device=get_device(args.device or 'auto'))
+    report = encode_gallery(model, args.images, args.out, checkpoint=checkpoint, kind=args.kind, overwrite=args.overwrite,
+                            batch_size=args.batch_size, workers=args.workers, device=args.device, format=args.format,
+                            images=args.image_root, progress=not (args.no_progress or args.json))
+    if args.json: print(json.dumps(report, ensure_ascii=False)); return 0
+    captions = f', {report["captions"]} captions ({report["captions_encoded"]} encoded)' if report['captions'] else ''
+    print(f'{_shown(report["folder"])}: {report["images"]} images{captions}, {report["kind"]} index; encoded {report["encoded"]}, '
+          f'reused {report["reused"]}, removed {report["removed"]} gone from disk ({report["seconds"]:.1f}s)')
+    if report['skipped']: print(_skipped_line(report['skipped']))
+    return 0
+
+# %% ../nbs/14_cli.ipynb #d94e19a5
+@command('search', 'search an index folder by text or by image',
+         arg('index', help='an index folder written by phoalign encode'),
+         arg('--text', default=None, help='a text query (text -> image)'),
+         arg('--image', default=None, help='an image file (image -> image; with --captions, image -> text)'),
+         arg('-k', type=int, default=5, help='results to show'),
+         arg('--captions', action='store_true', help="search the gallery's captions instead of its images"),
+         arg('--checkpoint', default=None, help='the model, when the checkpoint named in the index has moved'),
+         arg('--show', default=None, help='also save a grid of the results to this PNG'),
+         arg('--json', action='store_true', help='print a JSON list of {"path", "score"} (and "caption" when known)'))
+def search(args):
+    "`phoalign search`: a ranked table (or JSON) of the best matches."
+    import warnings
+    from phoalign.search import EmbeddingIndex, find_matches, index_model, show_matches
+    from phoalign.model import load_model
+    from phoalign.core import ConfigError, DataError
+    if (args.text is None) == (args.image is None): raise ConfigError('give one query: --text "..." or --image PATH')
+    if args.k < 1: raise ConfigError(f'-k must be at least 1, got {args.k}')
+    folder = Path(args.index)/'captions' if args.captions else Path(args.index)
+    if args.captions and not (folder/'manifest.json').exists() and Path(args.index).is_dir() and (Path(args.index)/'manifest.json').exists():
+        raise DataError('has no captions: encode a caption file (not a folder of images) to search captions', args.index)
+    index = EmbeddingIndex.load(folder)
+    model = load_model(_checkpoint_path(args.checkpoint)) if args.checkpoint else index_model(EmbeddingIndex.load(args.index) if args.captions else index)
+    query = args.text if args.text is not None else Path(args.image)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        matches = find_matches(model, query, index, n=args.k)
+    for w in caught: print(f'phoalign: warning: {w.message}', file=sys.stderr)
+    image_col = 'path' if 'path' in matches else 'image'
+    if args.json:
+        rows = [dict(path=r[image_col], score=round(float(r.score), 6), **({'caption': r.caption} if isinstance(r.get('caption'), str) else {}))
+                for _, r in matches.iterrows()]
+        print(json.dumps(rows, ensure_ascii=False))
+    else:
+        for _, r in matches.iterrows():
+            caption = f'  {r.caption}' if isinstance(r.get('caption'), str) else ''
+            print(f'{r["rank"]:>3}  {r.score:.4f}  {_shown(r[image_col])}{caption}')
+    if args.show:
+        show_matches(matches, query, path=args.show)
+        if not args.json: print(f'grid -> {args.show}')
+    return 0
+
+# %% ../nbs/14_cli.ipynb #2f575fef
+@command('tag', 'tag images with the best labels from a list, zero-shot (averaged prompt embeddings)',
+         arg('images', help='an index folder written by phoalign encode (its embeddings are reused), an image folder or a caption file'),
+         arg('--labels', required=True, help='a text file, one label a line (blank lines and # comments skipped)'),
+         arg('-k', type=int, default=3, help='tags per image'),
+         arg('--checkpoint', default=None, help='the model (needed for an image folder; an index folder names its own)'),
+         arg('--templates', default=None, help="prompt templates: 'vi', 'en' or a file with one template a line ({} = label); default: the text tower's language"),
+         arg('--batch-size', type=int, default=64, help='images per forward pass'),
+         arg('--json', action='store_true', help='print a JSON list of {"path", "tags", "scores"}'))
+def tag(args):
+    "`phoalign tag`: the best `k` labels of each image, with their probabilities."
+    from phoalign.search import index_model
+    from phoalign.zeroshot import tag_images
+    from phoalign.model import load_model
+    from phoalign.core import ConfigError
+    source = Path(args.images)
+    is_index = (source/'manifest.json').exists()
+    if args.checkpoint: model = load_model(_checkpoint_path(args.checkpoint))
+    elif is_index: model = index_model(source)
+    else: raise ConfigError(f'{args.images} is not an index folder: pass --checkpoint (the model that tags), or encode it first')
+    templates = args.templates if args.templates in (None, 'vi', 'en') else Path(args.templates)
+    tags = tag_images(model, source, Path(args.labels), k=args.k, templates=templates, batch_size=args.batch_size,
+                      progress=not args.json and not is_index)
+    if args.json:
+        print(json.dumps([dict(path=r.path, tags=r.tags, scores=[round(x, 4) for x in r.scores]) for r in tags.itertuples()], ensure_ascii=False))
+        return 0
+    width = min(48, max(len(_shown(p)) for p in tags.path))
+    for r in tags.itertuples(): print(f'{_shown(r.path):<{width}}  ' + ', '.join(f'{t} ({s:.2f})' for t, s in zip(r.tags, r.scores)))
+    if tags.attrs.get('skipped'): print(_skipped_line(tags.attrs['skipped']))
     return 0
 
 # %% ../nbs/14_cli.ipynb #67d46ced

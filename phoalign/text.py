@@ -114,6 +114,7 @@ def _check_segmented(texts:list, segmented) -> list|None:
 
 class TextTower(Tower):
     "A tower that owns its tokenization: `tokenize(list[str], segmented=None) -> dict`, `forward(dict) -> dict(pooled, tokens, mask)`."
+    languages:tuple|None = None  # the languages its weights were trained on (ISO 639-1 codes); None: many, or unknown
     def encode(self,
                texts:list[str], # captions
                segmented:list|None=None) -> torch.Tensor: # their word-segmented forms where known (see `tokenize`)
@@ -193,6 +194,7 @@ class HFTextTower(TextTower):
 # %% ../nbs/02_text.ipynb #7603fbec
 class PhoBERTTower(HFTextTower):
     "PhoBERT with Vietnamese word segmentation."
+    languages = ('vi',)
     def __init__(self,
                  name_or_path:str='vinai/phobert-base', # hub name or local folder
                  max_length:int=70, # tokens kept per caption (PhoCLIP: 70)
@@ -330,6 +332,7 @@ class SBERTTower(HFTextTower):
             raise ValueError(f"the Sentence-BERT model {name_or_path!r} pools with {own!r}; the tower pools with 'cls' or 'mean': pass pooling= to choose")
         super().__init__(model, tok, max_length or max_len, pooling or own, name_or_path)
         self.do_lower_case = lower
+        self.languages = None if 'multilingual' in str(name_or_path) else ('en',)  # all-MiniLM/mpnet: English sentence pairs
 
     def preprocess(self, texts:list[str], segmented:list|None=None) -> list[str]:
         "NFC-normalised raw `texts` (`segmented` is ignored: SBERT's tokenizers were trained on raw text), lower-cased if the model asks."
@@ -349,6 +352,7 @@ class SBERTTower(HFTextTower):
 # %% ../nbs/02_text.ipynb #bc1c5ffb
 class CLIPTextTower(HFTextTower):
     "CLIP's text transformer with its projection; frozen by default."
+    languages = ('en',)  # OpenAI CLIP's captions were English
     def __init__(self,
                  name_or_path:str='openai/clip-vit-base-patch32', # hub name or local folder
                  frozen:bool=True, # keep the weights fixed

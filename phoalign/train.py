@@ -16,11 +16,13 @@ from .model import AlignModel, image_transforms, model_checkpoint, read_checkpoi
 from .losses import loss_from_config, loss_inputs, clamp_logit_scale_
 from .metrics import retrieval_metrics
 from .data.datasets import PairsDataset, PairsCollate, SkipTracker
+from .viz import LiveCurves
+_all_ = ['LiveCurves']  # phoalign.train.LiveCurves, as before it moved to viz
 
 # %% auto #0
-__all__ = ['cosine_with_warmup', 'EpochSampler', 'RunLogger', 'LiveCurves', 'rng_state', 'set_rng_state', 'prepare_data',
-           'pairs_dataset', 'encode_dataset', 'evaluate_retrieval', 'evaluate_pairs', 'NonFiniteLossError',
-           'RunFolderInUseError', 'Trainer', 'latest_checkpoint']
+__all__ = ['cosine_with_warmup', 'EpochSampler', 'RunLogger', 'rng_state', 'set_rng_state', 'prepare_data', 'pairs_dataset',
+           'encode_dataset', 'evaluate_retrieval', 'evaluate_pairs', 'NonFiniteLossError', 'RunFolderInUseError',
+           'Trainer', 'latest_checkpoint', 'LiveCurves']
 
 # %% ../nbs/08_train.ipynb #960ef9ab
 def cosine_with_warmup(optimizer, # the optimiser whose groups' learning rates are scaled
@@ -83,42 +85,6 @@ class RunLogger:
         with atomic_write(self.run_dir/'metrics.jsonl', 'w') as f: f.write(''.join(json.dumps(r) + '\n' for r in self.rows))
         if self.rows: pd.DataFrame(self.rows).to_csv(self.run_dir/'metrics.csv', index=False)
         else: (self.run_dir/'metrics.csv').unlink(missing_ok=True)
-
-# %% ../nbs/08_train.ipynb #8780098a
-class LiveCurves:
-    "A learning-curve figure: losses, validation metrics, learning rate and a summary panel."
-    def __init__(self, path:str|Path|None=None, # PNG to (re)write after each update
-                 live:bool|None=None): # redraw in a notebook output (default: when running in IPython with a kernel)
-        self.path = Path(path) if path else None
-        if live is None:
-            try: from IPython import get_ipython; live = get_ipython() is not None and 'IPKernelApp' in get_ipython().config
-            except Exception: live = False
-        self.live, self.handle = live, None
-
-    def update(self, history:list[dict], summary:str=''):
-        "Redraw from the history rows."
-        import matplotlib
-        if not self.live: matplotlib.use('Agg', force=False)
-        import matplotlib.pyplot as plt
-        df = pd.DataFrame(history)
-        fig, axs = plt.subplots(1, 4, figsize=(16, 3.4))
-        for col, style in (('train_loss', '-o'), ('val_loss', '-s')):
-            if col in df: axs[0].plot(df.epoch, df[col], style, label=col)
-        axs[0].set_title('loss'); axs[0].legend(fontsize=8)
-        for col in [c for c in df.columns if c.startswith('val_') and c != 'val_loss' and ('_r' in c or c in ('val_rsum', 'val_mean_recall'))]:
-            if col != 'val_rsum': axs[1].plot(df.epoch, df[col], '-o', ms=3, label=col[4:])
-        axs[1].set_title('validation recall (%)'); axs[1].legend(fontsize=7, ncol=2)
-        if 'lr' in df: axs[2].plot(df.epoch, df.lr, '-o'); axs[2].set_yscale('log')
-        axs[2].set_title('learning rate')
-        axs[3].axis('off'); axs[3].text(0, 1, summary, va='top', family='monospace', fontsize=8)
-        for ax in axs[:3]: ax.set_xlabel('epoch')
-        fig.tight_layout()
-        if self.path: self.path.parent.mkdir(parents=True, exist_ok=True); fig.savefig(self.path, dpi=90)
-        if self.live:
-            from IPython.display import display
-            if self.handle is None: self.handle = display(fig, display_id=True)
-            else: self.handle.update(fig)
-        plt.close(fig)
 
 # %% ../nbs/08_train.ipynb #4625d355
 def rng_state() -> dict:

@@ -1,0 +1,132 @@
+"""`phoalign encode`, `search` and `tag` as a user runs them: a fresh folder, relative paths, the bundled photos; then
+broken files, a moved checkpoint and typos."""
+import json, shutil
+from pathlib import Path
+import pytest
+from test_cli_data import phoalign, gallery
+
+@pytest.fixture(scope='module')
+def work(tmp_path_factory):
+    "A fresh folder holding a copy of the gallery and the checkpoint of a tiny model that knows the Vietnamese captions' words."
+    from phoalign.search import _tiny_search_model
+    from phoalign.model import save_model
+    from phoalign.data.formats import read_pairs
+    root = tmp_path_factory.mktemp('search')
+    shutil.copytree(gallery, root/'gallery')
+    photos = sorted((root/'gallery'/'photos').glob('*.jpg'))
+    save_model(_tiny_search_model(read_pairs(root/'gallery'/'captions_vi.json').caption, photos), root/'model.pt')
+    return root
+
+def run_json(*args, cwd):
+    r = phoalign(*args, '--json', cwd=cwd)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+def test_encode_then_search_from_another_folder(work):
+    report = run_json('encode', 'model.pt', '--images', 'gallery/captions_vi.json', '--out', 'idx', cwd=work)
+    assert (report['images'], report['encoded'], report['reused'], report['skipped']) == (29, 29, 0, [])
+    assert report['captions'] >= 29
+    (work/'elsewhere').mkdir()
+    hits = run_json('search', '../idx', '--text', 'một con mèo nằm trên thảm', '-k', '3', cwd=work/'elsewhere')
+    assert len(hits) == 3 and all(Path(h['path']).is_file() and h['caption'] for h in hits)
+    assert [h['score'] for h in hits] == sorted((h['score'] for h in hits), reverse=True)
+    same = run_json('search', '../idx', '--image', '../gallery/photos/chelsea.jpg', '-k', '1', cwd=work/'elsewhere')
+    assert Path(same[0]['path']).name == 'chelsea.jpg' and abs(same[0]['score'] - 1) < 1e-4
+    captions = run_json('search', str(work/'idx'), '--image', 'gallery/photos/coffee.jpg', '--captions', '-k', '2', cwd=work)
+    assert len(captions) == 2 and all(c['caption'] for c in captions)
+    r = phoalign('search', 'idx', '--text', 'một tách cà phê', '--show', 'grid.png', cwd=work)
+    assert r.returncode == 0 and (work/'grid.png').stat().st_size > 0, r.stderr
+    rank, score, path, *caption = r.stdout.splitlines()[0].split()
+    assert rank == '1' and -1 <= float(score) <= 1 and path.startswith('gallery/photos/') and caption, r.stdout
+
+def test_encode_is_incremental(work, tmp_path):
+    shutil.copytree(work/'gallery'/'photos', tmp_path/'photos')
+    first = run_json('encode', work/'model.pt', '--images', 'photos', '--out', 'idx', cwd=tmp_path)
+    assert (first['encoded'], first['captions']) == (29, 0)
+    again = run_json('encode', work/'model.pt', '--images', 'photos', '--out', 'idx', cwd=tmp_path)
+    assert (again['encoded'], again['reused']) == (0, 29)
+    shutil.copy(tmp_path/'photos'/'cell.jpg', tmp_path/'photos'/'new.jpg')
+    (tmp_path/'photos'/'brick.jpg').unlink()
+    (tmp_path/'photos'/'broken.jpg').write_bytes(b'\xff\xd8 not really a jpeg')
+    third = run_json('encode', work/'model.pt', '--images', 'photos', '--out', 'idx', cwd=tmp_path)
+    assert (third['images'], third['encoded'], third['reused'], third['removed']) == (29, 1, 28, 1)
+    assert [Path(s['path']).name for s in third['skipped']] == ['broken.jpg']
+    r = phoalign('encode', work/'model.pt', '--images', 'photos', '--out', 'idx', cwd=tmp_path)
+    assert r.returncode == 0 and 'left out 1 unreadable image (photos/broken.jpg' in r.stdout, r.stdout + r.stderr
+    r = phoalign('search', 'idx', '--image', 'photos/new.jpg', '--captions', cwd=tmp_path)
+    assert r.returncode == 2 and 'has no captions' in r.stderr
+
+def test_encode_errors(work, tmp_path):
+    (tmp_path/'empty').mkdir()
+    (tmp_path/'notes').mkdir(); (tmp_path/'notes'/'todo.txt').write_text('mine')
+    cases = [(['encode', 'missing.pt', '--images', work/'gallery'/'photos', '--out', 'idx'], 'missing.pt'),
+             (['encode', work/'model.pt', '--images', 'empty', '--out', 'idx'], 'no images'),
+             (['encode', work/'model.pt', '--images', 'nowhere', '--out', 'idx'], 'nowhere'),
+             (['encode', work/'model.pt', '--images', work/'gallery'/'photos', '--out', 'notes'], 'is not a phoalign index'),
+             (['encode', work/'model.pt', '--imgs', 'empty', '--out', 'idx'], 'the following arguments are required: --images'),
+             (['encode', work/'model.pt', '--images', 'empty', '--out', 'idx', '--kind', 'lsh'], "invalid choice: 'lsh'"),
+             (['encode', work/'model.pt', '--images', 'empty', '--out', 'idx', '--batch-size', '0'], '--batch-size must be at least 1')]
+    for args, message in cases:
+        r = phoalign(*args, cwd=tmp_path)
+        assert r.returncode == 2 and message in r.stderr and 'Traceback' not in r.stderr, (args, r.stderr)
+    assert (tmp_path/'notes'/'todo.txt').read_text() == 'mine' and not (tmp_path/'idx').exists()
+
+def test_another_model_is_refused(work, tmp_path):
+    from phoalign.search import _tiny_search_model
+    from phoalign.model import save_model
+    save_model(_tiny_search_model(['một hình tròn'], [gallery/'photos'/'cell.jpg'], seed=1), tmp_path/'other.pt')
+    run_json('encode', work/'model.pt', '--images', work/'gallery'/'photos', '--out', 'idx', cwd=tmp_path)
+    r = phoalign('encode', 'other.pt', '--images', work/'gallery'/'photos', '--out', 'idx', cwd=tmp_path)
+    assert r.returncode == 2 and 'written by another model' in r.stderr and 'model.pt' in r.stderr and 'other.pt' in r.stderr, r.stderr
+    r = phoalign('search', 'idx', '--text', 'một hình tròn', '--checkpoint', 'other.pt', cwd=tmp_path)
+    assert r.returncode == 2 and 'written by another model' in r.stderr
+    assert run_json('encode', 'other.pt', '--images', work/'gallery'/'photos', '--out', 'idx', '--overwrite', cwd=tmp_path)['encoded'] == 29
+
+def test_search_errors(work, tmp_path):
+    shutil.copy(work/'model.pt', tmp_path/'model.pt')
+    run_json('encode', 'model.pt', '--images', work/'gallery'/'captions_vi.json', '--out', 'idx', cwd=tmp_path)
+    cases = [(['idx'], 'give one query'),
+             (['idx', '--text', 'mèo', '--image', 'x.jpg'], 'give one query'),
+             (['idx', '--text', '  '], 'the query is empty'),
+             (['idx', '--image', 'nope.jpg'], 'nope.jpg: image file not found'),
+             (['idx', '--text', 'mèo', '-k', '0'], '-k must be at least 1'),
+             (['nowhere', '--text', 'mèo'], 'no such index folder'),
+             (['idx', '--txt', 'mèo'], 'unrecognized arguments: --txt')]
+    for args, message in cases:
+        r = phoalign('search', *args, cwd=tmp_path)
+        assert r.returncode == 2 and message in r.stderr and 'Traceback' not in r.stderr, (args, r.stderr)
+    r = phoalign('search', 'idx', '--text', 'a black cat on a mat', cwd=tmp_path)   # English words the tower never saw: a warning
+    assert r.returncode == 0 and 'warning' in r.stderr and 'never in the training captions' in r.stderr
+    shutil.copytree(tmp_path/'idx', tmp_path/'cut')
+    vectors = next((tmp_path/'cut').glob('vectors-*.npy')); vectors.write_bytes(vectors.read_bytes()[:64])
+    r = phoalign('search', 'cut', '--text', 'mèo', cwd=tmp_path)
+    assert r.returncode == 2 and 'damaged' in r.stderr
+    (tmp_path/'cut'/'manifest.json').unlink()
+    r = phoalign('search', 'cut', '--text', 'mèo', cwd=tmp_path)
+    assert r.returncode == 2 and 'interrupted' in r.stderr
+    (tmp_path/'model.pt').rename(tmp_path/'moved.pt')
+    r = phoalign('search', 'idx', '--text', 'mèo', cwd=tmp_path)
+    assert r.returncode == 2 and 'is gone' in r.stderr and '--checkpoint' in r.stderr
+    assert run_json('search', 'idx', '--text', 'con mèo', '--checkpoint', 'moved.pt', cwd=tmp_path)
+
+def test_tag_an_index_and_a_folder(work, tmp_path):
+    run_json('encode', work/'model.pt', '--images', work/'gallery'/'captions_vi.json', '--out', 'idx', cwd=tmp_path)
+    labels = ['mèo', 'tên lửa', 'cà phê', 'phi hành gia']
+    (tmp_path/'labels.txt').write_text('# nhãn ảnh\n' + '\n'.join(labels[:2]) + '\n\n' + '\n'.join(labels[2:]) + '\n', encoding='utf-8')
+    from_index = run_json('tag', 'idx', '--labels', 'labels.txt', '-k', '2', cwd=tmp_path)
+    assert len(from_index) == 29 and all(len(t['tags']) == 2 and set(t['tags']) <= set(labels) for t in from_index)
+    assert all(1 >= t['scores'][0] >= t['scores'][1] >= 0 for t in from_index)
+    from_folder = run_json('tag', work/'gallery'/'photos', '--labels', 'labels.txt', '-k', '2', '--checkpoint', work/'model.pt', cwd=tmp_path)
+    assert {Path(t['path']).name: t['tags'] for t in from_folder} == {Path(t['path']).name: t['tags'] for t in from_index}
+    r = phoalign('tag', 'idx', '--labels', 'labels.txt', cwd=tmp_path)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 29 and '(0.' in r.stdout, r.stdout + r.stderr
+    (tmp_path/'empty.txt').write_text('# nothing\n\n', encoding='utf-8')
+    cases = [(['idx', '--labels', 'nolabels.txt'], 'nolabels.txt'),
+             (['idx', '--labels', 'empty.txt'], 'empty.txt'),
+             (['idx', '--labels', 'labels.txt', '-k', '5'], 'there are only 4 labels'),
+             (['idx', '--labels', 'labels.txt', '--templates', 'fr'], 'fr'),
+             ([work/'gallery'/'photos', '--labels', 'labels.txt'], 'pass --checkpoint'),
+             (['idx', '--lables', 'labels.txt'], 'required: --labels')]
+    for args, message in cases:
+        r = phoalign('tag', *args, cwd=tmp_path)
+        assert r.returncode == 2 and message in r.stderr and 'Traceback' not in r.stderr, (args, r.stderr)
