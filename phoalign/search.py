@@ -301,7 +301,8 @@ def _train(index:EmbeddingIndex, x:np.ndarray):
     if not index._faiss.is_trained:
         nlist = faiss.extract_index_ivf(index._faiss).nlist
         if len(x) < nlist: raise DataError(f'{index.factory} needs at least {nlist} vectors to train on, got {len(x)}: use kind="flat" for a set this small')
-        sample = x if len(x) <= 256 * nlist else x[np.random.default_rng(0).choice(len(x), 256 * nlist, replace=False)]
+        # 64 points a centroid: k-means converges on that as well as on all of them, in a quarter of 256's time
+        sample = x if len(x) <= 64 * nlist else x[np.sort(np.random.default_rng(0).choice(len(x), 64 * nlist, replace=False))]
         index._faiss.train(sample)
     if index.params: _apply_params(index, index.params)
 
@@ -385,7 +386,9 @@ def search_rows(self:EmbeddingIndex, queries, # `[Q, D]` query embeddings
     if k < 1: raise ValueError(f'k must be at least 1, got {k}')
     scores, keys = _search_index(self).search(q, min(k, len(self)))
     found = keys >= 0
-    rows = np.where(found, np.searchsorted(self._keys, np.where(found, keys, 0)), -1)
+    first = self._keys[0]
+    if self._keys[-1] - first == len(self) - 1: rows = np.where(found, keys - first, -1)   # no gaps (nothing removed): a key is its row
+    else: rows = np.where(found, np.searchsorted(self._keys, np.where(found, keys, 0)), -1)
     return np.where(found, scores, -np.inf).astype(np.float32), rows
 
 @patch
