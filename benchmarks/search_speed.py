@@ -3,7 +3,7 @@
 for that size: `ivf`), recall@10 of the approximate search against exact, and adding 10k vectors to a built index against
 rebuilding it from scratch.
 
-    python benchmarks/search_speed.py                    # 100k and 1M, flat + ivf: about an hour on 2 cores (IVF k-means on 1M dominates)
+    python benchmarks/search_speed.py                    # 100k and 1M, flat + ivf: ~40 min on 2 cores (2 x 1M IVF k-means: ~20 min)
     python benchmarks/search_speed.py --quick            # 20k and 100k, 3 repeats: a few minutes
     python benchmarks/search_speed.py --sizes 100000 --kinds flat ivf hnsw ivfpq --threads 8
 
@@ -12,7 +12,8 @@ pessimistic and says little about real embeddings). The vectors here are cluster
 L2-normalised: a mixture of `--clusters` Gaussian centres on the 512-d sphere with log-normal cluster sizes, each cluster
 spread along its own 32-d subspace (decaying spectrum) plus a little isotropic noise (so nearest neighbours are
 structured, as in real embeddings). The 1,000 test queries, the 1,000 tuning queries and the 10k added vectors are drawn
-from the same mixture on other random streams: none of them is in the base.
+from the same mixture on other random streams: none of them is in the base. A smaller size is the first n vectors of the
+largest one.
 
 What is measured, for each size and kind:
 - build s: `EmbeddingIndex(d, kind, factory).add(vectors, ids)` (training included for IVF kinds; string ids, as a gallery's
@@ -32,7 +33,8 @@ What is measured, for each size and kind:
   `faiss.knn` exact results; "same" is the share of queries whose top-10 phoalign and raw FAISS return identically.
 - plain baseline: torch float32 `(q @ base.T).topk(10)` over query chunks on the CPU (exact).
 - incremental: `index.add` of 10k new vectors to the built index (phoalign and raw FAISS `add`), against rebuilding
-  phoalign's index from scratch on all n + 10k vectors (train + add for IVF; add for flat).
+  phoalign's index from scratch on all n + 10k vectors (train + add for IVF; add for flat); one timing each, so add
+  times of a fraction of a second are at the mercy of other load. `--no-incremental` and `--no-torch` skip these.
 
 For scale: a plain torch top-10 over 1M x 512 bf16 embeddings answers 1,000 queries in 9 ms on one H100.
 """
@@ -126,7 +128,7 @@ def main():
     ap.add_argument('--threads', type=int, default=os.cpu_count())
     ap.add_argument('--device', default='cpu', choices=['cpu'], help='CPU only (phoalign is given use_gpu=False)')
     ap.add_argument('--train-raw', action='store_true', help='train the raw IVF index itself instead of cloning phoalign\'s trained one')
-    ap.add_argument('--no-incremental', action='store_true')
+    ap.add_argument('--no-incremental', action='store_true'); ap.add_argument('--no-torch', action='store_true', help='skip the torch baseline')
     ap.add_argument('--quick', action='store_true', help='20k and 100k, 3 repeats: a smoke test')
     a = ap.parse_args()
     if a.quick: a.sizes, a.repeats, a.min_repeats = [20_000, 100_000], 3, 2
@@ -151,10 +153,11 @@ def main():
     for n in sorted(a.sizes):
         base, ids = base_all[:n], ids_all[:n]
         exact, t = timed(lambda: faiss.knn(test_q, base, a.k, metric=faiss.METRIC_INNER_PRODUCT)[1]); log(f'n={n}: exact ground truth in {t:.1f}s')
-        r_torch = recall(torch_topk(test_q, base, a.k), exact)
-        tt, reps, _ = interleaved({'torch': lambda q, k: torch_topk(q, base, k)}, test_q, a.k, a.repeats, a.min_repeats, a.max_seconds)
-        torch_rows.append((n, a.queries / tt['torch'], r_torch, reps))
-        log(f'n={n}: torch top-{a.k} {a.queries / tt["torch"]:.0f} q/s')
+        if not a.no_torch:
+            r_torch = recall(torch_topk(test_q, base, a.k), exact)
+            tt, reps, _ = interleaved({'torch': lambda q, k: torch_topk(q, base, k)}, test_q, a.k, a.repeats, a.min_repeats, a.max_seconds)
+            torch_rows.append((n, a.queries / tt['torch'], r_torch, reps))
+            log(f'n={n}: torch top-{a.k} {a.queries / tt["torch"]:.0f} q/s')
         for kind in kinds:
             factory = factory_for(kind, n, a.dim)
             log(f'n={n} {kind} ({factory}): building')
@@ -204,9 +207,10 @@ def main():
               f'{r["tune"]:.1f} | {r["qs"]:,.0f} | {r["qs_rows"]:,.0f} | {r["qs_raw"]:,.0f} | {r["qs"] / r["qs_raw"]:.2f}; {r["best_ratio"]:.2f} | {r["qs_rows"] / r["qs_raw"]:.2f}; {r["best_ratio_rows"]:.2f} | '
               f'{r["recall"]:.4f} / {r["raw_recall"]:.4f} | {r["same"]:.3f} | {r["reps"]} |')
     if any(r['add_only'] for r in rows): print('\n\\* raw FAISS IVF index cloned from phoalign\'s trained one (same centroids): add only, no training')
-    print(f'\nPlain baseline: torch float32 `(q @ base.T).topk({a.k})` on the CPU, {a.threads} threads, chunks of 100 queries (exact)')
-    print(f'| n | q/s | recall@{a.k} | repeats |\n|---:|---:|---:|---:|')
-    for n, qs, rc, reps in torch_rows: print(f'| {fmt_n(n)} | {qs:,.0f} | {rc:.4f} | {reps} |')
+    if torch_rows:
+        print(f'\nPlain baseline: torch float32 `(q @ base.T).topk({a.k})` on the CPU, {a.threads} threads, chunks of 100 queries (exact)')
+        print(f'| n | q/s | recall@{a.k} | repeats |\n|---:|---:|---:|---:|')
+        for n, qs, rc, reps in torch_rows: print(f'| {fmt_n(n)} | {qs:,.0f} | {rc:.4f} | {reps} |')
     if inc_rows:
         print(f'\nIncremental: `index.add` of {a.add:,} new vectors to the built index, against rebuilding phoalign\'s index from scratch on all of them '
               '(train + add for IVF), recall@10 at the same nprobe/efSearch')

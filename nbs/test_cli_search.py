@@ -17,6 +17,25 @@ def work(tmp_path_factory):
     save_model(_tiny_search_model(read_pairs(root/'gallery'/'captions_vi.json').caption, photos), root/'model.pt')
     return root
 
+def run_main(*args, cwd):
+    "`phoalign ARGS` in this process (the error cases: fast, same parser and messages): `(exit code, stdout, stderr)`."
+    import contextlib, io, os
+    from phoalign.cli import main
+    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try: code = main([str(a) for a in args])
+            except SystemExit as e: code = e.code
+    finally: os.chdir(here)
+    return code, out.getvalue(), err.getvalue()
+
+def assert_refused(cases, cwd, *command):
+    "Each `(args, message)` exits with 2 and a one-line error holding `message`, no traceback."
+    for args, message in cases:
+        code, _, err = run_main(*command, *args, cwd=cwd)
+        assert code == 2 and message in err and 'Traceback' not in err, (args, err)
+
 def run_json(*args, cwd):
     r = phoalign(*args, '--json', cwd=cwd)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -66,9 +85,9 @@ def test_encode_errors(work, tmp_path):
              (['encode', work/'model.pt', '--imgs', 'empty', '--out', 'idx'], 'the following arguments are required: --images'),
              (['encode', work/'model.pt', '--images', 'empty', '--out', 'idx', '--kind', 'lsh'], "invalid choice: 'lsh'"),
              (['encode', work/'model.pt', '--images', 'empty', '--out', 'idx', '--batch-size', '0'], '--batch-size must be at least 1')]
-    for args, message in cases:
-        r = phoalign(*args, cwd=tmp_path)
-        assert r.returncode == 2 and message in r.stderr and 'Traceback' not in r.stderr, (args, r.stderr)
+    assert_refused(cases, tmp_path)
+    r = phoalign('encode', work/'model.pt', '--images', 'empty', '--out', 'idx', '--kind', 'lsh', cwd=tmp_path)   # as the shell runs it
+    assert r.returncode == 2 and "invalid choice: 'lsh'" in r.stderr
     assert (tmp_path/'notes'/'todo.txt').read_text() == 'mine' and not (tmp_path/'idx').exists()
 
 def test_another_model_is_refused(work, tmp_path):
@@ -78,8 +97,7 @@ def test_another_model_is_refused(work, tmp_path):
     run_json('encode', work/'model.pt', '--images', work/'gallery'/'photos', '--out', 'idx', cwd=tmp_path)
     r = phoalign('encode', 'other.pt', '--images', work/'gallery'/'photos', '--out', 'idx', cwd=tmp_path)
     assert r.returncode == 2 and 'written by another model' in r.stderr and 'model.pt' in r.stderr and 'other.pt' in r.stderr, r.stderr
-    r = phoalign('search', 'idx', '--text', 'một hình tròn', '--checkpoint', 'other.pt', cwd=tmp_path)
-    assert r.returncode == 2 and 'written by another model' in r.stderr
+    assert_refused([(['idx', '--text', 'một hình tròn', '--checkpoint', 'other.pt'], 'written by another model')], tmp_path, 'search')
     assert run_json('encode', 'other.pt', '--images', work/'gallery'/'photos', '--out', 'idx', '--overwrite', cwd=tmp_path)['encoded'] == 29
 
 def test_search_errors(work, tmp_path):
@@ -92,18 +110,14 @@ def test_search_errors(work, tmp_path):
              (['idx', '--text', 'mèo', '-k', '0'], '-k must be at least 1'),
              (['nowhere', '--text', 'mèo'], 'no such index folder'),
              (['idx', '--txt', 'mèo'], 'unrecognized arguments: --txt')]
-    for args, message in cases:
-        r = phoalign('search', *args, cwd=tmp_path)
-        assert r.returncode == 2 and message in r.stderr and 'Traceback' not in r.stderr, (args, r.stderr)
+    assert_refused(cases, tmp_path, 'search')
     r = phoalign('search', 'idx', '--text', 'a black cat on a mat', cwd=tmp_path)   # English words the tower never saw: a warning
     assert r.returncode == 0 and 'warning' in r.stderr and 'never in the training captions' in r.stderr
     shutil.copytree(tmp_path/'idx', tmp_path/'cut')
     vectors = next((tmp_path/'cut').glob('vectors-*.npy')); vectors.write_bytes(vectors.read_bytes()[:64])
-    r = phoalign('search', 'cut', '--text', 'mèo', cwd=tmp_path)
-    assert r.returncode == 2 and 'damaged' in r.stderr
+    assert_refused([(['cut', '--text', 'mèo'], 'damaged')], tmp_path, 'search')
     (tmp_path/'cut'/'manifest.json').unlink()
-    r = phoalign('search', 'cut', '--text', 'mèo', cwd=tmp_path)
-    assert r.returncode == 2 and 'interrupted' in r.stderr
+    assert_refused([(['cut', '--text', 'mèo'], 'interrupted')], tmp_path, 'search')
     (tmp_path/'model.pt').rename(tmp_path/'moved.pt')
     r = phoalign('search', 'idx', '--text', 'mèo', cwd=tmp_path)
     assert r.returncode == 2 and 'is gone' in r.stderr and '--checkpoint' in r.stderr
@@ -127,6 +141,4 @@ def test_tag_an_index_and_a_folder(work, tmp_path):
              (['idx', '--labels', 'labels.txt', '--templates', 'fr'], 'fr'),
              ([work/'gallery'/'photos', '--labels', 'labels.txt'], 'pass --checkpoint'),
              (['idx', '--lables', 'labels.txt'], 'required: --labels')]
-    for args, message in cases:
-        r = phoalign('tag', *args, cwd=tmp_path)
-        assert r.returncode == 2 and message in r.stderr and 'Traceback' not in r.stderr, (args, r.stderr)
+    assert_refused(cases, tmp_path, 'tag')
