@@ -1,5 +1,6 @@
 """The `phoalign` console script as a user runs it: a subprocess, exit codes, stdout and stderr."""
 import json, subprocess, sys, shutil
+import torch
 from pathlib import Path
 import pytest
 
@@ -103,10 +104,10 @@ def test_train_errors(tmp_path):
 
 
 def test_train_in_a_fresh_folder_with_two_processes(tmp_path):
-    "The issue's reproduction: torchrun, 2 CPU processes, the tiny preset with the clip head, relative paths."
+    "The issue's reproduction: torchrun, 2 CPU processes, the tiny preset with the clip head, relative paths, the default device."
     assert phoalign('data', 'synth', '--out', 'shapes', '--n', '120', '--lang', 'vi', cwd=tmp_path).returncode == 0
     (tmp_path/'clip.yaml').write_text('model: {preset: tiny, head: clip, options: {head: {}}}\n'
-                                      'train: {epochs: 2, batch_size: 16, output_dir: run, device: cpu}\n', encoding='utf-8')
+                                      'train: {epochs: 2, batch_size: 16, output_dir: run}\n', encoding='utf-8')
     torchrun = Path(sys.executable).parent/'torchrun'
     r = subprocess.run([str(torchrun), '--nproc_per_node', '2', '-m', 'phoalign', 'train', 'clip.yaml', 'data.path=shapes/captions_vi.json',
                         'train.precision=no', '--no-progress'], capture_output=True, text=True, cwd=tmp_path, timeout=600)
@@ -116,6 +117,7 @@ def test_train_in_a_fresh_folder_with_two_processes(tmp_path):
     assert list(metrics)[:len(RECALL_KEYS)] == RECALL_KEYS
     rows = [json.loads(l) for l in (tmp_path/'run'/'metrics.jsonl').read_text().splitlines()]
     assert [row['epoch'] for row in rows] == [1, 2]
+    assert torch.load(tmp_path/'run'/'last.pt', weights_only=True)['processes'] == 2   # one run of two processes, not two runs
     ev = phoalign('eval', 'run', '--data', 'shapes/captions_vi.json', cwd=tmp_path)   # a run folder: its best.pt
     assert ev.returncode == 0 and 'test split of' in ev.stdout and 'captions' in ev.stdout, ev.stderr
     again = phoalign('train', 'clip.yaml', 'data.path=shapes/captions_vi.json', cwd=tmp_path)   # the folder is in use

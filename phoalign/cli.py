@@ -11,7 +11,8 @@ from .core import UserError
 
 # %% auto #0
 __all__ = ['COMMANDS', 'RECALL_KEYS', 'command', 'arg', 'build_parser', 'main', 'data_check', 'data_synth', 'data_demo', 'train',
-           'evaluate', 'config_show', 'encode', 'search', 'tag', 'demo']
+           'evaluate', 'config_show', 'encode', 'search', 'tag', 'cir_finetune', 'cir_combiner', 'cir_validate',
+           'cir_submit', 'demo']
 
 # %% ../nbs/14_cli.ipynb #72bc3d4d
 COMMANDS = {}
@@ -306,10 +307,11 @@ def encode(args):
 @command('search', 'search an index folder by text or by image',
          arg('index', help='an index folder written by phoalign encode'),
          arg('--text', default=None, help='a text query (text -> image)'),
-         arg('--image', default=None, help='an image file (image -> image; with --captions, image -> text)'),
+         arg('--image', default=None, help='an image file (image -> image; with --captions, image -> text; with --text, a composed query)'),
          arg('-k', type=int, default=5, help='results to show'),
          arg('--captions', action='store_true', help="search the gallery's captions instead of its images"),
          arg('--checkpoint', default=None, help='the model, when the checkpoint named in the index has moved'),
+         arg('--combiner', default=None, help='composed query (--image REF --text CHANGE): a combiner of phoalign cir combiner (default: the element-wise sum)'),
          arg('--show', default=None, help='also save a grid of the results to this PNG'),
          arg('--json', action='store_true', help='print a JSON list of {"path", "score"} (and "caption" when known)'))
 def search(args):
@@ -318,7 +320,10 @@ def search(args):
     from phoalign.search import EmbeddingIndex, find_matches, index_model, show_matches
     from phoalign.model import load_model
     from phoalign.core import ConfigError, DataError
-    if (args.text is None) == (args.image is None): raise ConfigError('give one query: --text "..." or --image PATH')
+    composed = args.text is not None and args.image is not None
+    if args.text is None and args.image is None: raise ConfigError('give a query: --text "...", --image PATH, or both (a composed query: REF changed as the text says)')
+    if args.combiner and not composed: raise ConfigError('--combiner combines a reference image with a text: give --image REF and --text "..."')
+    if composed and args.captions: raise ConfigError('a composed query (--image with --text) searches images, not --captions')
     if args.k < 1: raise ConfigError(f'-k must be at least 1, got {args.k}')
     folder = Path(args.index)/'captions' if args.captions else Path(args.index)
     if args.captions and not (folder/'manifest.json').exists() and Path(args.index).is_dir() and (Path(args.index)/'manifest.json').exists():
@@ -326,9 +331,13 @@ def search(args):
     index = EmbeddingIndex.load(folder)
     model = load_model(_checkpoint_path(args.checkpoint)) if args.checkpoint else index_model(EmbeddingIndex.load(args.index) if args.captions else index)
     query = args.text if args.text is not None else Path(args.image)
+    composed_with = {}
+    if composed:
+        from phoalign.cir.combiners import load_combiner
+        composed_with = dict(reference_image=Path(args.image), combiner=load_combiner(args.combiner) if args.combiner else None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        matches = find_matches(model, query, index, n=args.k)
+        matches = find_matches(model, query, index, n=args.k, **composed_with)
     for w in caught: print(f'phoalign: warning: {w.message}', file=sys.stderr)
     image_col = 'path' if 'path' in matches else 'image'
     if args.json:
@@ -340,7 +349,7 @@ def search(args):
             caption = f'  {r.caption}' if isinstance(r.get('caption'), str) else ''
             print(f'{r["rank"]:>3}  {r.score:.4f}  {_shown(r[image_col])}{caption}')
     if args.show:
-        show_matches(matches, query, path=args.show)
+        show_matches(matches, f'{Path(args.image).name} + {args.text}' if composed else query, path=args.show)
         if not args.json: print(f'grid -> {args.show}')
     return 0
 
@@ -373,6 +382,151 @@ def tag(args):
     width = min(48, max(len(_shown(p)) for p in tags.path))
     for r in tags.itertuples(): print(f'{_shown(r.path):<{width}}  ' + ', '.join(f'{t} ({s:.2f})' for t, s in zip(r.tags, r.scores)))
     if tags.attrs.get('skipped'): print(_skipped_line(tags.attrs['skipped']))
+    return 0
+
+# %% ../nbs/14_cli.ipynb #a93d8367
+_CIR_DATA = (arg('--dataset', required=True, type=lambda s: {'cirr': 'CIRR', 'fashioniq': 'FashionIQ'}.get(s.lower(), s), choices=['CIRR', 'FashionIQ'],
+                 help='CIRR or FashionIQ (the embedded shapes triplets are in the CIRR layout: phoalign data synth --cirr)'),
+             arg('--data-path', required=True, help='the dataset root (CIRR: cirr/, train/, dev/, test1/; FashionIQ: captions/, image_splits/, images/)'),
+             arg('--categories', default=None, help='FashionIQ categories, comma-separated (default: dress,shirt,toptee)'))
+_CIR_MODEL = (arg('--clip-model-name', default='tiny', help="the towers: a phoalign preset or YAML, or OpenAI CLIP's name (RN50x4, RN50x16, ViT-B/32, ViT-B/16: open_clip, its weights downloaded on a connected machine)"),
+              arg('--clip-model-path', default=None, help='the towers from a checkpoint (phoalign train or cir finetune); wins over --clip-model-name'),
+              arg('--transform', default=None, choices=['targetpad', 'squarepad'], help="image preprocessing (default: targetpad, or the combiner's)"),
+              arg('--target-ratio', type=float, default=None, help='targetpad ratio (default: 1.25, or the combiner\'s)'),
+              arg('--clip-bs', type=int, default=32, help='batch size when encoding images and texts'))
+_CIR_RUN = (arg('--output-dir', default=None, help='the run folder (default: runs/cir-<stage>-<dataset>)'),
+            arg('--num-epochs', type=int, default=None, help='epochs'),
+            arg('--batch-size', type=int, default=None, help='triplets per optimiser step'),
+            arg('--validation-frequency', type=int, default=1, help='validate every N epochs (and after the last)'),
+            arg('--save-training', action=argparse.BooleanOptionalAction, default=True, help='write checkpoints (--no-save-training: none)'),
+            arg('--save-best', action=argparse.BooleanOptionalAction, default=True, help='keep only the best checkpoint (--no-save-best: one per validation)'),
+            arg('--precision', default='no', choices=['no', 'fp16', 'bf16'], help='mixed precision'),
+            arg('--seed', type=int, default=0, help='random seed'),
+            arg('--overwrite', action='store_true', help='start afresh in a run folder that holds a run'),
+            arg('--no-progress', action='store_true', help='no progress bars'))
+
+def _cir_split(args, split:str):
+    "The `split` of `--dataset` under `--data-path`."
+    from phoalign.cir.data import read_cirr, read_fashioniq, FASHIONIQ_CATEGORIES
+    from phoalign.core import ConfigError
+    if getattr(args, 'target_ratio', None) is not None and args.transform == 'squarepad':
+        raise ConfigError('--target-ratio is the targetpad transform\'s: squarepad pads to a square')
+    if args.dataset == 'CIRR':
+        if args.categories: raise ConfigError('--categories picks FashionIQ categories: CIRR has none')
+        data = read_cirr(args.data_path, split)
+    else:
+        categories = tuple(c.strip() for c in args.categories.split(',') if c.strip()) if args.categories else FASHIONIQ_CATEGORIES
+        data = read_fashioniq(args.data_path, split, categories=categories)
+    if data.dropped: print(f'{args.dataset} {split}: skipped {data.dropped} triplets whose images are missing ({len(data.missing)} images, '
+                           f'first: {data.missing[0]})', file=sys.stderr)
+    return data
+
+def _cir_towers(args, captions:list[str]):
+    "`(model, checkpoint path or None)` from `--clip-model-path` or `--clip-model-name`."
+    from phoalign.model import create_model, load_model
+    if args.clip_model_path: return load_model(_checkpoint_path(args.clip_model_path)), _checkpoint_path(args.clip_model_path)
+    return create_model(args.clip_model_name, captions=captions), None
+
+def _cir_settings(args, stage:str, epochs:int, batch_size:int):
+    from phoalign.cir.train import StageSettings
+    return StageSettings(output_dir=args.output_dir or f'runs/cir-{stage}-{args.dataset.lower()}', num_epochs=args.num_epochs or epochs,
+                         batch_size=args.batch_size or batch_size, validation_frequency=args.validation_frequency,
+                         save_training=args.save_training, save_best=args.save_best, precision=args.precision, seed=args.seed,
+                         progress=not args.no_progress, overwrite=args.overwrite)
+
+def _cir_result(metrics:dict) -> str:
+    return '  '.join(f'{k} {v:.2f}' for k, v in metrics.items() if isinstance(v, float))
+
+# %% ../nbs/14_cli.ipynb #95bffb2c
+@command('cir finetune', 'stage 1 of composed retrieval: fine-tune the towers on (reference, text) -> target with the element-wise sum',
+         *_CIR_DATA, *_CIR_MODEL, *_CIR_RUN,
+         arg('--encoder', default='both', choices=['both', 'text', 'image'], help='which tower trains'),
+         arg('--learning-rate', type=float, default=2e-6, help='AdamW learning rate (CLIP4Cir: 2e-6)'),
+         arg('--num-workers', type=int, default=0, help='image decoding processes'))
+def cir_finetune(args):
+    "`phoalign cir finetune`: stage 1; the best checkpoint is a phoalign model checkpoint (`--clip-model-path` of stage 2)."
+    from phoalign.cir.train import finetune
+    train, val = _cir_split(args, 'train'), _cir_split(args, 'val')
+    model, _ = _cir_towers(args, train.triplets.caption.tolist())
+    s = _cir_settings(args, 'finetune', 100, 128); s.num_workers = args.num_workers
+    hist = finetune(model, train, val, s, encoder=args.encoder, learning_rate=args.learning_rate, transform=args.transform or 'targetpad',
+                    target_ratio=args.target_ratio or 1.25, clip_bs=args.clip_bs)
+    print(f'stage 1 done: {_cir_result({k[4:]: v for k, v in hist[-1].items() if k.startswith("val_")})}; run folder {_shown(s.output_dir)}')
+    return 0
+
+@command('cir combiner', 'stage 2 of composed retrieval: train a Combiner or a MoE Combiner on the frozen towers\' features',
+         *_CIR_DATA, *_CIR_MODEL, *_CIR_RUN,
+         arg('--combining-function', default='combiner', choices=['combiner', 'moe'], help='the combiner to train'),
+         arg('--projection-dim', type=int, default=2560, help="the combiner's projection width"),
+         arg('--hidden-dim', type=int, default=5120, help="the combiner's hidden width"),
+         arg('--combiner-lr', type=float, default=2e-5, help='Adam learning rate'),
+         arg('--num-experts', type=int, default=None, help='MoE: experts (default 4)'),
+         arg('--top-k', type=int, default=None, help='MoE: experts per query (default 2)'),
+         arg('--balance-weight', type=float, default=0.0, help='MoE: weight of the load-balancing loss (0: off)'))
+def cir_combiner(args):
+    "`phoalign cir combiner`: stage 2; writes `combiner_best.pt` (or one per validation) in the run folder."
+    from phoalign.cir.train import train_combiner
+    from phoalign.core import ConfigError
+    moe = {k: v for k, v in dict(num_experts=args.num_experts, top_k=args.top_k).items() if v is not None}
+    if moe and args.combining_function != 'moe': raise ConfigError(f'--{next(iter(moe)).replace("_", "-")} is a MoE option: add --combining-function moe')
+    train, val = _cir_split(args, 'train'), _cir_split(args, 'val')
+    model, path = _cir_towers(args, train.triplets.caption.tolist())
+    s = _cir_settings(args, 'combiner', 300, 4096)
+    _, hist = train_combiner(model, train, val, s, args.combining_function, args.projection_dim, args.hidden_dim, args.combiner_lr,
+                             args.balance_weight, args.transform or 'targetpad', args.target_ratio or 1.25, args.clip_bs, moe, path)
+    print(f'stage 2 done: {_cir_result({k[4:]: v for k, v in hist[-1].items() if k.startswith("val_")})}; run folder {_shown(s.output_dir)}')
+    return 0
+
+# %% ../nbs/14_cli.ipynb #16c67970
+def _cir_combining(args, model):
+    "The combining function of `--combining-function` / `--combiner-path`, and the transform settings to use with it."
+    from phoalign.cir.combiners import create_combiner, load_combiner
+    from phoalign.search import check_same_model, model_fingerprint
+    from phoalign.core import ConfigError
+    if args.combining_function == 'sum':
+        if args.combiner_path: raise ConfigError("--combiner-path is for --combining-function combiner or moe, not sum (which has no weights)")
+        return create_combiner('sum'), dict(transform=args.transform or 'targetpad', target_ratio=args.target_ratio or 1.25)
+    if not args.combiner_path: raise ConfigError(f'--combining-function {args.combining_function} needs --combiner-path (a combiner_best.pt of phoalign cir combiner)')
+    combiner = load_combiner(_checkpoint_path(args.combiner_path) if not Path(args.combiner_path).is_dir() else Path(args.combiner_path)/'combiner_best.pt')
+    info = getattr(combiner, 'checkpoint_extra', {}).get('cir', {})
+    if info.get('combining_function', args.combining_function) != args.combining_function:
+        raise ConfigError(f'{args.combiner_path} holds a {info["combining_function"]!r} combiner, not {args.combining_function!r}')
+    if info.get('model'): check_same_model(info['model'], model_fingerprint(model), args.combiner_path)
+    return combiner, dict(transform=args.transform or info.get('transform', 'targetpad'), target_ratio=args.target_ratio or info.get('target_ratio', 1.25))
+
+@command('cir validate', 'composed retrieval recalls of a combining function on a validation split (CIRR or FashionIQ)',
+         *_CIR_DATA, *_CIR_MODEL,
+         arg('--combining-function', default='sum', choices=['sum', 'combiner', 'moe'], help='how the reference and the text combine'),
+         arg('--combiner-path', default=None, help='the trained combiner (combiner or moe)'),
+         arg('--split', default='val', choices=['val', 'train'], help='the split to rank'),
+         arg('--json', action='store_true', help='print the metrics as JSON'))
+def cir_validate(args):
+    "`phoalign cir validate`: CIRR R@1/5/10/50, subset R@1/2/3 and avg, or FashionIQ R@10/50 per category and averaged."
+    from phoalign.cir.train import encode_split, validate
+    from phoalign.cir.data import cir_transform_for
+    data = _cir_split(args, args.split)
+    model, _ = _cir_towers(args, data.triplets.caption.tolist())
+    combiner, tf = _cir_combining(args, model)
+    feats = encode_split(model, data, cir_transform_for(model, tf['transform'], tf['target_ratio']), args.clip_bs)
+    metrics = validate(combiner, feats, data)
+    print(json.dumps(metrics, indent=1) if args.json else f'{args.dataset} {args.split} ({len(feats)} queries, {len(feats.names)} images): {_cir_result(metrics)}')
+    return 0
+
+@command('cir submit', 'write the CIRR test server\'s two files (recall and recall_subset) from a combining function',
+         *_CIR_DATA[1:2], *_CIR_MODEL,
+         arg('--combining-function', default='combiner', choices=['sum', 'combiner', 'moe'], help='how the reference and the text combine'),
+         arg('--combiner-path', default=None, help='the trained combiner (combiner or moe)'),
+         arg('--submission-name', required=True, help='the name in recall_submission_NAME.json'),
+         arg('--out', default='submission', help='output folder'))
+def cir_submit(args):
+    "`phoalign cir submit`: rank CIRR test1 and write the two JSON files of the evaluation server."
+    from phoalign.cir.train import submit
+    args.dataset, args.categories = 'CIRR', None
+    test = _cir_split(args, 'test')
+    model, _ = _cir_towers(args, test.triplets.caption.tolist())
+    combiner, tf = _cir_combining(args, model)
+    for p in submit(model, combiner, test, args.out, args.submission_name, tf['transform'], tf['target_ratio'], args.clip_bs):
+        print(f'{_shown(p)} ({p.stat().st_size / 1e6:.2f} MB)')
     return 0
 
 # %% ../nbs/14_cli.ipynb #67d46ced

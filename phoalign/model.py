@@ -17,15 +17,20 @@ from .text import create_text_tower, text_tower_assets
 from .data.transforms import transforms_from_cfg
 
 # %% auto #0
-__all__ = ['list_presets', 'load_config', 'AlignModel', 'check_model_config', 'create_model', 'image_transforms',
-           'create_model_and_transforms', 'model_checkpoint', 'save_model', 'read_checkpoint', 'load_model']
+__all__ = ['PRESET_ALIASES', 'list_presets', 'load_config', 'AlignModel', 'check_model_config', 'create_model',
+           'image_transforms', 'create_model_and_transforms', 'model_checkpoint', 'save_model', 'read_checkpoint',
+           'load_model']
 
 # %% ../nbs/06_model.ipynb #096c957c
 def list_presets() -> list[str]:
     "Names of the presets shipped with phoalign."
     return sorted(p.stem for p in resources.files('phoalign').joinpath('configs').iterdir() if p.name.endswith('.yaml'))
 
+PRESET_ALIASES = {'RN50x4': 'clip-rn50x4', 'RN50x16': 'clip-rn50x16', 'ViT-B/32': 'clip-vit-b-32', 'ViT-B-32': 'clip-vit-b-32',
+                  'ViT-B/16': 'clip-vit-b-16', 'ViT-B-16': 'clip-vit-b-16'}  # OpenAI's CLIP names (CLIP4Cir's --clip-model-name)
+
 def _preset_dict(name:str) -> dict:
+    name = PRESET_ALIASES.get(name, name)
     if name not in list_presets():
         import difflib
         close = difflib.get_close_matches(name, list_presets(), n=1)
@@ -201,10 +206,14 @@ def create_model(config:Config|str|Path='tiny', # a Config, a preset name or a Y
     seed_everything(cfg.train.seed)  # the same config gives the same initial weights
     use_pretrained = m.pretrained if pretrained is None else pretrained
     opts = dict(m.options)
+    local = pretrained is not False   # a checkpoint being loaded (pretrained=False) brings every weight: no local files are read
     image = _build('model.options.image', ImageTower, m.image_tower, pretrained=use_pretrained and m.image_checkpoint is None,
-                   checkpoint=m.image_checkpoint, **opts.get('image', {}))
+                   checkpoint=m.image_checkpoint if local else None, **opts.get('image', {}))
     extra = dict(assets=text_assets) if text_assets else {}
-    text = _build('model.options.text', create_text_tower, m.text_checkpoint or m.text_tower, pretrained=use_pretrained,
+    if m.text_tower.startswith('openclip/'):   # its checkpoint is a weights file, not a model folder
+        text_name, extra = m.text_tower, dict(extra, checkpoint=m.text_checkpoint if local else None)
+    else: text_name = m.text_checkpoint or m.text_tower
+    text = _build('model.options.text', create_text_tower, text_name, pretrained=use_pretrained,
                   captions=captions, **extra, **opts.get('text', {}))
     if getattr(text, 'config_options', None):  # what rebuilds this tower without the captions (the scratch tower's vocab size)
         cfg = copy.deepcopy(cfg)

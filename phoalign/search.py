@@ -106,7 +106,8 @@ def encode_images(model, # an `AlignModel` (set to eval mode here)
                   amp:bool|None=None, # autocast (default: on CUDA only)
                   transform=None, # image array -> tensor (default: the model's evaluation transform)
                   progress:bool=True, # show a progress bar
-                  require_any:bool=True) -> EncodedImages: # a `DataError` when no image decodes (else an empty result)
+                  require_any:bool=True, # a `DataError` when no image decodes (else an empty result)
+                  normalize:bool=True) -> EncodedImages: # L2-normalise (False: the head's raw features, which the CIR combiners take)
     "Embeddings of every readable image of `source`."
     from phoalign.model import image_transforms
     table = source if isinstance(source, pd.DataFrame) and 'mtime' in source else gallery_table(source)
@@ -121,7 +122,7 @@ def encode_images(model, # an `AlignModel` (set to eval mode here)
         skipped += [dict(path=str(table.path.iloc[i]), reason=why) for i, why in bad]
         if images is None: continue
         with _autocast(dev, amp): f = model.image_outputs(images.to(dev, non_blocking=True))['features']
-        chunks.append(F.normalize(f.float(), dim=-1).cpu()); kept += idx.tolist()
+        chunks.append((F.normalize(f.float(), dim=-1) if normalize else f.float()).cpu()); kept += idx.tolist()
     if not kept and not require_any: return EncodedImages(torch.empty(0, model.embed_dim), table.iloc[:0], skipped)
     if not kept:
         first = skipped[0] if skipped else dict(path='-', reason='empty')
@@ -143,8 +144,9 @@ def encode_texts(model, # an `AlignModel` (set to eval mode here)
                  batch_size:int=256, # texts per forward pass
                  device:str|None=None, # default: the best available
                  amp:bool|None=None, # autocast (default: on CUDA only)
-                 progress:bool=False) -> torch.Tensor: # show a progress bar
-    "L2-normalised float32 embeddings `[N, D]` of `texts`, on the CPU."
+                 progress:bool=False, # show a progress bar
+                 normalize:bool=True) -> torch.Tensor: # L2-normalise (False: the head's raw features)
+    "Float32 embeddings `[N, D]` of `texts` (L2-normalised unless `normalize=False`), on the CPU."
     texts = _check_texts(texts)
     dev = get_device(device or 'auto')
     model.eval().to(dev)
@@ -153,7 +155,7 @@ def encode_texts(model, # an `AlignModel` (set to eval mode here)
     for s in _progress(starts, len(starts), 'texts', progress):
         batch = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in model.tokenize(texts[s:s + batch_size]).items()}
         with _autocast(dev, amp): f = model.text_outputs(batch)['features']
-        out.append(F.normalize(f.float(), dim=-1).cpu())
+        out.append((F.normalize(f.float(), dim=-1) if normalize else f.float()).cpu())
     return torch.cat(out) if out else torch.empty(0, model.embed_dim)
 
 # %% ../nbs/09_search.ipynb #68b2f3bc
@@ -641,14 +643,38 @@ def _query_embedding(model, query, index:EmbeddingIndex) -> torch.Tensor:
         with torch.no_grad(): return F.normalize(model.eval().image_outputs(image_transforms(model)[1](img)[None].to(dev))['features'].float(), dim=-1).cpu()
     raise TypeError(f'query: a string (text), a Path (image file) or an [H, W, 3] image array, not {type(query).__name__}')
 
+def _composed_embedding(model, text:str, reference_image, combiner) -> torch.Tensor:
+    "The query of a reference image changed by `text`: the towers' raw features through `combiner` (CLIP4Cir's way)."
+    from phoalign.cir.combiners import create_combiner
+    from phoalign.cir.data import cir_transform_for
+    if not isinstance(text, str): raise TypeError('a composed query is a text (what to change) with reference_image=')
+    if not text.strip(): raise DataError('the modification text is empty: say what to change in the reference image')
+    combiner = create_combiner('sum') if combiner is None else combiner
+    info = getattr(combiner, 'checkpoint_extra', {}).get('cir', {})   # what `phoalign cir combiner` recorded
+    if info.get('model'): check_same_model(info['model'], model_fingerprint(model), 'the combiner (trained on other towers\' features)')
+    ref = Path(reference_image); read_image(ref)   # a missing or unreadable image: its own error, naming the file
+    image = encode_images(model, [ref], progress=False, normalize=False,
+                          transform=cir_transform_for(model, info.get('transform', 'targetpad'), info.get('target_ratio', 1.25))).embeddings
+    dev = next(combiner.parameters(), torch.empty(0)).device
+    with torch.no_grad():
+        return combiner.eval().combine_features(image.to(dev), encode_texts(model, [text], normalize=False).to(dev)).float().cpu()
+
 def find_matches(model, # the `AlignModel` that wrote the index
                  query, # a string (text query), a `Path` to an image, or an image array `[H, W, 3]`
                  index:EmbeddingIndex|str|Path, # an index, or its folder
-                 n:int=25) -> pd.DataFrame: # matches to return
+                 n:int=25, # matches to return
+                 reference_image:str|Path|None=None, # composed query: this image changed as the text `query` says
+                 combiner=None) -> pd.DataFrame: # composed query: a trained combiner (`load_combiner`); default the element-wise sum
     "The `n` best matches of `query` in `index`: `rank`, `score`, `id`, `path`/`caption` and the index's other metadata."
     index = index if isinstance(index, EmbeddingIndex) else EmbeddingIndex.load(index)
     check_same_model(index.model, model_fingerprint(model), getattr(index, 'folder', 'the index'))
-    scores, rows = index.search_rows(_query_embedding(model, query, index), n)
+    if combiner is not None and reference_image is None: raise ValueError('combiner= combines a reference image with the text: pass reference_image=')
+    if reference_image is None: scores, rows = index.search_rows(_query_embedding(model, query, index), n)
+    else:   # the reference itself is no answer (CIRR leaves it out of the ranking too)
+        scores, rows = index.search_rows(_composed_embedding(model, query, reference_image, combiner), n + 1)
+        if 'path' in index.meta: keep = [j for j, r in enumerate(rows[0]) if r < 0 or index.meta.path.iloc[r] != str(Path(reference_image).resolve())][:n]
+        else: keep = list(range(n))
+        scores, rows = scores[:, keep], rows[:, keep]
     found = rows[0] >= 0
     out = index.meta.iloc[rows[0][found]].reset_index(drop=True)
     out.insert(0, 'score', scores[0][found]); out.insert(0, 'rank', np.arange(1, found.sum() + 1))

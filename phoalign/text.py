@@ -516,6 +516,9 @@ def create_text_tower(name_or_path:str, # a registered name or a local model fol
         tower.name = name_or_path  # not the temporary folder, gone now
         return tower
     if name_or_path == 'scratch': return scratch_tower(pretrained, captions, **kwargs)
+    if name_or_path.startswith('openclip/'):   # open_clip's text encoders (imported here: only these towers need it)
+        from phoalign.openclip import OpenCLIPTextTower
+        return OpenCLIPTextTower(name_or_path, pretrained=pretrained, **kwargs)
     if name_or_path in text_towers: return text_towers.create(name_or_path, pretrained=pretrained, **kwargs)
     p = Path(name_or_path)
     if p.is_dir():

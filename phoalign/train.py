@@ -238,7 +238,9 @@ def _setup_accelerator(self:Trainer):
         raise ConfigError("train.precision='fp16' needs a GPU; use 'bf16' or 'no' on the CPU")
     seed_everything(tc.seed)
     AcceleratorState._reset_state()  # a new trainer may use another precision in the same process (the process group stays)
-    self.accelerator = Accelerator(mixed_precision=tc.precision, gradient_accumulation_steps=tc.grad_accum, cpu=tc.device == 'cpu')
+    # 'auto' without a GPU must say cpu: else Accelerate leaves torchrun's processes as separate one-process runs
+    cpu = tc.device == 'cpu' or (tc.device == 'auto' and world > 1 and not torch.cuda.is_available())
+    self.accelerator = Accelerator(mixed_precision=tc.precision, gradient_accumulation_steps=tc.grad_accum, cpu=cpu)
 
 @patch
 def _setup_data(self:Trainer, train_data, val_data):

@@ -164,14 +164,18 @@ def targetpad(image:np.ndarray, target_ratio:float=1.25) -> np.ndarray:
     return _pad(image, max(int((scaled - w) / 2), 0), max(int((scaled - h) / 2), 0))
 
 class PadTransform:
-    "`squarepad`/`targetpad`, then resize (bicubic) + centre crop to `dim` and CLIP normalisation."
-    def __init__(self, dim:int, target_ratio:float|None=None): self.dim, self.target_ratio = dim, target_ratio
+    "`squarepad`/`targetpad`, then resize (bicubic) + centre crop to `dim` and normalisation (CLIP's by default)."
+    def __init__(self,
+                 dim:int, # output side
+                 target_ratio:float|None=None, # targetpad's ratio; None: squarepad
+                 normalize:str|tuple='clip'): # a normalisation name or a (mean, std) pair (the tower's)
+        self.dim, self.target_ratio, self.normalize = dim, target_ratio, normalization(normalize)
     def __call__(self, image:np.ndarray, seed:int|None=None) -> torch.Tensor:
         img = squarepad(image) if self.target_ratio is None else targetpad(image, self.target_ratio)
         h, w = img.shape[:2]; s = self.dim / min(h, w)
         img = cv2.resize(img, (max(self.dim, round(w * s)), max(self.dim, round(h * s))), interpolation=cv2.INTER_CUBIC)
         top, left = (img.shape[0] - self.dim) // 2, (img.shape[1] - self.dim) // 2
-        return to_tensor(img[top:top + self.dim, left:left + self.dim], 'clip')
+        return to_tensor(img[top:top + self.dim, left:left + self.dim], self.normalize)
 
 def squarepad_transform(dim:int) -> PadTransform: return PadTransform(dim)
 def targetpad_transform(target_ratio:float, dim:int) -> PadTransform: return PadTransform(dim, target_ratio)

@@ -40,7 +40,10 @@ def create_vision_model(name:str, # a `vision_models` name (`pvig_s_224_gelu`, `
                         checkpoint:str|Path|None=None, # local weights file, loaded strictly
                         num_classes:int=0, # 0 gives a feature extractor
                         **kwargs): # passed to the model's constructor
-    "A backbone by name: phoalign's registry first, then timm."
+    "A backbone by name: phoalign's registry first, `openclip/<arch>` (open_clip's image encoders), then timm."
+    if name.startswith('openclip/'):   # imported here: open_clip loads in seconds, and only these towers need it
+        from phoalign.openclip import openclip_backbone
+        return openclip_backbone(name, pretrained=pretrained, checkpoint=checkpoint, num_classes=num_classes, **kwargs)
     if name in vision_models:
         return vision_models.create(name, pretrained=pretrained, checkpoint=checkpoint, num_classes=num_classes, **kwargs)
     if name not in timm.list_models() and name not in timm.list_models(pretrained=True) and name.split('.')[0] not in timm.list_models():
@@ -65,6 +68,12 @@ def vision_model_cfg(name:str, # a `vision_models` name or any timm model name (
                      img_size:int|tuple|None=None, # the input size the model would be built for, when not its default
                      ) -> dict:
     "The preprocessing backbone `name` declares, without building it."
+    if name.startswith('openclip/'):
+        import open_clip
+        from phoalign.openclip import openclip_arch
+        size = open_clip.get_model_config(openclip_arch(name))['vision_cfg']['image_size']
+        return preprocess_cfg(dict(input_size=(3, size, size), mean=open_clip.constants.OPENAI_DATASET_MEAN,
+                                   std=open_clip.constants.OPENAI_DATASET_STD, interpolation='bicubic'), img_size)
     if name in vision_models: return preprocess_cfg(vision_models.get(name)._registry_meta.get('pretrained_cfg'), img_size)
     try: cfg = timm.models.get_pretrained_cfg(name)
     except RuntimeError as e: raise KeyError(f'{name}: {e}') from None   # an unknown pretrained tag
@@ -115,7 +124,7 @@ class ImageTower(Tower):
         feats = self.backbone.forward_features(images)
         pooled = self.backbone.forward_head(feats, pre_logits=True)
         tokens = None
-        if self.return_tokens:
+        if self.return_tokens and feats.ndim > 2:   # a backbone that pools itself (open_clip's) has no tokens
             if feats.ndim == 4: tokens = feats.flatten(2).transpose(1, 2)                   # [B, C, H, W] -> [B, HW, C]
             else: tokens = feats[:, getattr(self.backbone, 'num_prefix_tokens', 0):]         # drop class/register tokens
         mask = None if tokens is None else torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
