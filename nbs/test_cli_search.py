@@ -103,8 +103,9 @@ def test_another_model_is_refused(work, tmp_path):
 def test_search_errors(work, tmp_path):
     shutil.copy(work/'model.pt', tmp_path/'model.pt')
     run_json('encode', 'model.pt', '--images', work/'gallery'/'captions_vi.json', '--out', 'idx', cwd=tmp_path)
-    cases = [(['idx'], 'give one query'),
-             (['idx', '--text', 'mèo', '--image', 'x.jpg'], 'give one query'),
+    cases = [(['idx'], 'give a query'),
+             (['idx', '--text', 'mèo', '--image', 'x.jpg'], 'x.jpg: image file not found'),   # both: a composed query
+             (['idx', '--text', 'mèo', '--image', 'x.jpg', '--captions'], 'searches images, not --captions'),
              (['idx', '--text', '  '], 'the query is empty'),
              (['idx', '--image', 'nope.jpg'], 'nope.jpg: image file not found'),
              (['idx', '--text', 'mèo', '-k', '0'], '-k must be at least 1'),

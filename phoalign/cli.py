@@ -396,7 +396,7 @@ _CIR_MODEL = (arg('--clip-model-name', default='tiny', help="the towers: a phoal
               arg('--clip-bs', type=int, default=32, help='batch size when encoding images and texts'))
 _CIR_RUN = (arg('--output-dir', default=None, help='the run folder (default: runs/cir-<stage>-<dataset>)'),
             arg('--num-epochs', type=int, default=None, help='epochs'),
-            arg('--batch-size', type=int, default=None, help='triplets per optimiser step'),
+            arg('--batch-size', type=int, default=None, help='triplets per process and optimiser step'),
             arg('--validation-frequency', type=int, default=1, help='validate every N epochs (and after the last)'),
             arg('--save-training', action=argparse.BooleanOptionalAction, default=True, help='write checkpoints (--no-save-training: none)'),
             arg('--save-best', action=argparse.BooleanOptionalAction, default=True, help='keep only the best checkpoint (--no-save-best: one per validation)'),

@@ -126,7 +126,7 @@ class StageSettings:
     "What both stages share (the CLI's options of the same names)."
     output_dir:str|Path='runs/cir' # the run folder: metrics.jsonl/csv and the checkpoints
     num_epochs:int=10 # epochs
-    batch_size:int=32 # triplets per optimiser step (over all processes: per process × processes)
+    batch_size:int=32 # triplets per process and optimiser step (the global batch: this × processes)
     validation_frequency:int=1 # validate every N epochs (and after the last)
     save_training:bool=True # write checkpoints
     save_best:bool=True # keep only the best checkpoint (else one per validation, named by epoch)
@@ -161,10 +161,12 @@ def _fit(acc, module:nn.Module, optimizer, loader, settings:StageSettings, step_
          epoch_start=None, epoch_stats=None, log=print) -> list[dict]:
     "The loop both stages run; returns one row per epoch."
     run_dir = Path(settings.output_dir)
-    if acc.is_main_process and (run_dir/'metrics.jsonl').exists():
-        if not settings.overwrite: raise UserError(f'{run_dir} already holds a run (metrics.jsonl): choose another output folder, or start afresh with --overwrite')
+    used = (run_dir/'metrics.jsonl').exists()
+    if used and not settings.overwrite:   # every process refuses, so none waits for the others
+        raise UserError(f'{run_dir} already holds a run (metrics.jsonl): choose another output folder, or start afresh with --overwrite')
+    if used and acc.is_main_process:
         for p in [run_dir/'metrics.jsonl', run_dir/'metrics.csv', *run_dir.glob('*.pt')]:
-            if not p.name.startswith('features_'): p.unlink(missing_ok=True)
+            if not p.name.startswith('features_'): p.unlink(missing_ok=True)   # the cached features stay valid
     acc.wait_for_everyone()
     logger = RunLogger(run_dir) if acc.is_main_process else None
     history, best = [], None
@@ -240,6 +242,7 @@ def finetune(model:AlignModel, # the towers to fine-tune (`create_model(...)` or
     "Stage 1: fine-tune the towers on composed queries (element-wise sum); checkpoints are phoalign model checkpoints."
     s = settings or StageSettings()
     acc = _accelerator(s)
+    was_trainable = {n: p.requires_grad for n, p in model.named_parameters()}
     params = set_trainable(model, encoder)
     tfm = cir_transform_for(model, transform, target_ratio)
     ds = CIRDataset(train, tfm, train=True, seed=s.seed)
@@ -261,7 +264,8 @@ def finetune(model:AlignModel, # the towers to fine-tune (`create_model(...)` or
                                                                      target_ratio=target_ratio, epoch=row['epoch'], metrics=row))
     history = _fit(acc, step_module, opt, loader, s, step_loss, validate_fn if val is not None else None, save_fn, 'avg', 'finetune',
                    epoch_start, log=log)
-    model.requires_grad_(True); model.eval()
+    for n, p in model.named_parameters(): p.requires_grad_(was_trainable[n])
+    model.eval()
     return history
 
 # %% ../../nbs/10c_cir.train.ipynb #4be2501e
