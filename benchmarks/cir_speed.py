@@ -2,18 +2,23 @@
 
     python benchmarks/cir_speed.py               # CPU: small and medium combiner sizes, the seed's loop at the small size
     python benchmarks/cir_speed.py --full        # the seed's settings (batch 4096, projection 2560, hidden 5120, features 640): a GPU
+    python benchmarks/cir_speed.py --sizes 256,128,256,64 --seed-loop-max-batch 256 --no-metrics
 
-Table 1, one training step (forward + backward + Adam step, fp32) of a batch of random features:
+Table 1, forward + backward (fp32; `--optimizer-step` adds CLIP4Cir's Adam step) of a batch of random features, in
+training mode (dropout on), the loss CLIP4Cir's cross-entropy over the logits × 100:
 - `Combiner`: CLIP4Cir's plain combiner (phoalign.cir.Combiner, which loads CLIP4Cir's weights and reproduces its outputs);
 - `MoECombiner`: the CLIP4Cir-MoE design with phoalign's batched expert dispatch (rows sorted by expert, one matmul each);
 - seed loop: the same MoECombiner with the seed's dispatch (a Python loop over the samples and the chosen experts);
-the ratio column is the time over the plain Combiner's, measured side by side in the same run.
+the ratio column is the time over the plain Combiner's at the same sizes, measured in the same run. The seed's loop runs
+only at the batches up to `--seed-loop-max-batch` (on a CPU it takes seconds even at a batch of 512); its row shows the
+batch it ran, nothing is extrapolated.
 
 Table 2, CIRR validation metrics (R@1/5/10/50 and subset R@1/2/3) of 4,181 queries against 2,297 images (CIRR val) and
 against 20,000: `phoalign.cir.metrics.cirr_recalls` (ranks from score comparisons, names as integer ids) against
 CLIP4Cir's method re-implemented here from its description (argsort of the distances, an array of names indexed by the
 sorted indices, the reference removed with a string mask, labels and the group mask by string comparison); the latter
-only at 2,297 (its [Q, N] string arrays need ~5 GB at 20,000). Both give the same numbers (checked).
+only up to `--peer-max-index` images (2,297 by default: its [Q, N] string arrays take ~5 GB and its group mask more at
+20,000). Both give the same numbers (checked).
 
 For scale, on one H100 in fp32: CLIP4Cir's Combiner trains a batch of 4,096 in 33 ms; the seed's MoE combiner 6.7 s;
 CLIP4Cir's CIRR metric code takes 2.0 s for 4,181 × 2,297.
@@ -32,30 +37,33 @@ def timed(fn, device, repeats:int, warmup:int=1) -> float:
         t = time.perf_counter(); fn(); sync(); times.append(time.perf_counter() - t)
     return statistics.median(times)
 
-def train_step(combiner, batch, features, device):
-    "One Adam step of `combiner` on random features (its loss: CLIP4Cir's cross-entropy over logits × 100)."
+def train_step(combiner, batch, features, device, optimizer_step=False):
+    "Forward + backward of `combiner` on random features (CLIP4Cir's cross-entropy over logits × 100), and Adam's step if asked."
     g = torch.Generator(device='cpu').manual_seed(0)
     img, txt, tgt = (torch.randn(batch, features, generator=g).to(device) for _ in range(3))
     labels = torch.arange(batch, device=device)
     opt = torch.optim.Adam(combiner.parameters(), lr=1e-5)
     def step():
         loss = F.cross_entropy(combiner(img, txt, tgt), labels)
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        opt.zero_grad(set_to_none=True); loss.backward()
+        if optimizer_step: opt.step()
     return step
 
-def combiner_table(sizes, seed_loop_batches, device, repeats):
-    print('\n| batch | projection | hidden | features | combiner | ms / step | × plain Combiner |')
+def combiner_table(sizes, seed_loop_max_batch, device, repeats, optimizer_step=False):
+    what = 'forward + backward + Adam step' if optimizer_step else 'forward + backward'
+    print(f'\n| batch | projection | hidden | features | combiner | ms ({what}) | × plain Combiner |')
     print('|---:|---:|---:|---:|---|---:|---:|')
     for batch, proj, hidden, feat in sizes:
         torch.manual_seed(0)
         plain = create_combiner('combiner', feat, projection_dim=proj, hidden_dim=hidden).to(device).train()
         moe = create_combiner('moe', feat, projection_dim=proj, hidden_dim=hidden).to(device).train()
-        rows = [('Combiner (CLIP4Cir)', timed(train_step(plain, batch, feat, device), device, repeats)),
-                ('MoECombiner (batched)', timed(train_step(moe, batch, feat, device), device, repeats))]
-        if batch in seed_loop_batches:
+        rows = [('Combiner (CLIP4Cir)', timed(train_step(plain, batch, feat, device, optimizer_step), device, repeats)),
+                ('MoECombiner (batched)', timed(train_step(moe, batch, feat, device, optimizer_step), device, repeats))]
+        if batch <= seed_loop_max_batch:
             layer = moe.moe_layer
             layer.forward = lambda x, layer=layer: _per_sample_moe(layer, x)   # the seed's dispatch, same weights
-            rows.append(('MoE, seed per-sample loop', timed(train_step(moe, batch, feat, device), device, 1)))
+            rows.append(('MoE, seed per-sample loop', timed(train_step(moe, batch, feat, device, optimizer_step), device, 1)))
+        del plain, moe
         for name, s in rows:
             print(f'| {batch} | {proj} | {hidden} | {feat} | {name} | {1000 * s:.1f} | {s / rows[0][1]:.2f} |', flush=True)
 
@@ -72,7 +80,7 @@ def clip4cir_cirr(pred, index, names, refs, targets, groups):
     out.update({f'recall_subset_at{k}': (torch.sum(group_labels[:, :k]) / len(group_labels)).item() * 100 for k in (1, 2, 3)})
     return out
 
-def metrics_table(device, repeats, queries=4181, dim=640):
+def metrics_table(device, repeats, peer_max_index=2297, queries=4181, dim=640):
     print('\n| queries | index | method | device | s | × phoalign |')
     print('|---:|---:|---|---|---:|---:|')
     g = torch.Generator().manual_seed(0)
@@ -87,7 +95,7 @@ def metrics_table(device, repeats, queries=4181, dim=640):
         refs, targets = [names[i] for i in r], [names[i] for i in t]
         ours = timed(lambda: cirr_recalls(pred, index, names, refs, targets, groups), device, repeats)
         print(f'| {queries} | {n} | phoalign cirr_recalls | {device.type} | {ours:.3f} | 1.00 |', flush=True)
-        if n <= 5000:
+        if n <= peer_max_index:
             peer = timed(lambda: clip4cir_cirr(pred, index, names, refs, targets, groups), device, 1, warmup=0)
             same = clip4cir_cirr(pred, index, names, refs, targets, groups) == {k: v for k, v in cirr_recalls(pred, index, names, refs, targets, groups).items() if k != 'avg'}
             print(f'| {queries} | {n} | CLIP4Cir method{"" if same else " (DIFFERENT numbers!)"} | {device.type} | {peer:.3f} | {peer / ours:.1f} |', flush=True)
@@ -95,12 +103,19 @@ def metrics_table(device, repeats, queries=4181, dim=640):
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--full', action='store_true', help="the seed's settings (batch 4096, 2560, 5120, 640), the seed's loop at batch 4096 too")
+    ap.add_argument('--sizes', nargs='+', metavar='B,P,H,F', help='combiner sizes: batch,projection,hidden,features (default: 512,256,512,64 1024,640,1280,160)')
+    ap.add_argument('--seed-loop-max-batch', type=int, help="largest batch the seed's per-sample loop runs at (default: 512; 4096 with --full)")
+    ap.add_argument('--optimizer-step', action='store_true', help="time Adam's step too")
+    ap.add_argument('--peer-max-index', type=int, default=2297, help="largest index CLIP4Cir's metric method runs on (string arrays: ~5 GB at 20,000)")
+    ap.add_argument('--no-metrics', action='store_true', help='skip table 2')
     ap.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     ap.add_argument('--repeats', type=int, default=5)
     args = ap.parse_args()
     device = torch.device(args.device)
     print(f'torch {torch.__version__}, {device.type}' + (f' ({torch.cuda.get_device_name()})' if device.type == 'cuda' else f', {torch.get_num_threads()} threads'))
-    if args.full: sizes, seed_batches = [(4096, 2560, 5120, 640)], {4096}
-    else: sizes, seed_batches = [(512, 256, 512, 64), (1024, 640, 1280, 160)], {512}
-    combiner_table(sizes, seed_batches, device, args.repeats)
-    metrics_table(device, args.repeats)
+    if args.sizes: sizes = [tuple(int(v) for v in s.split(',')) for s in args.sizes]
+    elif args.full: sizes = [(4096, 2560, 5120, 640)]
+    else: sizes = [(512, 256, 512, 64), (1024, 640, 1280, 160)]
+    seed_max = args.seed_loop_max_batch if args.seed_loop_max_batch is not None else (4096 if args.full else 512)
+    combiner_table(sizes, seed_max, device, args.repeats, args.optimizer_step)
+    if not args.no_metrics: metrics_table(device, args.repeats, args.peer_max_index)

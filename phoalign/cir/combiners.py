@@ -2,7 +2,6 @@
 
 # %% ../../nbs/10a_cir.combiners.ipynb #3e739b42
 from __future__ import annotations
-import inspect
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch
@@ -75,8 +74,8 @@ class SparseMoE(nn.Module):
         self.num_experts, self.top_k, self.output_dim = num_experts, top_k, output_dim
         self.router = nn.Linear(input_dim, num_experts)
         self.experts = nn.ModuleList([nn.Sequential(nn.Linear(input_dim, output_dim), nn.GELU(), nn.Dropout(dropout)) for _ in range(num_experts)])
-        self.register_buffer('routed', torch.zeros(num_experts), persistent=False)
-        self.last_aux_loss = None
+        self.register_buffer('routed', torch.zeros(num_experts), persistent=False)   # (row, slot) assignments per expert
+        self.last_aux_loss = None   # the load-balancing loss of the last forward (a scalar tensor, in the graph)
 
 # %% ../../nbs/10a_cir.combiners.ipynb #b01efc90
 @patch
@@ -86,31 +85,35 @@ def _route(self:SparseMoE, x:torch.Tensor) -> tuple:
     top_logits, experts = logits.topk(self.top_k, dim=-1)
     return logits, experts, top_logits.softmax(-1)
 
-def _balance_loss(logits:torch.Tensor, experts:torch.Tensor, num_experts:int) -> torch.Tensor:
-    "Switch Transformer's load-balancing loss: E · Σ_e (share of routed slots to e) · (mean router probability of e); 1 when uniform."
-    share = torch.bincount(experts.flatten(), minlength=num_experts).float() / experts.numel()
-    return num_experts * (share * logits.softmax(-1).mean(0)).sum()
+def _balance_loss(logits:torch.Tensor, # [B, E] router logits
+                  counts:torch.Tensor) -> torch.Tensor: # [E] (row, slot) assignments per expert
+    "Switch Transformer's load-balancing loss `E · Σ_e f_e · P_e`; 1 when the router's probabilities are uniform."
+    share = counts.float() / counts.sum().clamp(min=1)
+    return len(counts) * (share.to(logits.dtype) * logits.softmax(-1).mean(0)).sum()
 
+# %% ../../nbs/10a_cir.combiners.ipynb #0d6b2f4e
 @patch
 def forward(self:SparseMoE, x:torch.Tensor) -> torch.Tensor:
-    "Each row's weighted sum of its top-k experts, every expert run once on the rows routed to it."
+    "Each row's weighted sum of its top-k experts; every expert runs once, on all the rows routed to it."
     logits, experts, weights = self._route(x)
-    self.last_aux_loss = _balance_loss(logits, experts, self.num_experts)
-    if self.training: self.routed += torch.bincount(experts.flatten(), minlength=self.num_experts).to(self.routed)
-    rows = torch.arange(len(x), device=x.device).repeat_interleave(self.top_k)
-    flat_experts, flat_weights = experts.flatten(), weights.flatten()
-    order = flat_experts.argsort()
-    counts = torch.bincount(flat_experts, minlength=self.num_experts).tolist()
-    out = x.new_zeros(len(x), self.output_dim)
-    for expert, r, w in zip(self.experts, rows[order].split(counts), flat_weights[order].split(counts)):
-        # every expert runs, even on no rows: its parameters stay in the graph (DDP expects them each step)
-        out = out.index_add(0, r, w[:, None].to(x.dtype) * expert(x[r]))
+    flat = experts.flatten()                                   # expert of each (row, slot), row-major
+    counts = torch.bincount(flat, minlength=self.num_experts)
+    self.last_aux_loss = _balance_loss(logits, counts)
+    if self.training: self.routed += counts.to(self.routed)
+    order = flat.argsort(stable=True)                          # the (row, slot)s grouped by expert
+    sizes = counts.tolist()
+    out = None
+    # every expert runs, even on no rows, so that its parameters stay in the graph (DDP expects them at each step)
+    for expert, rows, w in zip(self.experts, (order // self.top_k).split(sizes), weights.flatten()[order, None].split(sizes)):
+        y = w * expert(x[rows])
+        if out is None: out = y.new_zeros(len(x), self.output_dim)
+        out.index_add_(0, rows, y)
     return out
 
 # %% ../../nbs/10a_cir.combiners.ipynb #4a76c557
 @patch
 def expert_usage(self:SparseMoE) -> list:
-    "The share of routed slots each expert took since `reset_usage` (training forwards only)."
+    "The share of (row, slot) assignments each expert took since `reset_usage`, counted in training forwards only."
     total = self.routed.sum()
     return (self.routed / total).tolist() if total > 0 else [0.0] * self.num_experts
 
@@ -124,8 +127,8 @@ def _per_sample_moe(moe:SparseMoE, x:torch.Tensor) -> torch.Tensor:
     "Test and benchmark helper: the seed's dispatch, one sample and one chosen expert at a time in Python."
     _, experts, weights = moe._route(x)
     out = x.new_zeros(len(x), moe.output_dim)
-    for slot in range(moe.top_k):
-        for b in range(len(x)):
+    for b in range(len(x)):
+        for slot in range(moe.top_k):
             out[b] = out[b] + weights[b, slot] * moe.experts[int(experts[b, slot])](x[b][None])[0]
     return out
 
@@ -165,9 +168,15 @@ class MoECombiner(_Scorer):
         return F.normalize(out, dim=-1)
 
     @property
-    def last_aux_loss(self): return self.moe_layer.last_aux_loss
-    def expert_usage(self) -> list: return self.moe_layer.expert_usage()
-    def reset_usage(self): self.moe_layer.reset_usage()
+    def last_aux_loss(self) -> torch.Tensor:
+        "The experts' load-balancing loss of the last forward (add `balance_weight *` it to the training loss)."
+        return self.moe_layer.last_aux_loss
+    def expert_usage(self) -> list:
+        "The share of routed (row, slot) assignments each expert took in training since `reset_usage`."
+        return self.moe_layer.expert_usage()
+    def reset_usage(self):
+        "Start counting the experts' usage afresh (at each epoch, say)."
+        self.moe_layer.reset_usage()
 
 # %% ../../nbs/10a_cir.combiners.ipynb #4bfeed8b
 def create_combiner(name:str, # 'sum', 'combiner' or 'moe'
@@ -175,9 +184,7 @@ def create_combiner(name:str, # 'sum', 'combiner' or 'moe'
                     **options) -> nn.Module: # the combiner's own options (`projection_dim`, `hidden_dim`, `num_experts`, ...)
     "A combining function by name; an option the chosen one does not take is an error naming it."
     cls = combining_functions.get(name)
-    takes = inspect.signature(cls.__init__).parameters
-    if unknown := [k for k in options if k not in takes]:
-        raise ConfigError(f'combining function {name!r} does not take {", ".join(map(repr, unknown))} (it takes: {", ".join(k for k in takes if k != "self")})')
+    combining_functions.check_options(name, options, positional=1)
     if name != 'sum' and clip_feature_dim is None: raise ConfigError(f'combining function {name!r} needs clip_feature_dim (the towers\' feature width)')
     combiner = cls(clip_feature_dim, **options)
     combiner.config = dict(name=name, clip_feature_dim=clip_feature_dim, **options)
@@ -195,6 +202,7 @@ def load_combiner(path:str|Path, # a file written by `save_combiner` (`phoalign 
                   device:str|torch.device='cpu') -> nn.Module: # where to put it
     "The combiner of `path`, in evaluation mode; what else the file holds is in its `checkpoint_extra`."
     path = Path(path)
+    if path.is_dir(): raise FileNotFoundError(f'{path} is a folder: name a combiner file (e.g. {path/"combiner_best.pt"})')
     if not path.is_file(): raise FileNotFoundError(f'combiner checkpoint {path} does not exist')
     try: ck = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e: raise ConfigError(f'{path}: not a combiner checkpoint (torch.load cannot read it: {type(e).__name__})') from None
