@@ -29,7 +29,7 @@ setuptools.setup(
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=['phoalign', 'phoalign.*']),
     include_package_data=True,
-    package_data={'phoalign': ['configs/*.yaml', 'assets/*']},
+    package_data={'phoalign': ['configs/*.yaml', 'configs/heads/*.yaml', 'configs/tune/*.yaml', 'assets/*']},
     install_requires=reqs('requirements'),
     extras_require={'dev': dev, 'optional': optional, 'all': dev + optional},
     dependency_links=cfg.get('dep_links', '').split(),

@@ -126,7 +126,7 @@ def test_train_in_a_fresh_folder_with_two_processes(tmp_path):
 def test_settings_are_checked(tmp_path):
     for over, msg in [('train.epochs=abc', 'expected a whole number'), ('train.epochs=1.5', 'whole number'),
                       ('train.epochs=0', 'at least 1'), ('data.image_size=abc', 'data.image_size'),
-                      ('model.head=clip', "does not take 'dropout'"), ('train.monitor=rsun', 'train.monitor'),
+                      ('model.head=linear', "does not take 'dropout'"), ('train.monitor=rsun', 'train.monitor'),
                       ('loss.name=multiscale', 'local_dim')]:
         r = phoalign('train', 'tiny', over, 'data.path=x.json', cwd=tmp_path)
         assert r.returncode == 2 and msg in r.stderr and 'Traceback' not in r.stderr, (over, r.stderr)

@@ -5,17 +5,20 @@ from pathlib import Path
 import pytest
 from test_cli_data import phoalign, gallery
 
-@pytest.fixture(scope='module')
-def work(tmp_path_factory):
-    "A fresh folder holding a copy of the gallery and the checkpoint of a tiny model that knows the Vietnamese captions' words."
+def gallery_and_model(root:Path) -> Path:
+    "`root` holding a copy of the gallery and `model.pt`, the checkpoint of a tiny model that knows the Vietnamese captions' words."
     from phoalign.search import _tiny_search_model
     from phoalign.model import save_model
     from phoalign.data.formats import read_pairs
-    root = tmp_path_factory.mktemp('search')
     shutil.copytree(gallery, root/'gallery')
     photos = sorted((root/'gallery'/'photos').glob('*.jpg'))
     save_model(_tiny_search_model(read_pairs(root/'gallery'/'captions_vi.json').caption, photos), root/'model.pt')
     return root
+
+@pytest.fixture(scope='module')
+def work(tmp_path_factory):
+    "A fresh folder holding a copy of the gallery and a tiny model's checkpoint."
+    return gallery_and_model(tmp_path_factory.mktemp('search'))
 
 def run_main(*args, cwd):
     "`phoalign ARGS` in this process (the error cases: fast, same parser and messages): `(exit code, stdout, stderr)`."

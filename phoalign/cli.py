@@ -12,7 +12,8 @@ from .core import UserError
 # %% auto #0
 __all__ = ['COMMANDS', 'RECALL_KEYS', 'command', 'arg', 'build_parser', 'main', 'data_check', 'data_synth', 'data_demo', 'train',
            'evaluate', 'config_show', 'encode', 'search', 'tag', 'cir_finetune', 'cir_combiner', 'cir_validate',
-           'cir_submit', 'demo']
+           'cir_submit', 'encode_pairs_command', 'split_embeddings_command', 'heads_train', 'heads_eval', 'tune',
+           'demo']
 
 # %% ../nbs/14_cli.ipynb #72bc3d4d
 COMMANDS = {}
@@ -527,6 +528,92 @@ def cir_submit(args):
     combiner, tf = _cir_combining(args, model)
     for p in submit(model, combiner, test, args.out, args.submission_name, tf['transform'], tf['target_ratio'], args.clip_bs):
         print(f'{_shown(p)} ({p.stat().st_size / 1e6:.2f} MB)')
+    return 0
+
+# %% ../nbs/14_cli.ipynb #8411293f
+@command('encode-pairs', 'encode an image-caption set once with frozen encoders into {split}_image/text_embeddings.pt and {split}_metadata.json',
+         arg('data', help='caption file or folder (any format phoalign reads)'),
+         arg('--image-encoder', required=True, help='a phoalign checkpoint or run folder, or an image tower name (timm, openclip/<arch>, pvig_*)'),
+         arg('--text-encoder', required=True, help='a phoalign checkpoint or run folder, a text tower name or folder (Sentence-BERT, PhoBERT, CLIP), or hf:<name or folder>'),
+         arg('--image-weights', default=None, help='a local weights file for the image tower'),
+         arg('--out', default='pretrain_encoded', help='the embeddings folder'),
+         arg('--split', default=None, help="the files' prefix (default: the caption file's name, e.g. captions_train2017 -> train2017)"),
+         arg('--format', default='auto', help='reader name'), arg('--images', default=None, help='image root'),
+         arg('--batch-size', type=int, default=64, help='images per step'), arg('--text-batch-size', type=int, default=256, help='captions per step'),
+         arg('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16'], help='storage type of the embeddings'),
+         arg('--device', default='auto', help="'auto', 'cpu', 'cuda', 'cuda:N', 'mps'"),
+         arg('--num-workers', type=int, default=0, help='image decoding processes'),
+         arg('--overwrite', action='store_true', help='replace a split of that name'), arg('--no-progress', action='store_true', help='no progress bars'))
+def encode_pairs_command(args):
+    "`phoalign encode-pairs`: one split's embeddings, streamed to disk."
+    from phoalign.embeddings import encode_pairs
+    from phoalign.data.formats import read_pairs
+    pairs = read_pairs(args.data, format=args.format, images=args.images)
+    split = args.split or Path(args.data).stem.removeprefix('captions_') or 'train'
+    encode_pairs(pairs, args.image_encoder, args.text_encoder, args.out, split, args.batch_size, args.text_batch_size, args.dtype, args.device,
+                 args.num_workers, args.image_weights, args.overwrite, not args.no_progress)
+    return 0
+
+@command('split-embeddings', 'cut an encoded set into image-level train/val/test splits and a train_tuning subset',
+         arg('dir', help='the embeddings folder'),
+         arg('--source', default=None, help='the split to cut (default: the one split there not named train/val/test)'),
+         arg('--val-images', type=int, default=None, help='images in val (default: 5000, or a tenth if fewer)'),
+         arg('--test-images', type=int, default=None, help='images in test (default as --val-images)'),
+         arg('--tuning-samples', type=int, default=None, help='training rows copied to train_tuning (default: 100000 or all; 0: none)'),
+         arg('--seed', type=int, default=42, help='shuffling seed'), arg('--overwrite', action='store_true', help='replace existing splits'))
+def split_embeddings_command(args):
+    "`phoalign split-embeddings`: no image in two splits."
+    from phoalign.embeddings import split_embeddings
+    split_embeddings(args.dir, args.source, args.val_images, args.test_images, args.tuning_samples, args.seed, args.overwrite)
+    return 0
+
+def _heads_epilog() -> str:
+    from phoalign.embeddings import heads_configs
+    return f'shipped configs (a name instead of a file): {", ".join(heads_configs())}'
+
+@command('heads train', 'train projection heads on pre-encoded embeddings from a YAML config (model, training, loss sections; data.dir)',
+         arg('config', help='a heads YAML file or a shipped config name'),
+         arg('overrides', nargs='*', help='key=value, e.g. training.learning_rate=3e-4 model.hidden_dim=2048 data.dir=emb'),
+         arg('--resume', default=None, help="continue the run from 'last', 'best', 'latest' or a checkpoint path"),
+         arg('--overwrite', action='store_true', help='start afresh in a run folder that holds a run'),
+         arg('--no-eval', action='store_true', help='skip the test-split evaluation at the end'),
+         arg('--no-progress', action='store_true', help='no progress bars'), epilog=lambda: _heads_epilog())
+def heads_train(args):
+    "`phoalign heads train`: results/<experiment_name>/ with best_model.pt, training_curves.png, loss_history.json, evaluation_results/."
+    from phoalign.embeddings import train_heads
+    from phoalign.core import ConfigError
+    if args.resume and args.overwrite: raise ConfigError('--resume and --overwrite contradict each other: choose one')
+    try: res = train_heads(args.config, *args.overrides, resume=args.resume, overwrite=args.overwrite, evaluate=not args.no_eval,
+                           progress=not args.no_progress, log=lambda m: print(m, flush=True) if _is_main() else None)
+    except KeyboardInterrupt:
+        if _is_main(): print(f'\ninterrupted; resume with:\n  phoalign heads train {" ".join([args.config, *args.overrides])} --resume last', file=sys.stderr)
+        return 130
+    if _is_main(): print(f'run folder {_shown(res["run_dir"])}')
+    return 0
+
+@command('heads eval', "evaluate a heads run's best_model.pt on the test split (COCO-aware I2T/T2I Recall@K, RSum)",
+         arg('config', help='the heads YAML file (or shipped name) the run was trained from'),
+         arg('overrides', nargs='*', help='key=value, e.g. data.test=val'),
+         arg('--checkpoint', default=None, help="default: the run folder's best_model.pt"),
+         arg('--split', default=None, help='default: data.test'),
+         arg('--json', action='store_true', help='print the metrics as JSON'))
+def heads_eval(args):
+    "`phoalign heads eval`: metrics, evaluation_results/metrics.json and t-SNE / PCA maps."
+    from phoalign.embeddings import evaluate_heads
+    m = evaluate_heads(args.config, *args.overrides, checkpoint=args.checkpoint, split=args.split, log=None if args.json else print)
+    if args.json: print(json.dumps(m))
+    return 0
+
+@command('tune', 'Optuna search over heads, losses and settings from a YAML search space (SQLite storage, resumable)',
+         arg('search', help='a search YAML file or a shipped search name (default, siglip, clip, attention, mlp)'),
+         arg('overrides', nargs='*', help='key=value, e.g. n_trials=3 fixed.data.dir=emb'))
+def tune(args):
+    "`phoalign tune`: trials in optuna_results/<study_name>/, the best as a ready-to-train heads YAML."
+    from phoalign.tune import run_study
+    try: run_study(args.search, *args.overrides)
+    except KeyboardInterrupt:
+        print(f'\ninterrupted; the study is stored: run the same command again to continue it', file=sys.stderr)
+        return 130
     return 0
 
 # %% ../nbs/14_cli.ipynb #67d46ced

@@ -43,19 +43,23 @@ class IdentityHead(nn.Module):
 # %% ../nbs/04_heads.ipynb #0863070c
 @heads.register('mlp')
 class MLPHead(nn.Module):
-    "PhoCLIP's residual projection head."
+    "PhoCLIP's residual projection head; with another `hidden_dim`, the two-layer MLP of the projection-head pipeline."
     def __init__(self, in_dim:int, out_dim:int,
-                 dropout:float=0.1): # dropout after the second linear layer
+                 dropout:float=0.1, # dropout after the second linear layer
+                 hidden_dim:int|None=None): # width between the two linear layers (None: out_dim, with PhoCLIP's residual)
         super().__init__()
-        self.projection = nn.Linear(in_dim, out_dim)
+        hidden = hidden_dim or out_dim
+        self.residual = hidden == out_dim   # the first projection is added back only where the widths agree
+        self.projection = nn.Linear(in_dim, hidden)
         self.gelu = nn.GELU()
-        self.fc = nn.Linear(out_dim, out_dim)
+        self.fc = nn.Linear(hidden, out_dim)
         self.dropout = nn.Dropout(dropout)
         self.layer_norm = nn.LayerNorm(out_dim)
 
     def forward(self, x):
         projected = self.projection(x)
-        return self.layer_norm(self.dropout(self.fc(self.gelu(projected))) + projected)
+        out = self.dropout(self.fc(self.gelu(projected)))
+        return self.layer_norm(out + projected if self.residual else out)
 
 # %% ../nbs/04_heads.ipynb #4011751a
 @heads.register('attention')
@@ -65,14 +69,18 @@ class AttentionHead(nn.Module):
                  n_tokens:int=4, # sub-tokens a pooled vector is split into
                  num_heads:int=4, # attention heads
                  dropout:float=0.1, # attention dropout
-                 token_input:bool=False): # take token features [B, N, D_in] instead of vectors [B, D_in]
+                 token_input:bool=False, # take token features [B, N, D_in] instead of vectors [B, D_in]
+                 num_layers:int=1, # self-attention blocks
+                 hidden_dim:int|None=None): # the blocks' feed-forward width (None: 2 * out_dim)
         super().__init__()
+        if num_layers < 1: raise ValueError(f'num_layers must be at least 1, got {num_layers}')
         self.n_tokens, self.token_input = n_tokens, token_input
         if token_input: self.token_proj = nn.Linear(in_dim, out_dim)
         else:
             self.to_tokens = nn.Linear(in_dim, n_tokens * out_dim)
             self.pos = nn.Parameter(torch.zeros(1, n_tokens, out_dim))
-        self.block = nn.TransformerEncoderLayer(out_dim, num_heads, 2 * out_dim, dropout, activation='gelu', batch_first=True, norm_first=True)
+        self.blocks = nn.ModuleList([nn.TransformerEncoderLayer(out_dim, num_heads, hidden_dim or 2 * out_dim, dropout, activation='gelu',
+                                                           batch_first=True, norm_first=True) for _ in range(num_layers)])
         self.query = nn.Parameter(torch.randn(1, 1, out_dim) * 0.02)
         self.pool = nn.MultiheadAttention(out_dim, num_heads, dropout=dropout, batch_first=True)
         self.norm = nn.LayerNorm(out_dim)
@@ -89,7 +97,8 @@ class AttentionHead(nn.Module):
     def attend(self, x, mask=None):
         "The input's tokens after self-attention, and their padding mask."
         t, pad = self.tokens(x, mask)
-        return self.block(t, src_key_padding_mask=pad), pad
+        for block in self.blocks: t = block(t, src_key_padding_mask=pad)
+        return t, pad
 
     def readout(self, t, pad=None):
         "Attention pooling of tokens `t` with the learned query, normalised."
@@ -125,19 +134,22 @@ class CrossModalHead(AttentionHead):
 @heads.register('clip')
 class CLIPHead(nn.Module):
     "CLIP's linear projection (no bias), initialised as CLIP's (std = in_dim ** -0.5)."
-    def __init__(self, in_dim:int, out_dim:int):
+    def __init__(self, in_dim:int, out_dim:int,
+                 dropout:float=0.0): # dropout on the input features (for heads trained on frozen embeddings)
         super().__init__()
+        self.dropout = nn.Dropout(dropout)
         self.proj = nn.Linear(in_dim, out_dim, bias=False)
         nn.init.normal_(self.proj.weight, std=in_dim ** -0.5)
-    def forward(self, x): return self.proj(x)
+    def forward(self, x): return self.proj(self.dropout(x))
 
 @heads.register('siglip')
 class SigLIPHead(nn.Module):
     "LayerNorm + linear projection, as SigLIP's towers end."
-    def __init__(self, in_dim:int, out_dim:int):
+    def __init__(self, in_dim:int, out_dim:int,
+                 dropout:float=0.0): # dropout between the LayerNorm and the projection
         super().__init__()
-        self.norm, self.proj = nn.LayerNorm(in_dim), nn.Linear(in_dim, out_dim)
-    def forward(self, x): return self.proj(self.norm(x))
+        self.norm, self.dropout, self.proj = nn.LayerNorm(in_dim), nn.Dropout(dropout), nn.Linear(in_dim, out_dim)
+    def forward(self, x): return self.proj(self.dropout(self.norm(x)))
 
 @heads.register('align')
 class ALIGNHead(nn.Module):

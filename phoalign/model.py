@@ -17,7 +17,7 @@ from .text import create_text_tower, text_tower_assets
 from .data.transforms import transforms_from_cfg
 
 # %% auto #0
-__all__ = ['PRESET_ALIASES', 'list_presets', 'load_config', 'AlignModel', 'check_model_config', 'create_model',
+__all__ = ['PRESET_ALIASES', 'list_presets', 'load_config', 'AlignModel', 'EmbeddingTower', 'check_model_config', 'create_model',
            'image_transforms', 'create_model_and_transforms', 'model_checkpoint', 'save_model', 'read_checkpoint',
            'load_model']
 
@@ -120,9 +120,12 @@ def encode_image(self:AlignModel, images:torch.Tensor, normalize:bool=True) -> t
     return F.normalize(f, dim=-1) if normalize else f
 
 @patch
-def encode_text(self:AlignModel, texts:list[str]|dict, normalize:bool=True) -> torch.Tensor:
-    "Embeddings of a list of strings (tokenized here, segmentation included) or of an already tokenized batch."
+def encode_text(self:AlignModel, texts:list[str]|dict|torch.Tensor, normalize:bool=True) -> torch.Tensor:
+    "Embeddings of a list of strings (tokenized here, segmentation included), of an already tokenized batch, or of pre-encoded text features."
     if isinstance(texts, str): raise TypeError('encode_text takes a list of strings, not one string')
+    if torch.is_tensor(texts):   # features from a frozen encoder, for an `EmbeddingTower`
+        f = self.text_outputs(texts.to(self._device()))['features']
+        return F.normalize(f, dim=-1) if normalize else f
     batch = self.tokenize(list(texts)) if isinstance(texts, (list, tuple)) else texts
     f = self.text_outputs({k: v.to(self._device()) if torch.is_tensor(v) else v for k, v in batch.items()})['features']
     return F.normalize(f, dim=-1) if normalize else f
@@ -169,6 +172,22 @@ def param_groups(self:AlignModel,
     add('head', self.named_parameters(), lr_head)   # everything else: heads, token projections, logit scale/bias
     return groups
 
+# %% ../nbs/06_model.ipynb #e572c4f9
+class EmbeddingTower(nn.Module):
+    "A tower whose input is already a feature vector `[B, dim]` (pre-encoded embeddings); it has no weights."
+    def __init__(self, dim:int|None=None): # the width of the pre-encoded features (required)
+        super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1: raise ConfigError(f'the embeddings tower needs dim, a width >= 1, got {dim!r}')
+        self.out_dim, self.name, self.pretrained_cfg = dim, 'embeddings', None
+    def forward(self, x:torch.Tensor) -> dict:
+        if x.ndim != 2 or x.shape[1] != self.out_dim:
+            raise ValueError(f'the embeddings tower takes [B, {self.out_dim}] features, got a tensor of shape {tuple(x.shape)}')
+        return dict(pooled=x.float(), tokens=None, mask=None)
+    def tokenize(self, texts, **kwargs):
+        raise TypeError('this text tower takes pre-encoded text embeddings, not strings: encode the captions with the encoder that made them')
+    def assets(self) -> dict: return {}
+    def layer_groups(self) -> list: return []
+
 # %% ../nbs/06_model.ipynb #45e86537
 def _build(where:str, fn, name:str, *args, **kwargs):
     "`fn(name, ...)`, with a constructor's 'unexpected keyword argument' turned into a `ConfigError` naming the setting."
@@ -207,14 +226,19 @@ def create_model(config:Config|str|Path='tiny', # a Config, a preset name or a Y
     use_pretrained = m.pretrained if pretrained is None else pretrained
     opts = dict(m.options)
     local = pretrained is not False   # a checkpoint being loaded (pretrained=False) brings every weight: no local files are read
-    image = _build('model.options.image', ImageTower, m.image_tower, pretrained=use_pretrained and m.image_checkpoint is None,
-                   checkpoint=m.image_checkpoint if local else None, **opts.get('image', {}))
+    for part in ('image', 'text'):
+        if getattr(m, f'{part}_tower') == 'embeddings' and getattr(m, f'{part}_checkpoint'):
+            raise ConfigError(f'model.{part}_checkpoint: the embeddings tower has no weights to load')
+    if m.image_tower == 'embeddings': image = _build('model.options.image', lambda _, **kw: EmbeddingTower(**kw), 'embeddings', **opts.get('image', {}))
+    else: image = _build('model.options.image', ImageTower, m.image_tower, pretrained=use_pretrained and m.image_checkpoint is None,
+                         checkpoint=m.image_checkpoint if local else None, **opts.get('image', {}))
     extra = dict(assets=text_assets) if text_assets else {}
     if m.text_tower.startswith('openclip/'):   # its checkpoint is a weights file, not a model folder
         text_name, extra = m.text_tower, dict(extra, checkpoint=m.text_checkpoint if local else None)
     else: text_name = m.text_checkpoint or m.text_tower
-    text = _build('model.options.text', create_text_tower, text_name, pretrained=use_pretrained,
-                  captions=captions, **extra, **opts.get('text', {}))
+    if m.text_tower == 'embeddings': text = _build('model.options.text', lambda _, **kw: EmbeddingTower(**kw), 'embeddings', **opts.get('text', {}))
+    else: text = _build('model.options.text', create_text_tower, text_name, pretrained=use_pretrained,
+                        captions=captions, **extra, **opts.get('text', {}))
     if getattr(text, 'config_options', None):  # what rebuilds this tower without the captions (the scratch tower's vocab size)
         cfg = copy.deepcopy(cfg)
         cfg.model.options = {**opts, 'text': {**opts.get('text', {}), **text.config_options}}

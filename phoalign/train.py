@@ -132,10 +132,11 @@ def pairs_dataset(data:Dataset|pd.DataFrame, # a pairs table, or a ready Dataset
 # %% ../nbs/08_train.ipynb #81897856
 @torch.no_grad()
 def encode_dataset(model:AlignModel, # the model (eval mode is set here)
-                   dataset:PairsDataset, # validation/test pairs with a deterministic transform
+                   dataset:PairsDataset, # validation/test pairs with a deterministic transform (or a dataset with `encode_with`)
                    batch_size:int=64) -> dict: # images encoded per step
     "Embeddings of every readable image of `dataset` and of their captions: `images`, `texts`, `owner` (each caption's image), `left_out`."
     model.eval()
+    if hasattr(dataset, 'encode_with'): return dataset.encode_with(model, batch_size)   # pre-encoded embeddings encode themselves
     imgs, kept, left_out = [], [], []
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=PairsCollate(None))
     for batch in loader:
@@ -168,7 +169,8 @@ def evaluate_pairs(model:AlignModel, # the model
                    config:Config|None=None) -> dict: # gives the image pipeline and batch size (default: the model's)
     "`evaluate_retrieval` on a pairs table, through the model's evaluation transform."
     config = config or model.config
-    return evaluate_retrieval(model, pairs_dataset(data, image_transforms(model, config)[1], config), config.train.batch_size)
+    if not isinstance(data, Dataset): data = pairs_dataset(data, image_transforms(model, config)[1], config)
+    return evaluate_retrieval(model, data, config.train.batch_size)
 
 # %% ../nbs/08_train.ipynb #cfedd1c6
 class NonFiniteLossError(FloatingPointError):
@@ -184,6 +186,7 @@ def _stale_temporaries(run_dir:Path) -> list[Path]:
 # %% ../nbs/08_train.ipynb #a54d199b
 class Trainer:
     "Trains an `AlignModel` on image–caption pairs with a contrastive loss, on Accelerate."
+    files = dict(best='best.pt', last='last.pt', curves='curves.png')   # the run folder's file names (a subclass may rename them)
     def __init__(self,
                  model:AlignModel, # the model (its `config` gives the recipe unless `config` is passed)
                  train_data:Dataset|pd.DataFrame, # a pairs table (`read_pairs`) or a Dataset yielding dict(image, caption)
@@ -208,7 +211,7 @@ class Trainer:
         if self.accelerator.is_main_process:
             for t in _stale_temporaries(self.run_dir): t.unlink(missing_ok=True)  # left by a kill during a checkpoint write
         self.trackers, self.logger = trackers, None
-        self.curves = LiveCurves(self.run_dir/'curves.png', live=live)
+        self.curves = LiveCurves(self.run_dir/self.files['curves'], live=live)
         self.skips = SkipTracker()
         self.history, self.epoch, self.step, self.best, self.bad_epochs = [], 0, 0, None, 0
         self.batch_in_epoch, self._epoch_sums, self._checked_outputs, self.stopped, self._pending_rng = 0, {}, False, None, None
@@ -246,12 +249,13 @@ def _setup_accelerator(self:Trainer):
 def _setup_data(self:Trainer, train_data, val_data):
     "Datasets with the model's transforms, and the training loader (sharded over the processes by Accelerate)."
     tc, dc = self.config.train, self.config.data
-    train_tfm, eval_tfm = image_transforms(self.model, self.config)
+    ready = isinstance(train_data, Dataset) and (val_data is None or isinstance(val_data, Dataset))
+    train_tfm, eval_tfm = (None, None) if ready else image_transforms(self.model, self.config)
     self.train_ds = pairs_dataset(train_data, train_tfm, self.config, train=True)
     self.val_ds = None if val_data is None else pairs_dataset(val_data, eval_tfm, self.config, train=False)
     self.sampler = EpochSampler(len(self.train_ds), seed=tc.seed)
     global_batch = tc.batch_size * self.accelerator.num_processes
-    self.train_dl = DataLoader(self.train_ds, batch_size=tc.batch_size, sampler=self.sampler, collate_fn=PairsCollate(self.model.tokenize),
+    self.train_dl = DataLoader(self.train_ds, batch_size=tc.batch_size, sampler=self.sampler, collate_fn=getattr(self.train_ds, 'collate', None) or PairsCollate(self.model.tokenize),
                                num_workers=dc.num_workers, drop_last=len(self.train_ds) >= 2 * global_batch)
     if self.val_ds is None and tc.monitor != 'train_loss' and self.accelerator.is_main_process:
         self.log_line(f'no validation split: best.pt and early stopping follow train_loss instead of {tc.monitor}')
@@ -380,7 +384,7 @@ def save(self:Trainer, name:str, wait:bool=True) -> Path|None:
     "Write `<run_dir>/<name>.pt` atomically (main process only; `wait` first for every process)."
     if wait: self.accelerator.wait_for_everyone()
     if not self.accelerator.is_main_process: return None
-    return atomic_save(self.state(), self.run_dir/f'{name}.pt')
+    return atomic_save(self.state(), self.run_dir/self.files.get(name, f'{name}.pt'))
 
 def latest_checkpoint(run_dir:str|Path) -> Path:
     "The checkpoint of `run_dir` written last (training only moves forward; `last.pt` wins a tie)."
@@ -391,7 +395,7 @@ def latest_checkpoint(run_dir:str|Path) -> Path:
 @patch
 def resume(self:Trainer, path:str|Path='last'):
     "Continue from a checkpoint (`'last'`, `'best'`, `'latest'` or a path) exactly where it stopped."
-    p = latest_checkpoint(self.run_dir) if str(path) == 'latest' else self.run_dir/f'{path}.pt' if str(path) in ('last', 'best') else Path(path)
+    p = latest_checkpoint(self.run_dir) if str(path) == 'latest' else self.run_dir/self.files[str(path)] if str(path) in ('last', 'best') else Path(path)
     ck = read_checkpoint(p)
     if ck.get('n_train') not in (None, len(self.train_ds)):
         raise ConfigError(f'{p}: this run trained on {ck["n_train"]} images ({ck.get("data_path")}), the data given now has '
@@ -424,12 +428,12 @@ def _open_logger(self:Trainer) -> RunLogger:
 def _check_run_folder(self:Trainer):
     "Refuse to start afresh in a folder that holds a run, unless `overwrite` (every process refuses, so none waits for the others)."
     if self.step or self.epoch or self.batch_in_epoch: return
-    used = [p for p in ('last.pt', 'best.pt', 'metrics.jsonl') if (self.run_dir/p).exists()]
+    used = [p for p in (self.files['last'], self.files['best'], 'metrics.jsonl') if (self.run_dir/p).exists()]
     if used and not self.overwrite:
         raise RunFolderInUseError(f'{self.run_dir} already holds a run ({", ".join(used)}): continue it with --resume '
                                   '(Trainer.resume), or start afresh with --overwrite (Trainer(overwrite=True))')
     if used and self.accelerator.is_main_process:
-        for p in [*self.run_dir.glob('*.pt'), self.run_dir/'metrics.jsonl', self.run_dir/'metrics.csv', self.run_dir/'curves.png']:
+        for p in [*self.run_dir.glob('*.pt'), self.run_dir/'metrics.jsonl', self.run_dir/'metrics.csv', self.run_dir/self.files['curves']]:
             p.unlink(missing_ok=True)
     self.accelerator.wait_for_everyone()
 
