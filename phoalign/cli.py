@@ -13,7 +13,7 @@ from .core import UserError
 __all__ = ['COMMANDS', 'RECALL_KEYS', 'command', 'arg', 'build_parser', 'main', 'data_check', 'data_synth', 'data_demo', 'train',
            'evaluate', 'config_show', 'encode', 'search', 'tag', 'cir_finetune', 'cir_combiner', 'cir_validate',
            'cir_submit', 'encode_pairs_command', 'split_embeddings_command', 'heads_train', 'heads_eval', 'tune',
-           'demo']
+           'cifar_train', 'cifar_eval', 'demo']
 
 # %% ../nbs/14_cli.ipynb #72bc3d4d
 COMMANDS = {}
@@ -60,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv:list[str]|None=None) -> int:
     "Run the `phoalign` command line; returns the exit code (0 ok, 1 the data has problems, 2 a user error, 130 interrupted)."
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:   # `key=value` overrides after an option (`train cfg.yaml --no-progress train.epochs=2`) are overrides too
+        if hasattr(args, 'overrides') and all('=' in e and not e.startswith('-') for e in extra): args.overrides = [*args.overrides, *extra]
+        else: parser.error(f'unrecognized arguments: {" ".join(extra)}')
     if not hasattr(args, '_run'): args._help(); return 0
     try: return args._run(args) or 0
     except (UserError, FileNotFoundError) as e:   # the user's input: one line; anything else is a bug and keeps its traceback
@@ -614,6 +617,51 @@ def tune(args):
     except KeyboardInterrupt:
         print(f'\ninterrupted; the study is stored: run the same command again to continue it', file=sys.stderr)
         return 130
+    return 0
+
+# %% ../nbs/14_cli.ipynb #bc9a865b
+_SEED_FLAGS = [('batch_size', int, 'training.batch_size'), ('num_epochs', int, 'training.epochs'), ('learning_rate', float, 'training.lr'),
+               ('embed_dim', int, 'model.options.image.embed_dim'), ('num_layers', int, 'model.options.image.depth'),
+               ('num_heads', int, 'model.options.image.num_heads'), ('different_class_prob', float, 'data.different_class_prob')]
+
+@command('cifar train', 'train the small ViT against a frozen CLIP text encoder on paired CIFAR-100 images (top-1/10/100 caption retrieval)',
+         arg('overrides', nargs='*', help='section.key=value, e.g. training.epochs=5 model.options.text.name_or_path=DIR'),
+         arg('--config', default=None, help='a JSON (or YAML) file with model, training, loss and data sections'),
+         arg('--data-dir', default=None, help='the folder holding cifar-100-python/ (data.data_dir)'),
+         arg('--resume', default=None, help="continue from 'last', 'best', 'latest' or a checkpoint; with --eval-only: the checkpoint to evaluate"),
+         arg('--eval-only', action='store_true', help='evaluate the checkpoint (--resume, default the run folder\'s best.pt) instead of training'),
+         arg('--no-plotting', action='store_true', help='no learning curves (no notebook display, no curves.png)'),
+         arg('--overwrite', action='store_true', help='start afresh in a used output folder'),
+         arg('--no-progress', action='store_true', help='no progress bars'),
+         *[arg(f'--{name}', type=kind, default=None, help=f'the seed\'s flag: {key}') for name, kind, key in _SEED_FLAGS],
+         arg('--use_augmentation', action='store_true', default=None, help="the seed's flag: data.use_augmentation=true"))
+def cifar_train(args):
+    "`phoalign cifar train`: output_dir with checkpoints, curves.png, metrics and evaluation_results.json."
+    from phoalign.cifar import train_cifar, read_cifar_config
+    from phoalign.core import ConfigError
+    if args.resume and args.overwrite: raise ConfigError('--resume and --overwrite contradict each other: choose one')
+    flags = [f'{key}={getattr(args, name)}' for name, _, key in _SEED_FLAGS if getattr(args, name) is not None]
+    if args.use_augmentation: flags.append('data.use_augmentation=true')
+    if args.data_dir: flags.append(f'data.data_dir={args.data_dir}')
+    settings = read_cifar_config(args.config, *args.overrides, *flags)
+    try: train_cifar(settings, resume=args.resume, eval_only=args.eval_only, plotting=not args.no_plotting, overwrite=args.overwrite,
+                     progress=not args.no_progress, log=lambda m: print(m, flush=True) if _is_main() else None)
+    except KeyboardInterrupt:
+        if _is_main(): print('\ninterrupted; continue with the same command and --resume last', file=sys.stderr)
+        return 130
+    if _is_main(): print(f'run folder {_shown(settings[1].train.output_dir)}')
+    return 0
+
+@command('cifar eval', 'top-1/10/100 caption retrieval of a paired-CIFAR checkpoint on the CIFAR-100 test pairs',
+         arg('checkpoint', help='a checkpoint of phoalign cifar train, or its run folder (its best.pt)'),
+         arg('--data-dir', required=True, help='the folder holding cifar-100-python/'),
+         arg('--test-samples', type=int, default=None, help='only the first N test images'),
+         arg('--json', action='store_true', help='print the metrics as JSON (top1, top10, top100 in percent, ...)'))
+def cifar_eval(args):
+    "`phoalign cifar eval`: the seed's comprehensive evaluation of a checkpoint."
+    from phoalign.cifar import evaluate_cifar, _accuracy_line
+    m = evaluate_cifar(args.checkpoint, args.data_dir, args.test_samples)
+    print(json.dumps(m) if args.json else _accuracy_line(m))
     return 0
 
 # %% ../nbs/14_cli.ipynb #67d46ced

@@ -343,7 +343,7 @@ class LossConfig:
     options:dict = field(default_factory=dict) # the loss's options (e.g. `local_loss`, `gather_with_grad`, `queue_size`)
 
 # %% ../nbs/00_core.ipynb #71c5a2e3
-MONITORS = tuple(f'{d}_{m}' for d in ('i2t', 't2i') for m in ('r1', 'r5', 'r10', 'medr', 'meanr')) + ('rsum', 'mean_recall', 'train_loss')
+MONITORS = tuple(f'{d}_{m}' for d in ('i2t', 't2i') for m in ('r1', 'r5', 'r10', 'medr', 'meanr')) + ('rsum', 'mean_recall', 'top1', 'top10', 'top100', 'train_loss')
 
 def lower_is_better(metric:str) -> bool:
     "Whether a smaller value of `metric` is better (ranks and losses)."

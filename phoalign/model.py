@@ -172,7 +172,7 @@ def param_groups(self:AlignModel,
     add('head', self.named_parameters(), lr_head)   # everything else: heads, token projections, logit scale/bias
     return groups
 
-# %% ../nbs/06_model.ipynb #e572c4f9
+# %% ../nbs/06_model.ipynb #201e83d4
 class EmbeddingTower(nn.Module):
     "A tower whose input is already a feature vector `[B, dim]` (pre-encoded embeddings); it has no weights."
     def __init__(self, dim:int|None=None): # the width of the pre-encoded features (required)
@@ -212,6 +212,11 @@ def check_model_config(cfg:Config) -> dict:
     loss_from_config(lc)                         # the loss's own options
     return logit_settings(lc)
 
+def _has_weights(name:str) -> bool:
+    "Whether image tower `name` has published weights (`model.pretrained` starts the others, trained from scratch, at random)."
+    from phoalign.vision.towers import vision_models
+    return name not in vision_models or vision_models.get(name)._registry_meta.get('published_weights', True)
+
 def create_model(config:Config|str|Path='tiny', # a Config, a preset name or a YAML file
                  *overrides:str, # `section.key=value` assignments
                  captions:list[str]|None=None, # training captions, for text towers that learn a vocabulary
@@ -230,15 +235,17 @@ def create_model(config:Config|str|Path='tiny', # a Config, a preset name or a Y
         if getattr(m, f'{part}_tower') == 'embeddings' and getattr(m, f'{part}_checkpoint'):
             raise ConfigError(f'model.{part}_checkpoint: the embeddings tower has no weights to load')
     if m.image_tower == 'embeddings': image = _build('model.options.image', lambda _, **kw: EmbeddingTower(**kw), 'embeddings', **opts.get('image', {}))
-    else: image = _build('model.options.image', ImageTower, m.image_tower, pretrained=use_pretrained and m.image_checkpoint is None,
+    else: image = _build('model.options.image', ImageTower, m.image_tower, pretrained=use_pretrained and m.image_checkpoint is None and _has_weights(m.image_tower),
                          checkpoint=m.image_checkpoint if local else None, **opts.get('image', {}))
     extra = dict(assets=text_assets) if text_assets else {}
+    text_opts = dict(opts.get('text', {}))
+    source = text_opts.pop('name_or_path', None)   # where the text model comes from (a hub name or a folder), like text_checkpoint
     if m.text_tower.startswith('openclip/'):   # its checkpoint is a weights file, not a model folder
         text_name, extra = m.text_tower, dict(extra, checkpoint=m.text_checkpoint if local else None)
-    else: text_name = m.text_checkpoint or m.text_tower
+    else: text_name = m.text_checkpoint or source or m.text_tower
     if m.text_tower == 'embeddings': text = _build('model.options.text', lambda _, **kw: EmbeddingTower(**kw), 'embeddings', **opts.get('text', {}))
     else: text = _build('model.options.text', create_text_tower, text_name, pretrained=use_pretrained,
-                        captions=captions, **extra, **opts.get('text', {}))
+                        captions=captions, **extra, **text_opts)
     if getattr(text, 'config_options', None):  # what rebuilds this tower without the captions (the scratch tower's vocab size)
         cfg = copy.deepcopy(cfg)
         cfg.model.options = {**opts, 'text': {**opts.get('text', {}), **text.config_options}}

@@ -169,6 +169,7 @@ def evaluate_pairs(model:AlignModel, # the model
                    config:Config|None=None) -> dict: # gives the image pipeline and batch size (default: the model's)
     "`evaluate_retrieval` on a pairs table, through the model's evaluation transform."
     config = config or model.config
+    if hasattr(data, 'evaluate_with'): return data.evaluate_with(model, config.train.batch_size)   # a dataset with its own measure (paired CIFAR's top-K)
     if not isinstance(data, Dataset): data = pairs_dataset(data, image_transforms(model, config)[1], config)
     return evaluate_retrieval(model, data, config.train.batch_size)
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07a_viz.ipynb #457a368f
 from __future__ import annotations
-import math, sys, textwrap, unicodedata
+import math, re, sys, textwrap, unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 import numpy as np, pandas as pd
@@ -296,9 +296,11 @@ def plot_learning_curves(history:list[dict], # one row per epoch: `epoch`, `trai
     for col, style in (('train_loss', '-o'), ('val_loss', '-s')):
         if col in df: axs[0].plot(df.epoch, df[col], style, label=col)
     axs[0].set_title('loss')
-    for col in [c for c in df.columns if c.startswith('val_') and c != 'val_loss' and ('_r' in c or c in ('val_rsum', 'val_mean_recall'))]:
+    recall = [c for c in df.columns if c.startswith('val_') and c != 'val_loss' and ('_r' in c or c in ('val_rsum', 'val_mean_recall'))]
+    accuracy = [c for c in df.columns if re.fullmatch(r'val_top\d+', c)]   # top-K accuracy (paired CIFAR)
+    for col in recall + accuracy:
         if col != 'val_rsum': axs[1].plot(df.epoch, df[col], '-o', ms=3, label=col[4:])
-    axs[1].set_title('validation recall (%)')
+    axs[1].set_title('validation accuracy (%)' if accuracy and not recall else 'validation recall (%)')
     for ax, kw in ((axs[0], dict(fontsize=8)), (axs[1], dict(fontsize=7, ncol=2))):
         if ax.lines: ax.legend(**kw)
     if 'lr' in df:
@@ -320,7 +322,8 @@ class LiveCurves:
 
     def update(self, history:list[dict], # the run's rows so far
                summary:str='') -> Figure: # the summary panel's text
-        "Redraw from the history rows."
+        "Redraw from the history rows (nothing to draw without a path and outside a notebook: None)."
+        if self.path is None and not self.live: return None
         fig = plot_learning_curves(history, summary, path=self.path)
         if self.live:
             from IPython.display import display

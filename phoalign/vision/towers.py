@@ -191,7 +191,7 @@ CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 SMALL_VIT_CFG = dict(input_size=(3, 32, 64), mean=CIFAR100_MEAN, std=CIFAR100_STD, interpolation='bilinear',
                      crop_pct=1.0)  # CIFAR images are used whole, never centre-cropped
 
-@vision_models.register('small_vit', pretrained_cfg=SMALL_VIT_CFG)
+@vision_models.register('small_vit', pretrained_cfg=SMALL_VIT_CFG, published_weights=False)
 def small_vit(pretrained=False, checkpoint=None, num_classes=0, **kwargs):
     "The paired-CIFAR ViT: 3×32×64 input, patch 8, 6 pre-norm blocks of width 256, 2-layer projection head."
     model = SmallViT(num_classes=num_classes, **kwargs)
@@ -226,7 +226,7 @@ class TinyCNN(nn.Module):
 
 TINY_CNN_CFG = dict(input_size=(3, 64, 64), mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, interpolation='bilinear', crop_pct=1.0)
 
-@vision_models.register('tiny_cnn', pretrained_cfg=TINY_CNN_CFG)
+@vision_models.register('tiny_cnn', pretrained_cfg=TINY_CNN_CFG, published_weights=False)
 def tiny_cnn(pretrained=False, checkpoint=None, num_classes=0,
              img_size:int|tuple=64, # the input size declared in `pretrained_cfg` (the net takes any)
              **kwargs):
