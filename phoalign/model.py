@@ -244,6 +244,10 @@ def create_model(config:Config|str|Path='tiny', # a Config, a preset name or a Y
         text_name, extra = m.text_tower, dict(extra, checkpoint=m.text_checkpoint if local else None)
     else: text_name = m.text_checkpoint or source or m.text_tower
     if m.text_tower == 'embeddings': text = _build('model.options.text', lambda _, **kw: EmbeddingTower(**kw), 'embeddings', **opts.get('text', {}))
+    elif source is not None and text_name == source and not Path(source).is_dir() and not text_assets:   # a hub name: the tower's own option
+        from phoalign.text import text_towers
+        text = _build('model.options.text', lambda name, **kw: text_towers.create(name, _where='model.options.text', **kw), m.text_tower,
+                      pretrained=use_pretrained, name_or_path=source, **text_opts)
     else: text = _build('model.options.text', create_text_tower, text_name, pretrained=use_pretrained,
                         captions=captions, **extra, **text_opts)
     if getattr(text, 'config_options', None):  # what rebuilds this tower without the captions (the scratch tower's vocab size)
