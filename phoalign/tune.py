@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_tune.ipynb #6a9b912b
 from __future__ import annotations
-import json, math, os, shutil, difflib
+import json, math, os, shutil, difflib, threading
 from pathlib import Path
 from typing import Callable
 from .core import ConfigError, UserError, load_yaml, lower_is_better, atomic_write, _unknown_key
@@ -205,6 +205,7 @@ def _objective(search:dict):
         hc.output_dir, hc.experiment_name = str(trials_dir), f'trial_{trial.number:04d}'
         key = 'train_loss' if search['metric'] == 'train_loss' else f'val_{search["metric"]}'
         def report(row):
+            if _stop.is_set(): raise KeyboardInterrupt   # a Ctrl-C Python swallowed (it landed in a finalizer) still stops the study
             if key not in row: raise ConfigError(f'the study compares {key}, which the trials do not measure (no validation split? data.val)')
             trial.report(row[key], row['epoch'] - 1)
             if trial.should_prune(): raise optuna.TrialPruned(f'pruned after epoch {row["epoch"]}')
@@ -245,15 +246,29 @@ def _trial_line(log):
         else: log(f'trial {trial.number}: {trial.state.name.lower()}' + (f' ({trial.user_attrs.get("fail_reason", "")})' if trial.user_attrs.get('fail_reason') else ''))
     return callback
 
+_stop = threading.Event()   # set by Ctrl-C: checked at every epoch and trial end
+
+def _on_sigint(signum, frame):
+    _stop.set()
+    raise KeyboardInterrupt
+
 def _optimize(search:dict, n_trials:int, seed_offset:int=0, log=print):
     "Run up to `n_trials` trials of the study, stopping once `search['n_trials']` are finished in the storage."
-    import optuna
+    import optuna, signal
     from phoalign.train import NonFiniteLossError
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _study(search, seed_offset)
     stop = optuna.study.MaxTrialsCallback(search['n_trials'], states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
-    study.optimize(_objective(search), n_trials=n_trials, timeout=search['timeout'], catch=(NonFiniteLossError, InvalidTrial),
-                   callbacks=[stop, _trial_line(log)])
+    def interrupted(study, trial):
+        if _stop.is_set(): raise KeyboardInterrupt
+    main = threading.current_thread() is threading.main_thread()
+    _stop.clear()
+    old = signal.signal(signal.SIGINT, _on_sigint) if main else None
+    try: study.optimize(_objective(search), n_trials=n_trials, timeout=search['timeout'], catch=(NonFiniteLossError, InvalidTrial),
+                        callbacks=[stop, _trial_line(log), interrupted])
+    finally:
+        if main: signal.signal(signal.SIGINT, old)
+    if _stop.is_set(): raise KeyboardInterrupt
 
 def _worker(search:dict, n_trials:int, seed_offset:int, threads:int):
     "One of `n_jobs` processes sharing the study."
