@@ -6,6 +6,7 @@
 __all__ = []
 
 # %% ../nbs/15_main.ipynb #6b3f1d80
+#| eval: false
 import sys
 from .cli import main
 if __name__ == '__main__': sys.exit(main())

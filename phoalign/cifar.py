@@ -23,10 +23,10 @@ __all__ = ['CIFAR100_CLASSES', 'CAPTION_TEMPLATE', 'SEED_KEYS', 'CIFARSplit', 'c
 @dataclass
 class CIFARSplit:
     "One CIFAR-100 split: images `[N, 32, 32, 3]` uint8 (RGB), fine labels `[N]` and the class names."
-    images:np.ndarray
-    labels:np.ndarray
-    classes:list
-    path:Path
+    images:np.ndarray # `[N, 32, 32, 3]` uint8 RGB
+    labels:np.ndarray # fine labels `[N]`
+    classes:list # the 100 fine class names
+    path:Path # the pickle file read
     def __len__(self): return len(self.labels)
     def __repr__(self): return f'CIFARSplit({len(self)} images of {len(np.unique(self.labels))} of {len(self.classes)} classes, {self.path})'
 
@@ -38,13 +38,15 @@ def _unpickle(path:Path) -> dict:
     if not isinstance(d, dict): raise DataError(f'expected a pickled dict (the CIFAR python layout), found {type(d).__name__}', path)
     return {k.decode('latin1') if isinstance(k, bytes) else k: v for k, v in d.items()}
 
-def cifar_folder(folder:str|Path) -> Path: # a folder holding `cifar-100-python/`, or that folder
+def cifar_folder(folder:str|Path, # a folder holding `cifar-100-python/`, or that folder
+                ) -> Path:
     "The folder with CIFAR-100's `train`, `test` and `meta` files."
     p = Path(folder)
     return p/'cifar-100-python' if (p/'cifar-100-python').is_dir() else p
 
 def read_cifar100(folder:str|Path, # `cifar-100-python/` or the folder holding it
-                  split:str='train') -> CIFARSplit: # 'train' or 'test'
+                  split:str='train', # 'train' or 'test'
+                 ) -> CIFARSplit:
     "A CIFAR-100 split from its python pickles."
     if split not in ('train', 'test'): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     root = cifar_folder(folder)
@@ -117,11 +119,14 @@ CAPTION_TEMPLATE = 'the photo on the left is {left} and the photo on the right i
 
 class PairTransform:
     "One 32×32 CIFAR image (H×W×3 uint8) -> normalised tensor, with the seed's augmentation when `augment`."
-    def __init__(self, mean:tuple, std:tuple, # normalisation (the image tower's)
+    def __init__(self,
+                 mean:tuple, # normalisation mean (the image tower's)
+                 std:tuple, # normalisation std (the image tower's)
                  augment:bool=False, # flip, colour jitter, rotation
                  flip_prob:float=0.5, # horizontal flip probability
                  jitter:float=0.2, # brightness, contrast and saturation within 1 ± jitter, hue within ± jitter / 10 of a turn
-                 rotation:float=10.0): # degrees, either way
+                 rotation:float=10.0, # degrees, either way
+                ):
         self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
         self.augment, self.flip_prob, self.jitter, self.rotation = augment, flip_prob, jitter, rotation
 
@@ -179,7 +184,10 @@ class PairedCIFAR(Dataset):
 # %% ../nbs/12a_cifar.ipynb #d38840e5
 @patch
 @torch.no_grad()
-def caption_embeddings(self:PairedCIFAR, model, batch_size:int=512) -> torch.Tensor:
+def caption_embeddings(self:PairedCIFAR,
+                       model, # the model whose text tower encodes the captions
+                       batch_size:int=512, # captions per step
+                      ) -> torch.Tensor:
     "The normalised embeddings of every ordered class-pair caption, `[C * C, D]`, row `left * C + right`."
     C = len(self.split.classes)
     frozen = not any(p.requires_grad for p in model.text_tower.parameters()) and not any(p.requires_grad for p in model.text_head.parameters())
@@ -192,7 +200,11 @@ def caption_embeddings(self:PairedCIFAR, model, batch_size:int=512) -> torch.Ten
 
 @patch
 @torch.no_grad()
-def evaluate_with(self:PairedCIFAR, model, batch_size:int=256, ks:tuple=(1, 10, 100)) -> dict:
+def evaluate_with(self:PairedCIFAR,
+                  model, # the model to evaluate
+                  batch_size:int=256, # images per step
+                  ks:tuple=(1, 10, 100), # the K of the top-K accuracies
+                 ) -> dict:
     "Top-K accuracy (%) of caption retrieval over every ordered class pair, and per-side and same/different-class accuracy."
     from phoalign.data.datasets import PairsCollate
     from phoalign.metrics import topk_accuracy
@@ -234,7 +246,7 @@ class CifarConfig:
     model:dict = field(default_factory=dict) # phoalign's `model` section (the `cifar-vit` preset's unless changed)
     training:dict = field(default_factory=dict) # phoalign's `train` section
     loss:dict = field(default_factory=dict) # phoalign's `loss` section
-    data:CifarData = field(default_factory=CifarData)
+    data:CifarData = field(default_factory=CifarData) # where the pickles are, pairing and augmentation
 
 SEED_KEYS = {'batch_size': 'training.batch_size', 'num_epochs': 'training.epochs', 'learning_rate': 'training.lr', 'weight_decay': 'training.weight_decay',
              'gradient_clip_norm': 'training.grad_clip', 'embed_dim': 'model.options.image.embed_dim', 'num_layers': 'model.options.image.depth',
@@ -309,7 +321,8 @@ def _first(split:CIFARSplit, n:int|None) -> CIFARSplit:
     return split if n is None else CIFARSplit(split.images[:n], split.labels[:n], split.classes, split.path)
 
 def cifar_datasets(cc:CifarConfig, # the run's settings
-                   model) -> tuple[PairedCIFAR, PairedCIFAR]: # gives the normalisation (its image tower's)
+                   model, # gives the normalisation (its image tower's)
+                  ) -> tuple[PairedCIFAR, PairedCIFAR]:
     "The training pairs (drawn afresh each epoch, augmented) and the fixed test pairs."
     d, pc = cc.data, model.image_tower.pretrained_cfg
     mean, std = pc['mean'], pc['std']
@@ -330,7 +343,8 @@ def train_cifar(config=None, # a JSON / YAML file, a dict or a `CifarConfig`; No
                 plotting:bool=True, # live curves in a notebook and curves.png (False: neither)
                 overwrite:bool=False, # start afresh in a used output folder
                 progress:bool=True, # progress bars
-                log:Callable|None=print) -> dict: # where the epoch lines go
+                log:Callable|None=print, # where the epoch lines go
+               ) -> dict:
     "Train (or evaluate) the paired-CIFAR model; returns `run_dir`, `history` and the test `metrics` (also in `evaluation_results.json`)."
     from phoalign.model import load_model, create_model
     from phoalign.train import Trainer
@@ -366,7 +380,8 @@ def evaluate_cifar(checkpoint:str|Path, # a checkpoint of a paired-CIFAR run, or
                    data_dir:str|Path, # a folder holding cifar-100-python/
                    test_samples:int|None=None, # only the first N test images
                    batch_size:int=256, # images per step
-                   template:str=CAPTION_TEMPLATE) -> dict: # the caption the model was trained with
+                   template:str=CAPTION_TEMPLATE, # the caption the model was trained with
+                  ) -> dict:
     "Top-1/10/100 caption retrieval (and the rest of `evaluate_with`) of a checkpoint on the fixed test pairs."
     from phoalign.model import load_model
     ck = Path(checkpoint)
@@ -382,7 +397,8 @@ def _accuracy_line(m:dict) -> str:
 
 # %% ../nbs/12a_cifar.ipynb #f92f9a39
 def demo_plotting(epochs:int=4, # a short run
-                  folder:str|Path|None=None) -> list[dict]: # where to write the data and the run (default: a temporary folder, removed)
+                  folder:str|Path|None=None, # where to write the data and the run (default: a temporary folder, removed)
+                 ) -> list[dict]:
     "The live learning curves (loss, accuracy, learning rate, progress summary) on a short run over tiny CIFAR-format data and a toy CLIP text model."
     import tempfile, shutil
     from phoalign.text import build_tiny_clip_text

@@ -11,9 +11,9 @@ from .core import UserError
 
 # %% auto #0
 __all__ = ['COMMANDS', 'RECALL_KEYS', 'command', 'arg', 'build_parser', 'main', 'data_check', 'data_synth', 'data_demo', 'train',
-           'evaluate', 'config_show', 'encode', 'search', 'tag', 'cir_finetune', 'cir_combiner', 'cir_validate',
-           'cir_submit', 'encode_pairs_command', 'split_embeddings_command', 'heads_train', 'heads_eval', 'tune',
-           'cifar_train', 'cifar_eval', 'demo']
+           'evaluate', 'config_show', 'encode', 'search', 'tag', 'serve_command', 'cir_finetune', 'cir_combiner',
+           'cir_validate', 'cir_submit', 'encode_pairs_command', 'split_embeddings_command', 'heads_train',
+           'heads_eval', 'tune', 'cifar_train', 'cifar_eval', 'demo']
 
 # %% ../nbs/14_cli.ipynb #72bc3d4d
 COMMANDS = {}
@@ -28,7 +28,8 @@ def command(name:str, # the sub-command, words separated by spaces ("data check"
         return fn
     return deco
 
-def arg(*names, **kwargs):
+def arg(*names, # the option strings or the positional name ('--batch-size', '-k', 'index')
+        **kwargs): # `add_argument`'s keyword arguments (help, type, default, ...)
     "An argument spec for `command`, taking `argparse.add_argument`'s arguments."
     return names, kwargs
 
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(_run=fn)
     return parser
 
-def main(argv:list[str]|None=None) -> int:
+def main(argv:list[str]|None=None, # the arguments (default: `sys.argv[1:]`)
+        ) -> int: # the exit code
     "Run the `phoalign` command line; returns the exit code (0 ok, 1 the data has problems, 2 a user error, 130 interrupted)."
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -83,7 +85,8 @@ def main(argv:list[str]|None=None) -> int:
          arg('--images', default=None, help='image root, when images are not beside the caption file'),
          arg('--no-decode', action='store_true', help='only check that image files exist'),
          arg('--json', action='store_true', help='print the report as JSON'))
-def data_check(args):
+def data_check(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
+               ) -> int: # the exit code
     "`phoalign data check`: print a data report; exit 1 if the set has problems."
     from phoalign.data.formats import read_pairs
     from phoalign.data.datasets import check_pairs, format_report
@@ -103,7 +106,8 @@ def data_check(args):
          arg('--seed', type=int, default=0, help='random seed'),
          arg('--lang', default='both', choices=['en', 'vi', 'both'], help='caption language(s)'),
          arg('--cirr', action='store_true', help='also write composed-retrieval triplets in the CIRR layout'))
-def data_synth(args):
+def data_synth(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
+               ) -> int: # the exit code
     "`phoalign data synth`: generate the shapes set and write it to `--out`."
     from phoalign.data.synthetic import make_shapes, write_coco, write_cirr
     t0 = time.time()
@@ -131,7 +135,8 @@ def _preview(pairs, path, n=8):
          arg('--out', default='outputs/data-demo', help='output folder'),
          arg('--n', type=int, default=2000, help='number of images'),
          arg('--lang', default='vi', choices=['en', 'vi'], help='caption language'))
-def data_demo(args):
+def data_demo(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
+              ) -> int: # the exit code
     "`phoalign data demo`: generate, read back, check, split and preview the shapes set."
     from phoalign.data.synthetic import make_shapes, write_coco
     from phoalign.data.formats import read_pairs, split_images
@@ -185,7 +190,8 @@ def _is_main() -> bool: return int(os.environ.get('RANK', '0')) == 0
          arg('--resume', default=None, help="continue the run in train.output_dir from 'last', 'best', 'latest' or a checkpoint path"),
          arg('--overwrite', action='store_true', help='start afresh in an output folder that holds a run'),
          arg('--no-progress', action='store_true', help='no progress bars'), epilog=lambda: _config_keys())
-def train(args):
+def train(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
+          ) -> int: # the exit code
     "`phoalign train`: train, then evaluate the best checkpoint on the test split."
     from phoalign.model import load_config, create_model, load_model, check_model_config
     from phoalign.train import Trainer, prepare_data, evaluate_pairs
@@ -235,7 +241,8 @@ def _checkpoint_path(path:str) -> Path:
          arg('--images', default=None, help='image root'),
          arg('--split', default='test', help="split to evaluate, as the training run made it, or 'all'"),
          arg('--json', action='store_true', help='print the metrics as JSON'))
-def evaluate(args):
+def evaluate(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
+             ) -> int: # the exit code
     "`phoalign eval`: metrics of a checkpoint on a split of a data set."
     import copy
     import pandas as pd
@@ -258,7 +265,8 @@ def evaluate(args):
 @command('config show', 'print every setting of a preset or YAML config, with overrides applied',
          arg('config', help='preset name (tiny, phoclip, vignn-clip, cifar-vit) or YAML file'),
          arg('overrides', nargs='*', help='section.key=value'))
-def config_show(args):
+def config_show(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
+                ) -> int: # the exit code
     "`phoalign config show`: the whole config as YAML, ready to edit and pass to `phoalign train`."
     from phoalign.model import load_config
     print(load_config(args.config, *args.overrides).to_yaml(), end='')
@@ -289,7 +297,8 @@ def _skipped_line(skipped:list, show:int=3) -> str:
          arg('--overwrite', action='store_true', help='replace an index written by another model'),
          arg('--json', action='store_true', help='print what was done as JSON'),
          arg('--no-progress', action='store_true', help='no progress bar'))
-def encode(args):
+def encode(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
+           ) -> int: # the exit code
     "`phoalign encode`: write or update an index folder."
     from phoalign.model import load_model
     from phoalign.search import encode_gallery
@@ -318,7 +327,8 @@ def encode(args):
          arg('--combiner', default=None, help='composed query (--image REF --text CHANGE): a combiner of phoalign cir combiner (default: the element-wise sum)'),
          arg('--show', default=None, help='also save a grid of the results to this PNG'),
          arg('--json', action='store_true', help='print a JSON list of {"path", "score"} (and "caption" when known)'))
-def search(args):
+def search(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
+           ) -> int: # the exit code
     "`phoalign search`: a ranked table (or JSON) of the best matches."
     import warnings
     from phoalign.search import EmbeddingIndex, find_matches, index_model, show_matches
@@ -366,7 +376,8 @@ def search(args):
          arg('--templates', default=None, help="prompt templates: 'vi', 'en' or a file with one template a line ({} = label); default: the text tower's language"),
          arg('--batch-size', type=int, default=64, help='images per forward pass'),
          arg('--json', action='store_true', help='print a JSON list of {"path", "tags", "scores"}'))
-def tag(args):
+def tag(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
+        ) -> int: # the exit code
     "`phoalign tag`: the best `k` labels of each image, with their probabilities."
     from phoalign.search import index_model
     from phoalign.zeroshot import tag_images
@@ -386,6 +397,30 @@ def tag(args):
     width = min(48, max(len(_shown(p)) for p in tags.path))
     for r in tags.itertuples(): print(f'{_shown(r.path):<{width}}  ' + ', '.join(f'{t} ({s:.2f})' for t, s in zip(r.tags, r.scores)))
     if tags.attrs.get('skipped'): print(_skipped_line(tags.attrs['skipped']))
+    return 0
+
+# %% ../nbs/14_cli.ipynb #c5622bc8
+@command('serve', 'serve a search page and its JSON API over an index folder (text, image and composed queries)',
+         arg('index', help='an index folder written by phoalign encode'),
+         arg('--host', default='127.0.0.1', help="the address to listen on (default 127.0.0.1: this machine only; the page has no login)"),
+         arg('--port', type=int, default=8000, help='the port (0: any free one)'),
+         arg('--checkpoint', default=None, help='the model, when the checkpoint named in the index has moved'),
+         arg('--combiner', default=None, help="a combiner of phoalign cir combiner, or 'sum': allows image + text (composed) queries"),
+         arg('--device', default=None, help="'cuda', 'cpu', ... (default: the best available)"),
+         arg('--max-k', type=int, default=100, help='the most results one query may ask for'),
+         arg('--max-upload-mb', type=float, default=10, help='the largest image upload accepted, in MiB'),
+         arg('--max-batch', type=int, default=32, help='text queries arriving together are encoded in batches of up to this many (1: one at a time)'),
+         arg('--share', action='store_true', help="on Colab: open the page through Colab's port proxy"),
+         arg('--log-level', default='warning', choices=['critical', 'error', 'warning', 'info', 'debug'], help="uvicorn's log level (info: every request)"))
+def serve_command(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
+                  ) -> int: # the exit code
+    "`phoalign serve`: the search page until Ctrl-C."
+    from phoalign.serve import serve
+    checkpoint = _checkpoint_path(args.checkpoint) if args.checkpoint else None
+    if args.host not in ('127.0.0.1', 'localhost', '::1'):
+        print(f'phoalign: warning: listening on {args.host}: anyone who can reach this machine can search the gallery and see its images', file=sys.stderr)
+    serve(args.index, args.host, args.port, checkpoint, args.combiner, args.device, args.max_k, args.max_upload_mb, args.max_batch, args.share,
+          log_level=args.log_level)
     return 0
 
 # %% ../nbs/14_cli.ipynb #a93d8367
@@ -447,7 +482,8 @@ def _cir_result(metrics:dict) -> str:
          arg('--encoder', default='both', choices=['both', 'text', 'image'], help='which tower trains'),
          arg('--learning-rate', type=float, default=2e-6, help='AdamW learning rate (CLIP4Cir: 2e-6)'),
          arg('--num-workers', type=int, default=0, help='image decoding processes'))
-def cir_finetune(args):
+def cir_finetune(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
+                 ) -> int: # the exit code
     "`phoalign cir finetune`: stage 1; the best checkpoint is a phoalign model checkpoint (`--clip-model-path` of stage 2)."
     from phoalign.cir.train import finetune
     train, val = _cir_split(args, 'train'), _cir_split(args, 'val')
@@ -467,7 +503,8 @@ def cir_finetune(args):
          arg('--num-experts', type=int, default=None, help='MoE: experts (default 4)'),
          arg('--top-k', type=int, default=None, help='MoE: experts per query (default 2)'),
          arg('--balance-weight', type=float, default=0.0, help='MoE: weight of the load-balancing loss (0: off)'))
-def cir_combiner(args):
+def cir_combiner(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
+                 ) -> int: # the exit code
     "`phoalign cir combiner`: stage 2; writes `combiner_best.pt` (or one per validation) in the run folder."
     from phoalign.cir.train import train_combiner
     from phoalign.core import ConfigError
@@ -504,7 +541,8 @@ def _cir_combining(args, model):
          arg('--combiner-path', default=None, help='the trained combiner (combiner or moe)'),
          arg('--split', default='val', choices=['val', 'train'], help='the split to rank'),
          arg('--json', action='store_true', help='print the metrics as JSON'))
-def cir_validate(args):
+def cir_validate(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
+                 ) -> int: # the exit code
     "`phoalign cir validate`: CIRR R@1/5/10/50, subset R@1/2/3 and avg, or FashionIQ R@10/50 per category and averaged."
     from phoalign.cir.train import encode_split, validate
     from phoalign.cir.data import cir_transform_for
@@ -522,7 +560,8 @@ def cir_validate(args):
          arg('--combiner-path', default=None, help='the trained combiner (combiner or moe)'),
          arg('--submission-name', required=True, help='the name in recall_submission_NAME.json'),
          arg('--out', default='submission', help='output folder'))
-def cir_submit(args):
+def cir_submit(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
+               ) -> int: # the exit code
     "`phoalign cir submit`: rank CIRR test1 and write the two JSON files of the evaluation server."
     from phoalign.cir.train import submit
     args.dataset, args.categories = 'CIRR', None
@@ -547,7 +586,8 @@ def cir_submit(args):
          arg('--device', default='auto', help="'auto', 'cpu', 'cuda', 'cuda:N', 'mps'"),
          arg('--num-workers', type=int, default=0, help='image decoding processes'),
          arg('--overwrite', action='store_true', help='replace a split of that name'), arg('--no-progress', action='store_true', help='no progress bars'))
-def encode_pairs_command(args):
+def encode_pairs_command(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
+                         ) -> int: # the exit code
     "`phoalign encode-pairs`: one split's embeddings, streamed to disk."
     from phoalign.embeddings import encode_pairs
     from phoalign.data.formats import read_pairs
@@ -564,7 +604,8 @@ def encode_pairs_command(args):
          arg('--test-images', type=int, default=None, help='images in test (default as --val-images)'),
          arg('--tuning-samples', type=int, default=None, help='training rows copied to train_tuning (default: 100000 or all; 0: none)'),
          arg('--seed', type=int, default=42, help='shuffling seed'), arg('--overwrite', action='store_true', help='replace existing splits'))
-def split_embeddings_command(args):
+def split_embeddings_command(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
+                             ) -> int: # the exit code
     "`phoalign split-embeddings`: no image in two splits."
     from phoalign.embeddings import split_embeddings
     split_embeddings(args.dir, args.source, args.val_images, args.test_images, args.tuning_samples, args.seed, args.overwrite)
@@ -581,7 +622,8 @@ def _heads_epilog() -> str:
          arg('--overwrite', action='store_true', help='start afresh in a run folder that holds a run'),
          arg('--no-eval', action='store_true', help='skip the test-split evaluation at the end'),
          arg('--no-progress', action='store_true', help='no progress bars'), epilog=lambda: _heads_epilog())
-def heads_train(args):
+def heads_train(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
+                ) -> int: # the exit code
     "`phoalign heads train`: results/<experiment_name>/ with best_model.pt, training_curves.png, loss_history.json, evaluation_results/."
     from phoalign.embeddings import train_heads
     from phoalign.core import ConfigError
@@ -600,7 +642,8 @@ def heads_train(args):
          arg('--checkpoint', default=None, help="default: the run folder's best_model.pt"),
          arg('--split', default=None, help='default: data.test'),
          arg('--json', action='store_true', help='print the metrics as JSON'))
-def heads_eval(args):
+def heads_eval(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
+               ) -> int: # the exit code
     "`phoalign heads eval`: metrics, evaluation_results/metrics.json and t-SNE / PCA maps."
     from phoalign.embeddings import evaluate_heads
     m = evaluate_heads(args.config, *args.overrides, checkpoint=args.checkpoint, split=args.split, log=None if args.json else print)
@@ -610,7 +653,8 @@ def heads_eval(args):
 @command('tune', 'Optuna search over heads, losses and settings from a YAML search space (SQLite storage, resumable)',
          arg('search', help='a search YAML file or a shipped search name (default, siglip, clip, attention, mlp)'),
          arg('overrides', nargs='*', help='key=value, e.g. n_trials=3 fixed.data.dir=emb'))
-def tune(args):
+def tune(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
+         ) -> int: # the exit code
     "`phoalign tune`: trials in optuna_results/<study_name>/, the best as a ready-to-train heads YAML."
     from phoalign.tune import run_study
     try: run_study(args.search, *args.overrides)
@@ -635,7 +679,8 @@ _SEED_FLAGS = [('batch_size', int, 'training.batch_size'), ('num_epochs', int, '
          arg('--no-progress', action='store_true', help='no progress bars'),
          *[arg(f'--{name}', type=kind, default=None, help=f'the seed\'s flag: {key}') for name, kind, key in _SEED_FLAGS],
          arg('--use_augmentation', action='store_true', default=None, help="the seed's flag: data.use_augmentation=true"))
-def cifar_train(args):
+def cifar_train(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
+                ) -> int: # the exit code
     "`phoalign cifar train`: output_dir with checkpoints, curves.png, metrics and evaluation_results.json."
     from phoalign.cifar import train_cifar, read_cifar_config
     from phoalign.core import ConfigError
@@ -657,7 +702,8 @@ def cifar_train(args):
          arg('--data-dir', required=True, help='the folder holding cifar-100-python/'),
          arg('--test-samples', type=int, default=None, help='only the first N test images'),
          arg('--json', action='store_true', help='print the metrics as JSON (top1, top10, top100 in percent, ...)'))
-def cifar_eval(args):
+def cifar_eval(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
+               ) -> int: # the exit code
     "`phoalign cifar eval`: the seed's comprehensive evaluation of a checkpoint."
     from phoalign.cifar import evaluate_cifar, _accuracy_line
     m = evaluate_cifar(args.checkpoint, args.data_dir, args.test_samples)
@@ -670,7 +716,8 @@ def cifar_eval(args):
          arg('--n', type=int, default=2000, help='images in the generated set'),
          arg('--epochs', type=int, default=8, help='training epochs'),
          arg('--lang', default='vi', choices=['vi', 'en'], help='caption language'))
-def demo(args):
+def demo(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
+         ) -> int: # the exit code
     "`phoalign demo`: generate, train, evaluate, save and search."
     from phoalign.data.synthetic import make_shapes, write_coco
     from phoalign.model import create_model, load_model, load_config, image_transforms

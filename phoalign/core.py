@@ -40,7 +40,8 @@ class UnknownNameError(UserError, KeyError):
     "A name (tower, head, loss, preset, reader) that no registry holds."
 
 # %% ../nbs/00_core.ipynb #4f0c6740
-def accepted_options(fn:Callable) -> list|None:
+def accepted_options(fn:Callable, # a function or a class
+                    ) -> list|None:
     "Parameter names `fn` (a function or class) takes, in order, following `**kwargs` up a class's bases; None if it takes any."
     import inspect
     targets = [c.__init__ for c in fn.__mro__ if '__init__' in vars(c) and c is not object] if isinstance(fn, type) else [fn]
@@ -212,7 +213,8 @@ _Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != 'tag
 _Loader.add_implicit_resolver('tag:yaml.org,2002:bool', re.compile(r'^(?:true|True|TRUE|false|False|FALSE)$'), list('tTfF'))
 _Loader.add_implicit_resolver('tag:yaml.org,2002:float', re.compile(r'^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$'), list('-+0123456789'))
 
-def load_yaml(text:str):
+def load_yaml(text:str, # YAML text
+             ):
     "Parse YAML text the way phoalign reads configs."
     return yaml.load(text, Loader=_Loader)
 
@@ -345,7 +347,8 @@ class LossConfig:
 # %% ../nbs/00_core.ipynb #71c5a2e3
 MONITORS = tuple(f'{d}_{m}' for d in ('i2t', 't2i') for m in ('r1', 'r5', 'r10', 'medr', 'meanr')) + ('rsum', 'mean_recall', 'top1', 'top10', 'top100', 'train_loss')
 
-def lower_is_better(metric:str) -> bool:
+def lower_is_better(metric:str, # a metric name (`t2i_medr`, `val_loss`, `rsum`, ...)
+                   ) -> bool:
     "Whether a smaller value of `metric` is better (ranks and losses)."
     return metric.endswith(('medr', 'meanr', 'loss'))
 
@@ -391,10 +394,10 @@ def validate_config(cfg, # a `Config`
 @dataclass
 class Config:
     "A whole run: model, data, train and loss sections."
-    model:ModelConfig = field(default_factory=ModelConfig)
-    data:DataConfig = field(default_factory=DataConfig)
-    train:TrainConfig = field(default_factory=TrainConfig)
-    loss:LossConfig = field(default_factory=LossConfig)
+    model:ModelConfig = field(default_factory=ModelConfig) # towers, heads and their options
+    data:DataConfig = field(default_factory=DataConfig) # where the pairs are, how they are split and augmented
+    train:TrainConfig = field(default_factory=TrainConfig) # how the model is optimised
+    loss:LossConfig = field(default_factory=LossConfig) # which contrastive objective is minimised
 
     def to_dict(self) -> dict: return asdict(self)
     @classmethod
@@ -440,7 +443,8 @@ def _declared_type(cls, path:list[str]):
 
 def apply_overrides(d:dict, # a config as a plain dict
                     assignments, # `section.key=value` strings
-                    cls=None) -> dict: # the config dataclass (default `Config`), whose declared types read the values
+                    cls=None, # the config dataclass (default `Config`), whose declared types read the values
+                   ) -> dict:
     "`d` with the assignments applied: text for text settings, YAML for the others (`[32, 64]`, `{k: v}`, `1e-4`)."
     cls = cls or Config
     for a in assignments:

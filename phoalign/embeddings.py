@@ -24,11 +24,13 @@ SPLIT_FILES = dict(image='{split}_image_embeddings.pt', text='{split}_text_embed
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
 def split_files(folder:str|Path, # an embeddings folder
-                split:str) -> dict: # a split name: train, val, test, train_tuning, train2017, ...
+                split:str, # a split name: train, val, test, train_tuning, train2017, ...
+               ) -> dict:
     "The paths of a split's image, text and metadata files."
     return {k: Path(folder)/v.format(split=split) for k, v in SPLIT_FILES.items()}
 
-def list_splits(folder:str|Path) -> list[str]: # an embeddings folder
+def list_splits(folder:str|Path, # an embeddings folder
+               ) -> list[str]:
     "The splits of `folder`: those with a metadata file."
     return sorted(p.name[:-len('_metadata.json')] for p in Path(folder).glob('*_metadata.json') if not p.name.startswith('.'))
 
@@ -67,7 +69,8 @@ def _load_tensor(path:Path, mmap:bool) -> torch.Tensor:
 
 def load_split(folder:str|Path, # an embeddings folder
                split:str, # the split's name
-               mmap:bool=True) -> EmbeddingSplit: # map the tensors from their files instead of reading them into memory
+               mmap:bool=True, # map the tensors from their files instead of reading them into memory
+              ) -> EmbeddingSplit:
     "A split's embeddings and metadata, checked for agreement."
     folder = Path(folder); files = split_files(folder, split)
     missing = [p.name for p in files.values() if not p.exists()]
@@ -108,12 +111,16 @@ def _dtype(name) -> torch.dtype:
 
 class SplitWriter:
     "Context manager writing a split's files chunk by chunk into memory-mapped tensors; they appear whole on success only."
-    def __init__(self, folder:str|Path, # the embeddings folder
+    def __init__(self,
+                 folder:str|Path, # the embeddings folder
                  split:str, # the split's name
                  rows:int, # embedding rows (captions)
-                 image_dim:int, text_dim:int, # the embeddings' widths
-                 image_dtype='float32', text_dtype='float32', # storage types: float32, float16, bfloat16
-                 overwrite:bool=False): # replace a split of that name
+                 image_dim:int, # image embedding width
+                 text_dim:int, # text embedding width
+                 image_dtype='float32', # image storage type: float32, float16 or bfloat16
+                 text_dtype='float32', # text storage type: float32, float16 or bfloat16
+                 overwrite:bool=False, # replace a split of that name
+                ):
         self.folder, self.split, self.rows, self.dims = Path(folder), split, rows, (image_dim, text_dim)
         self.dtypes = (_dtype(image_dtype), _dtype(text_dtype))
         self.files = split_files(folder, split)
@@ -166,7 +173,8 @@ def write_rows(source:EmbeddingSplit, # the split rows are copied from
                split:str, # the new split's name
                folder:str|Path|None=None, # where to write it (default: beside the source)
                overwrite:bool=False, # replace a split of that name
-               chunk_rows:int=65536) -> EmbeddingSplit: # rows copied at a time
+               chunk_rows:int=65536, # rows copied at a time
+              ) -> EmbeddingSplit:
     "A new split of `source`'s `rows`, written in chunks; its per-row metadata follows the rows."
     rows = torch.as_tensor(rows, dtype=torch.long)
     folder = Path(folder or source.folder)
@@ -197,7 +205,8 @@ def split_embeddings(folder:str|Path, # the embeddings folder
                      tuning_samples:int|None=None, # rows of `train` copied to `train_tuning` (default: 100000 or all; 0: none)
                      seed:int=42, # shuffling seed
                      overwrite:bool=False, # replace existing train/val/test/train_tuning splits
-                     log:Callable|None=print) -> dict: # where the summary goes
+                     log:Callable|None=print, # where the summary goes
+                    ) -> dict:
     "Image-level `train` / `val` / `test` splits of `source`, and a random `train_tuning` subset of `train`; returns rows and images per split."
     folder = Path(folder)
     made = ('train', 'val', 'test', 'train_tuning')
@@ -267,7 +276,10 @@ class EmbeddingPairs(Dataset):
 # %% ../nbs/11_embeddings.ipynb #6def4794
 @patch
 @torch.no_grad()
-def encode_with(self:EmbeddingPairs, model, batch_size:int=1024) -> dict:
+def encode_with(self:EmbeddingPairs,
+                model, # the model whose heads project the embeddings
+                batch_size:int=1024, # rows per step
+               ) -> dict:
     "Each image (once) and each caption through `model`'s heads: what `phoalign.train.encode_dataset` returns for image data."
     model.eval()
     bs, sp = max(batch_size, 1024), self.split
@@ -298,7 +310,8 @@ def _phoalign_checkpoint(spec:str) -> Path|None:
 def load_encoder(spec:str, # a phoalign checkpoint, a tower name, a local model folder, or `hf:<name or folder>` (texts)
                  kind:str, # 'image' or 'text'
                  device='cpu', # where it runs
-                 weights:str|None=None) -> Encoder: # a local weights file for an image tower (or an open_clip text tower)
+                 weights:str|None=None, # a local weights file for an image tower (or an open_clip text tower)
+                ) -> Encoder:
     "A frozen encoder for `kind` from `spec`."
     from phoalign.model import load_model, image_transforms
     if kind not in ('image', 'text'): raise ValueError(f"kind must be 'image' or 'text', got {kind!r}")
@@ -357,7 +370,8 @@ def encode_pairs(pairs, # a pairs table (`read_pairs`) or a caption file / folde
                  image_weights:str|None=None, # a local weights file for the image tower
                  overwrite:bool=False, # replace a split of that name
                  progress:bool=True, # progress bars
-                 log:Callable|None=print) -> EmbeddingSplit: # where the report goes
+                 log:Callable|None=print, # where the report goes
+                ) -> EmbeddingSplit:
     "Encode every caption and image of `pairs` into `{split}_image_embeddings.pt`, `{split}_text_embeddings.pt` and `{split}_metadata.json`."
     from phoalign.data.formats import read_pairs
     from phoalign.data.datasets import readable_pairs
@@ -444,11 +458,11 @@ class HeadsConfig:
     output_dir:str = 'results' # where run folders go
     device:str = 'auto' # 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'
     seed:int = 42 # the training seed
-    data:HeadsData = field(default_factory=HeadsData)
+    data:HeadsData = field(default_factory=HeadsData) # the embeddings folder and its splits
     model:dict = field(default_factory=lambda: dict(type='mlp', output_dim=512)) # `type`, `output_dim` and the head's options
-    training:HeadsTraining = field(default_factory=HeadsTraining)
+    training:HeadsTraining = field(default_factory=HeadsTraining) # optimiser, schedule, epochs, early stopping
     loss:dict = field(default_factory=lambda: dict(type='clip')) # `type`, `temperature`, `learnable_scale`, `logit_bias` and the loss's options
-    evaluation:HeadsEvaluation = field(default_factory=HeadsEvaluation)
+    evaluation:HeadsEvaluation = field(default_factory=HeadsEvaluation) # what the evaluation on the test split reports
 
     @property
     def run_dir(self) -> Path: return Path(self.output_dir)/(self.experiment_name or 'heads')
@@ -532,7 +546,8 @@ def _check_heads_config(hc:HeadsConfig, where:str) -> HeadsConfig:
 
 def read_heads_config(src, # a heads YAML file, a shipped config's name (`heads_configs()`), a dict or a `HeadsConfig`
                       *overrides:str, # `key=value` assignments (`training.learning_rate=3e-4`, `model.hidden_dim=2048`, `seed=1`)
-                      where:str|None=None) -> HeadsConfig: # where it came from, for the errors
+                      where:str|None=None, # where it came from, for the errors
+                     ) -> HeadsConfig:
     "A checked `HeadsConfig`; the experiment name defaults to the file's name."
     if isinstance(src, HeadsConfig): d, where, stem = src.to_dict(), where or 'config', src.experiment_name
     elif isinstance(src, dict): d, where, stem = dict(src), where or 'config', None
@@ -602,7 +617,8 @@ def train_heads(config, # a heads YAML file, a shipped config's name, a dict or 
                 evaluate:bool=True, # evaluate the best epoch on the test split at the end
                 on_epoch:Callable|None=None, # called with each epoch's row (Optuna's pruning reports through it)
                 progress:bool=True, # progress bars
-                log:Callable|None=print) -> dict: # where the epoch lines go
+                log:Callable|None=print, # where the epoch lines go
+               ) -> dict:
     "Train the heads of `config` on its embeddings; returns `run_dir`, `history`, `best` and (when evaluated) the test `metrics`."
     from phoalign.model import create_model
     hc = read_heads_config(config, *overrides)
@@ -637,7 +653,8 @@ def evaluate_heads(config, # a heads YAML file, a shipped config's name, a dict 
                    checkpoint:str|Path|None=None, # default: the run folder's `best_model.pt`
                    split:str|None=None, # default: `data.test`
                    write:bool=True, # write `evaluation_results/`
-                   log:Callable|None=print) -> dict:
+                   log:Callable|None=print, # where the summary lines go (None: silent)
+                  ) -> dict:
     "I2T and T2I Recall@K, RSum and ranks of the trained heads on a split; also written to `evaluation_results/`."
     from phoalign.model import load_model
     from phoalign.metrics import retrieval_ranks, _summary

@@ -26,8 +26,11 @@ def create_head(name:str, # a registered head name: mlp, attention, cross_modal,
 @heads.register('linear')
 class LinearHead(nn.Module):
     "A single linear projection (optionally without bias)."
-    def __init__(self, in_dim:int, out_dim:int,
-                 bias:bool=True): # add a bias term
+    def __init__(self,
+                 in_dim:int, # the tower's output width
+                 out_dim:int, # the shared embedding width
+                 bias:bool=True, # add a bias term
+                ):
         super().__init__()
         self.proj = nn.Linear(in_dim, out_dim, bias=bias)
     def forward(self, x): return self.proj(x)
@@ -35,7 +38,10 @@ class LinearHead(nn.Module):
 @heads.register('identity')
 class IdentityHead(nn.Module):
     "No projection: for towers that already end in the shared space (the paired-CIFAR ViT, CLIP's text projection)."
-    def __init__(self, in_dim:int, out_dim:int):
+    def __init__(self,
+                 in_dim:int, # the tower's output width
+                 out_dim:int, # the shared embedding width
+                ):
         super().__init__()
         if in_dim != out_dim: raise ValueError(f'the identity head needs in_dim == out_dim, got {in_dim} and {out_dim}')
     def forward(self, x): return x
@@ -44,9 +50,12 @@ class IdentityHead(nn.Module):
 @heads.register('mlp')
 class MLPHead(nn.Module):
     "PhoCLIP's residual projection head; with another `hidden_dim`, the two-layer MLP of the projection-head pipeline."
-    def __init__(self, in_dim:int, out_dim:int,
+    def __init__(self,
+                 in_dim:int, # the tower's output width
+                 out_dim:int, # the shared embedding width
                  dropout:float=0.1, # dropout after the second linear layer
-                 hidden_dim:int|None=None): # width between the two linear layers (None: out_dim, with PhoCLIP's residual)
+                 hidden_dim:int|None=None, # width between the two linear layers (None: out_dim, with PhoCLIP's residual)
+                ):
         super().__init__()
         hidden = hidden_dim or out_dim
         self.residual = hidden == out_dim   # the first projection is added back only where the widths agree
@@ -65,13 +74,16 @@ class MLPHead(nn.Module):
 @heads.register('attention')
 class AttentionHead(nn.Module):
     "Self-attention over learned sub-tokens of a vector (or over given tokens), pooled with a learned query."
-    def __init__(self, in_dim:int, out_dim:int,
+    def __init__(self,
+                 in_dim:int, # the tower's output width
+                 out_dim:int, # the shared embedding width
                  n_tokens:int=4, # sub-tokens a pooled vector is split into
                  num_heads:int=4, # attention heads
                  dropout:float=0.1, # attention dropout
                  token_input:bool=False, # take token features [B, N, D_in] instead of vectors [B, D_in]
                  num_layers:int=1, # self-attention blocks
-                 hidden_dim:int|None=None): # the blocks' feed-forward width (None: 2 * out_dim)
+                 hidden_dim:int|None=None, # the blocks' feed-forward width (None: 2 * out_dim)
+                ):
         super().__init__()
         if num_layers < 1: raise ValueError(f'num_layers must be at least 1, got {num_layers}')
         self.n_tokens, self.token_input = n_tokens, token_input
@@ -112,11 +124,14 @@ class AttentionHead(nn.Module):
 @heads.register('cross_modal')
 class CrossModalHead(AttentionHead):
     "The attention head plus cross-attention to learned memory tokens and, when given, the other modality's features."
-    def __init__(self, in_dim:int, out_dim:int,
+    def __init__(self,
+                 in_dim:int, # the tower's output width
+                 out_dim:int, # the shared embedding width
                  context_dim:int|None=None, # width of the other modality's features (None: the head takes no context)
                  n_memory:int=8, # learned memory tokens
                  num_heads:int=4, # attention heads
-                 **kwargs): # `AttentionHead` options
+                 **kwargs, # `AttentionHead` options
+                ):
         super().__init__(in_dim, out_dim, num_heads=num_heads, **kwargs)
         self.memory = nn.Parameter(torch.randn(1, n_memory, out_dim) * 0.02)
         self.context_proj = nn.Linear(context_dim, out_dim) if context_dim else None
@@ -134,8 +149,11 @@ class CrossModalHead(AttentionHead):
 @heads.register('clip')
 class CLIPHead(nn.Module):
     "CLIP's linear projection (no bias), initialised as CLIP's (std = in_dim ** -0.5)."
-    def __init__(self, in_dim:int, out_dim:int,
-                 dropout:float=0.0): # dropout on the input features (for heads trained on frozen embeddings)
+    def __init__(self,
+                 in_dim:int, # the tower's output width
+                 out_dim:int, # the shared embedding width
+                 dropout:float=0.0, # dropout on the input features (for heads trained on frozen embeddings)
+                ):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.proj = nn.Linear(in_dim, out_dim, bias=False)
@@ -145,8 +163,11 @@ class CLIPHead(nn.Module):
 @heads.register('siglip')
 class SigLIPHead(nn.Module):
     "LayerNorm + linear projection, as SigLIP's towers end."
-    def __init__(self, in_dim:int, out_dim:int,
-                 dropout:float=0.0): # dropout between the LayerNorm and the projection
+    def __init__(self,
+                 in_dim:int, # the tower's output width
+                 out_dim:int, # the shared embedding width
+                 dropout:float=0.0, # dropout between the LayerNorm and the projection
+                ):
         super().__init__()
         self.norm, self.dropout, self.proj = nn.LayerNorm(in_dim), nn.Dropout(dropout), nn.Linear(in_dim, out_dim)
     def forward(self, x): return self.proj(self.dropout(self.norm(x)))
@@ -154,9 +175,12 @@ class SigLIPHead(nn.Module):
 @heads.register('align')
 class ALIGNHead(nn.Module):
     "A wider two-layer projection with BatchNorm, ALIGN-style."
-    def __init__(self, in_dim:int, out_dim:int,
+    def __init__(self,
+                 in_dim:int, # the tower's output width
+                 out_dim:int, # the shared embedding width
                  hidden_mult:int=2, # hidden width = hidden_mult * out_dim
-                 dropout:float=0.1): # dropout before the output layer
+                 dropout:float=0.1, # dropout before the output layer
+                ):
         super().__init__()
         hidden = hidden_mult * out_dim
         self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
@@ -167,8 +191,11 @@ class ALIGNHead(nn.Module):
 @heads.register('blip')
 class BLIPHead(nn.Module):
     "A linear projection with an exponential-moving-average copy for momentum distillation."
-    def __init__(self, in_dim:int, out_dim:int,
-                 momentum:float=0.995): # EMA factor of the momentum copy
+    def __init__(self,
+                 in_dim:int, # the tower's output width
+                 out_dim:int, # the shared embedding width
+                 momentum:float=0.995, # EMA factor of the momentum copy
+                ):
         super().__init__()
         if not 0 <= momentum < 1: raise ValueError(f'momentum must be in [0, 1), got {momentum}')
         self.proj = nn.Linear(in_dim, out_dim)

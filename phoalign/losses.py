@@ -16,12 +16,15 @@ __all__ = ['losses', 'create_loss', 'loss_inputs', 'clamp_logit_scale_', 'gather
 # %% ../nbs/05_losses.ipynb #62c4ba5c
 losses = Registry('loss')
 
-def create_loss(name:str, **options) -> nn.Module:
+def create_loss(name:str, # a registered loss name (`losses.names()`)
+                **options,
+               ) -> nn.Module:
     "A loss by name (`losses.names()`); an option it does not take is refused."
     return losses.create(name, _where='loss.options', **options)
 
 def loss_inputs(loss:str|nn.Module, # a registered loss name, or a loss (class or instance)
-                required:bool=False) -> list[str]: # only the inputs without a default
+                required:bool=False, # only the inputs without a default
+               ) -> list[str]:
     "The model outputs a loss takes (`image_features`, `logit_scale`, `image_tokens`, ...)."
     import inspect
     forward = (losses.get(loss) if isinstance(loss, str) else loss).forward
@@ -29,7 +32,9 @@ def loss_inputs(loss:str|nn.Module, # a registered loss name, or a loss (class o
     return [p.name for p in params if not required or p.default is p.empty]
 
 @torch.no_grad()
-def clamp_logit_scale_(param:torch.Tensor, max_scale:float=100.0):
+def clamp_logit_scale_(param:torch.Tensor, # the log-space logit scale, changed in place
+                       max_scale:float=100.0, # the largest scale allowed
+                      ):
     "Clamp a log-space logit scale in place to [0, log(max_scale)] (open_clip does this after every step)."
     param.clamp_(0, math.log(max_scale))
     return param
@@ -41,10 +46,13 @@ def _world(rank, world_size):
     return 0, 1
 
 # %% ../nbs/05_losses.ipynb #9896c9dc
-def gather_features(image_features:torch.Tensor, text_features:torch.Tensor,
+def gather_features(image_features:torch.Tensor, # this process's image features `[B, D]`
+                    text_features:torch.Tensor, # this process's text features `[B, D]`
                     local_loss:bool=False, # the caller uses its local features for its rows: no need to put them back
                     gather_with_grad:bool=False, # differentiable all_gather
-                    rank:int=0, world_size:int=1) -> tuple[torch.Tensor, torch.Tensor]:
+                    rank:int=0, # this process's rank
+                    world_size:int=1, # number of processes
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     "All processes' image and text features, concatenated in rank order (open_clip's `gather_features`)."
     if world_size == 1: return image_features, text_features
     if gather_with_grad:
@@ -101,7 +109,11 @@ class ClipLoss(_ContrastiveBase):
 @losses.register('siglip', temperature=0.1, logit_bias=-10.0)
 class SigLipLoss(_ContrastiveBase):
     "Sigmoid loss: `SigLipLoss()(image_features, text_features, logit_scale, logit_bias)`."
-    def __init__(self, rank:int|None=None, world_size:int|None=None, output_dict:bool=False):
+    def __init__(self,
+                 rank:int|None=None, # this process's rank (default: from torch.distributed)
+                 world_size:int|None=None, # number of processes (default: from torch.distributed)
+                 output_dict:bool=False, # return a dict with `contrastive_loss` instead of a tensor
+                ):
         super().__init__(gather_with_grad=True, rank=rank, world_size=world_size, output_dict=output_dict)
     def forward(self, image_features, text_features, logit_scale, logit_bias, output_dict:bool|None=None):
         rank, world = _world(self._rank, self._world_size)
@@ -246,7 +258,8 @@ def _ddp_loss_worker(rank:int, world_size:int, init_file:str, name:str, options:
     dist.destroy_process_group()
 
 # %% ../nbs/05_losses.ipynb #5e1d7f22
-def loss_from_config(lc:LossConfig) -> nn.Module:
+def loss_from_config(lc:LossConfig, # a config's `loss` section
+                    ) -> nn.Module:
     "The loss of the `loss` section; `loss.temperature` reaches losses with a fixed temperature (`phoclip`)."
     opts = dict(lc.options)
     if 'temperature' in (losses.options(lc.name) or []) and lc.temperature is not None:
@@ -254,7 +267,8 @@ def loss_from_config(lc:LossConfig) -> nn.Module:
         opts['temperature'] = lc.temperature
     return create_loss(lc.name, **opts)
 
-def logit_settings(lc:LossConfig) -> dict:
+def logit_settings(lc:LossConfig, # a config's `loss` section
+                  ) -> dict:
     "`init_logit_scale` (log space, or None), `learn_logit_scale` and `init_logit_bias` (or None) for the loss of `lc`."
     takes, meta = loss_inputs(lc.name), losses.get(lc.name)._registry_meta
     fixed = 'temperature' in (losses.options(lc.name) or [])

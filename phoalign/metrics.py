@@ -67,7 +67,8 @@ def _ranks(image_rows, text_rows, n_img:int, t2i:torch.Tensor, chunk_size:int):
 def retrieval_ranks(image_embeddings:torch.Tensor, # [N_img, D]
                     text_embeddings:torch.Tensor, # [N_txt, D]
                     text_to_image, # [N_txt]: the image index of each caption
-                    chunk_size:int=1024) -> tuple[torch.Tensor, torch.Tensor]: # queries per similarity block
+                    chunk_size:int=1024, # queries per similarity block
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     "I2T ranks `[N_img]` (best caption of each image) and T2I ranks `[N_txt]`; `NonFiniteScoresError` on NaN or infinite values."
     t2i = _check(image_embeddings, text_embeddings, text_to_image)
     check_finite('retrieval', image_embedding=image_embeddings, text_embedding=text_embeddings)
@@ -95,14 +96,16 @@ def retrieval_metrics(image_embeddings:torch.Tensor, # [N_img, D] (normalised by
                       text_embeddings:torch.Tensor, # [N_txt, D]
                       text_to_image, # [N_txt]: each caption's image index
                       ks:tuple=(1, 5, 10), # recall cut-offs
-                      chunk_size:int=1024) -> dict: # queries per similarity block
+                      chunk_size:int=1024, # queries per similarity block
+                     ) -> dict:
     "I2T/T2I Recall@K (%), RSum, mean recall, median and mean rank."
     return _summary(*retrieval_ranks(image_embeddings, text_embeddings, text_to_image, chunk_size), ks)
 
 def recall_from_similarity(sim:torch.Tensor, # [N_img, N_txt] similarities
                            text_to_image, # [N_txt]
                            ks:tuple=(1, 5, 10), # recall cut-offs
-                           chunk_size:int=1024) -> dict: # image rows per block
+                           chunk_size:int=1024, # image rows per block
+                          ) -> dict:
     "The same metrics from a precomputed similarity matrix (`NonFiniteScoresError` on NaN or infinite scores)."
     t2i = _check(sim.new_zeros(sim.shape[0], 1), sim.new_zeros(sim.shape[1], 1), text_to_image)
     return _summary(*_ranks(lambda s, e: sim[s:e], lambda s, e: sim[:, s:e].T, sim.shape[0], t2i, chunk_size), ks)
@@ -111,7 +114,8 @@ def recall_from_similarity(sim:torch.Tensor, # [N_img, N_txt] similarities
 def topk_accuracy(logits:torch.Tensor, # [N, C]
                   targets, # [N] class indices
                   ks:tuple=(1, 10, 100), # cut-offs (a K above C counts every query as a hit)
-                  chunk_size:int=4096) -> dict: # rows per block
+                  chunk_size:int=4096, # rows per block
+                 ) -> dict:
     "Top-K accuracy (%) per K, ties counted against the query (`NonFiniteScoresError` on NaN or infinite logits)."
     check_finite('top-K accuracy', logit=logits)
     targets = torch.as_tensor(targets, device=logits.device)
@@ -120,7 +124,8 @@ def topk_accuracy(logits:torch.Tensor, # [N, C]
 
 def map_at_k(sim:torch.Tensor, # [Q, N] query–item similarities
              positives:torch.Tensor, # [Q, N] bool, True where the item is relevant to the query
-             k:int=10) -> float: # cut-off
+             k:int=10, # cut-off
+            ) -> float:
     "Mean average precision at K (%); among equal scores the relevant items rank last (ties count against the query)."
     check_finite('mAP@K', similarity=sim)
     positives = positives.bool()
@@ -132,7 +137,9 @@ def map_at_k(sim:torch.Tensor, # [Q, N] query–item similarities
     denom = positives.sum(1).clamp(max=k).clamp(min=1)
     return 100.0 * ((precision * hits).sum(1) / denom).mean().item()
 
-def format_metrics(m:dict, ks:tuple=(1, 5, 10)) -> str:
+def format_metrics(m:dict, # `retrieval_metrics` output
+                   ks:tuple=(1, 5, 10), # the K of the Recall@K columns
+                  ) -> str:
     "A markdown table of retrieval metrics."
     rows = ['| | ' + ' | '.join(f'R@{k}' for k in ks) + ' |', '|---|' + '---:|' * len(ks)]
     rows += [f'| {name} | ' + ' | '.join(f'{m[f"{key}_r{k}"]:.2f}' for k in ks) + ' |' for name, key in (('image → text', 'i2t'), ('text → image', 't2i'))]

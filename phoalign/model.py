@@ -51,7 +51,8 @@ def _merge(base:dict, over:dict) -> dict:
     return out
 
 def load_config(name_or_path:str|Path, # a preset name (`tiny`, `phoclip`, ...) or a YAML file
-                *overrides:str) -> Config: # `section.key=value` assignments applied on top
+                *overrides:str, # `section.key=value` assignments applied on top
+               ) -> Config:
     "A `Config` from a preset name or a YAML file (which may start from a preset with `model.preset`), with overrides."
     p = Path(name_or_path)
     if p.suffix in ('.yaml', '.yml') or p.is_file():
@@ -104,23 +105,33 @@ def _outputs(tower, head, token_proj, x) -> dict:
     return res
 
 @patch
-def image_outputs(self:AlignModel, images:torch.Tensor) -> dict:
+def image_outputs(self:AlignModel,
+                  images:torch.Tensor, # a batch `[B, 3, H, W]`
+                 ) -> dict:
     "Image tower + head: `features` (not normalised), projected `tokens`/`mask` when `local_dim`, `features_m` for momentum heads."
     return _outputs(self.image_tower, self.image_head, getattr(self, 'image_token_proj', None), images)
 
 @patch
-def text_outputs(self:AlignModel, text:dict) -> dict:
+def text_outputs(self:AlignModel,
+                 text:dict, # the text tower's tokenized batch
+                ) -> dict:
     "Text tower + head on tokenized text."
     return _outputs(self.text_tower, self.text_head, getattr(self, 'text_token_proj', None), text)
 
 @patch
-def encode_image(self:AlignModel, images:torch.Tensor, normalize:bool=True) -> torch.Tensor:
+def encode_image(self:AlignModel,
+                 images:torch.Tensor, # a batch `[B, 3, H, W]`, as the image transforms give it
+                 normalize:bool=True, # L2-normalise the embeddings
+                ) -> torch.Tensor:
     "Embeddings of a batch of images `[B, 3, H, W]`."
     f = self.image_outputs(images.to(self._device()))['features']
     return F.normalize(f, dim=-1) if normalize else f
 
 @patch
-def encode_text(self:AlignModel, texts:list[str]|dict|torch.Tensor, normalize:bool=True) -> torch.Tensor:
+def encode_text(self:AlignModel,
+                texts:list[str]|dict|torch.Tensor, # strings, a tokenized batch, or pre-encoded text features
+                normalize:bool=True, # L2-normalise the embeddings
+               ) -> torch.Tensor:
     "Embeddings of a list of strings (tokenized here, segmentation included), of an already tokenized batch, or of pre-encoded text features."
     if isinstance(texts, str): raise TypeError('encode_text takes a list of strings, not one string')
     if torch.is_tensor(texts):   # features from a frozen encoder, for an `EmbeddingTower`
@@ -132,7 +143,10 @@ def encode_text(self:AlignModel, texts:list[str]|dict|torch.Tensor, normalize:bo
 
 # %% ../nbs/06_model.ipynb #6e0a1f43
 @patch
-def forward(self:AlignModel, images:torch.Tensor, text:dict) -> dict:
+def forward(self:AlignModel,
+            images:torch.Tensor, # a batch `[B, 3, H, W]`
+            text:dict, # the text tower's tokenized batch
+           ) -> dict:
     "Training forward: normalised features, the (exponentiated) logit scale and bias, local tokens and momentum features when held."
     img, txt = self.image_outputs(images), self.text_outputs(text)
     out = dict(image_features=F.normalize(img['features'], dim=-1), text_features=F.normalize(txt['features'], dim=-1))
@@ -157,7 +171,8 @@ def param_groups(self:AlignModel,
                  weight_decay:float=0.0, # AdamW weight decay (not on norms, biases, scales and embeddings of positions)
                  lr_image:float|None=None, # image tower learning rate (default `lr`)
                  lr_text:float|None=None, # text tower learning rate (default `lr`)
-                 lr_head:float|None=None) -> list[dict]: # heads, token projections and logit scale (default `lr`)
+                 lr_head:float|None=None, # heads, token projections and logit scale (default `lr`)
+                ) -> list[dict]:
     "Optimiser parameter groups: one learning rate per part, no weight decay on 1-d parameters (norms, biases, scales)."
     parts = dict(image=(self.image_tower, lr_image), text=(self.text_tower, lr_text))
     seen, groups = set(), []
@@ -197,7 +212,8 @@ def _build(where:str, fn, name:str, *args, **kwargs):
         if not m: raise
         raise ConfigError(f'{where}: {name!r} does not take {m.group(1)!r} ({e})') from None
 
-def check_model_config(cfg:Config) -> dict:
+def check_model_config(cfg:Config, # the whole config
+                      ) -> dict:
     "Refuse settings the chosen loss, heads and options cannot use together; returns the loss's `logit_settings`."
     m, lc = cfg.model, cfg.loss
     takes, local_dim = loss_inputs(lc.name), m.options.get('local_dim', 0)
@@ -221,7 +237,8 @@ def create_model(config:Config|str|Path='tiny', # a Config, a preset name or a Y
                  *overrides:str, # `section.key=value` assignments
                  captions:list[str]|None=None, # training captions, for text towers that learn a vocabulary
                  pretrained:bool|None=None, # override `model.pretrained` (False when loading a checkpoint)
-                 text_assets:dict|None=None) -> AlignModel: # the text tower's tokenizer/config files, from a checkpoint
+                 text_assets:dict|None=None, # the text tower's tokenizer/config files, from a checkpoint
+                ) -> AlignModel:
     "An `AlignModel` built from a config (initial weights seeded by `train.seed`)."
     cfg = config if isinstance(config, Config) else load_config(config)
     if overrides: cfg = cfg.override(*overrides)
@@ -259,7 +276,8 @@ def create_model(config:Config|str|Path='tiny', # a Config, a preset name or a Y
 
 # %% ../nbs/06_model.ipynb #4a9b2e18
 def image_transforms(model:AlignModel, # gives the image tower's `pretrained_cfg`
-                     config:Config|None=None) -> tuple: # gives `data.image_size`, `data.normalize`, `data.augment` (default: the model's)
+                     config:Config|None=None, # gives `data.image_size`, `data.normalize`, `data.augment` (default: the model's)
+                    ) -> tuple:
     "The training and evaluation image transforms of `model` under `config`."
     cfg = config or model.config
     dc, tower_cfg = cfg.data, model.image_tower.pretrained_cfg
@@ -274,16 +292,21 @@ def create_model_and_transforms(config:Config|str|Path='tiny', # a Config, a pre
     return (model, *image_transforms(model))
 
 # %% ../nbs/06_model.ipynb #6f64fa26
-def model_checkpoint(model:AlignModel) -> dict:
+def model_checkpoint(model:AlignModel, # a model built by `create_model`
+                    ) -> dict:
     "What a checkpoint needs to rebuild `model` with nothing else: config, weights, the text tower's tokenizer/config files."
     if model.config is None: raise ValueError('this model has no config: build it with create_model, or set model.config')
     return dict(config=model.config.to_dict(), state_dict=model.state_dict(), text_assets=text_tower_assets(model.text_tower))
 
-def save_model(model:AlignModel, path:str|Path, **extra) -> Path:
+def save_model(model:AlignModel, # a model built by `create_model`
+               path:str|Path, # the checkpoint file to write
+               **extra,
+              ) -> Path:
     "Write `model` (config, weights, text assets, and any `extra` values) atomically to `path`."
     return atomic_save(dict(model_checkpoint(model), **extra), path)
 
-def read_checkpoint(path:str|Path) -> dict:
+def read_checkpoint(path:str|Path, # a checkpoint file
+                   ) -> dict:
     "A phoalign checkpoint's content, loaded without executing code; a clear error for anything else."
     path = Path(path)
     if path.is_dir(): raise FileNotFoundError(f'{path} is a folder: name a checkpoint file (e.g. {path/"best.pt"})')
@@ -295,7 +318,8 @@ def read_checkpoint(path:str|Path) -> dict:
     return ck
 
 def load_model(path:str|Path, # a checkpoint written by `save_model` or the Trainer
-               device:str|torch.device='cpu') -> AlignModel:
+               device:str|torch.device='cpu', # where to put the model
+              ) -> AlignModel:
     "Rebuild and load a model from a checkpoint, with nothing but the file."
     ck = read_checkpoint(path)
     state = ck['state_dict'] if 'state_dict' in ck else ck['model']

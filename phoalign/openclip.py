@@ -17,7 +17,8 @@ __all__ = ['PREFIX', 'openclip_arch', 'clip_state_dict', 'openclip_model', 'Open
 # %% ../nbs/03b_openclip.ipynb #452d023f
 PREFIX = 'openclip/'
 
-def openclip_arch(name:str) -> str:
+def openclip_arch(name:str, # a tower name `openclip/<arch>` or the architecture itself
+                 ) -> str:
     "The open_clip architecture of a tower name `openclip/<arch>`; an error naming close matches for an unknown one."
     import open_clip
     arch = name[len(PREFIX):] if name.startswith(PREFIX) else name
@@ -33,7 +34,8 @@ def _tag_cfg(arch:str, tag:str) -> dict:
     import open_clip
     return open_clip.get_pretrained_cfg(arch, tag) or {}
 
-def clip_state_dict(path:str|Path) -> dict: # a local CLIP checkpoint file
+def clip_state_dict(path:str|Path, # a local CLIP checkpoint file
+                   ) -> dict:
     "The weights in a CLIP checkpoint: OpenAI's TorchScript release, an open_clip state dict or training checkpoint, CLIP4Cir's `{'CLIP': ...}`."
     path = Path(path)
     if path.suffix == '.safetensors':
@@ -53,7 +55,8 @@ def openclip_model(name:str, # `openclip/<arch>` or `<arch>`
                    pretrained:bool=False, # load the weights of `pretrained_tag` (downloaded on a connected machine)
                    checkpoint:str|Path|None=None, # a local CLIP checkpoint file (see `clip_state_dict`; wins over `pretrained`)
                    pretrained_tag:str='openai', # which published weights (`open_clip.list_pretrained_tags_by_model(arch)`)
-                   quick_gelu:bool|None=None) -> nn.Module: # QuickGELU activations; None: as `pretrained_tag`'s weights were trained (OpenAI's: yes)
+                   quick_gelu:bool|None=None, # QuickGELU activations; None: as `pretrained_tag`'s weights were trained (OpenAI's: yes)
+                  ) -> nn.Module:
     "A whole open_clip model: random, by tag, or from a local file; activations and preprocessing those of `pretrained_tag`."
     import open_clip
     arch = openclip_arch(name)
@@ -115,7 +118,8 @@ def openclip_backbone(name:str, # `openclip/<arch>`
                       checkpoint:str|Path|None=None, # a local checkpoint file
                       num_classes:int=0, # must be 0: the tower gives CLIP's embedding
                       pretrained_tag:str='openai', # which published weights
-                      quick_gelu:bool|None=None) -> OpenCLIPVisual: # QuickGELU activations; None: as the tag's weights
+                      quick_gelu:bool|None=None, # QuickGELU activations; None: as the tag's weights
+                     ) -> OpenCLIPVisual:
     "The image half of an open_clip model, as `create_vision_model` builds backbones."
     if num_classes: raise ValueError(f'{name} gives CLIP\'s image embedding: num_classes must be 0, got {num_classes}')
     return OpenCLIPVisual(openclip_model(name, pretrained, checkpoint, pretrained_tag, quick_gelu).visual)

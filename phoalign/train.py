@@ -38,7 +38,11 @@ def cosine_with_warmup(optimizer, # the optimiser whose groups' learning rates a
 
 class EpochSampler(Sampler):
     "Shuffles with a generator seeded by `seed + epoch`: the same order for an epoch however the run got there."
-    def __init__(self, n:int, seed:int=0, shuffle:bool=True): self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+    def __init__(self,
+                 n:int, # dataset length
+                 seed:int=0, # base seed (the epoch is added)
+                 shuffle:bool=True, # shuffle (else in order)
+                ): self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
     def set_epoch(self, epoch:int): self.epoch = epoch
     def __len__(self): return self.n
     def __iter__(self):
@@ -94,7 +98,8 @@ def rng_state() -> dict:
     if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
     return st
 
-def set_rng_state(st:dict):
+def set_rng_state(st:dict, # a dict from `rng_state`
+                 ):
     "Restore states from `rng_state`."
     v, state, gauss = st['python']
     random.setstate((v, tuple(state), gauss))
@@ -105,7 +110,8 @@ def set_rng_state(st:dict):
 
 # %% ../nbs/08_train.ipynb #f91206e1
 def prepare_data(config:Config, # gives `data.path`, `format`, `images`, the split fractions and seed
-                 verbose:bool=True) -> dict: # print what was left out
+                 verbose:bool=True, # print what was left out
+                ) -> dict:
     "The train/val/test(/tune) pairs of `config.data`: `{split: DataFrame}`."
     from phoalign.data.formats import read_pairs, split_images
     from phoalign.data.datasets import readable_pairs
@@ -124,7 +130,8 @@ def prepare_data(config:Config, # gives `data.path`, `format`, `images`, the spl
 def pairs_dataset(data:Dataset|pd.DataFrame, # a pairs table, or a ready Dataset (returned as is)
                   transform, # the image transform (`image_transforms(model)`)
                   config:Config, # gives strictness and the seed
-                  train:bool=False) -> Dataset: # training replaces unreadable images; evaluation leaves them out
+                  train:bool=False, # training replaces unreadable images; evaluation leaves them out
+                 ) -> Dataset:
     "A `PairsDataset` over `data`."
     if isinstance(data, Dataset): return data
     return PairsDataset(data, transform=transform, strict=config.data.strict, seed=config.train.seed, replace_unreadable=train)
@@ -133,7 +140,8 @@ def pairs_dataset(data:Dataset|pd.DataFrame, # a pairs table, or a ready Dataset
 @torch.no_grad()
 def encode_dataset(model:AlignModel, # the model (eval mode is set here)
                    dataset:PairsDataset, # validation/test pairs with a deterministic transform (or a dataset with `encode_with`)
-                   batch_size:int=64) -> dict: # images encoded per step
+                   batch_size:int=64, # images encoded per step
+                  ) -> dict:
     "Embeddings of every readable image of `dataset` and of their captions: `images`, `texts`, `owner` (each caption's image), `left_out`."
     model.eval()
     if hasattr(dataset, 'encode_with'): return dataset.encode_with(model, batch_size)   # pre-encoded embeddings encode themselves
@@ -158,7 +166,8 @@ def encode_dataset(model:AlignModel, # the model (eval mode is set here)
 
 def evaluate_retrieval(model:AlignModel, # the model
                        dataset:PairsDataset, # evaluation pairs
-                       batch_size:int=64) -> dict: # images per step
+                       batch_size:int=64, # images per step
+                      ) -> dict:
     "I2T/T2I Recall@1/5/10, RSum, ranks, with the numbers of `images` and `captions` measured and images `left_out`."
     enc = encode_dataset(model, dataset, batch_size)
     return dict(retrieval_metrics(enc['images'], enc['texts'], enc['owner']), images=len(enc['images']), captions=len(enc['texts']),
@@ -166,7 +175,8 @@ def evaluate_retrieval(model:AlignModel, # the model
 
 def evaluate_pairs(model:AlignModel, # the model
                    data:Dataset|pd.DataFrame, # a pairs table (or a ready evaluation dataset)
-                   config:Config|None=None) -> dict: # gives the image pipeline and batch size (default: the model's)
+                   config:Config|None=None, # gives the image pipeline and batch size (default: the model's)
+                  ) -> dict:
     "`evaluate_retrieval` on a pairs table, through the model's evaluation transform."
     config = config or model.config
     if hasattr(data, 'evaluate_with'): return data.evaluate_with(model, config.train.batch_size)   # a dataset with its own measure (paired CIFAR's top-K)
@@ -306,7 +316,9 @@ def _check_finite(self:Trainer, loss:torch.Tensor):
                                  'train.grad_clip or use bf16 instead of fp16.')
 
 @patch
-def train_step(self:Trainer, batch:dict) -> dict:
+def train_step(self:Trainer,
+               batch:dict, # a collated batch (`images`, `text`, ...)
+              ) -> dict:
     "Forward, backward and (every `grad_accum` batches) an optimiser step; returns the batch's loss parts."
     tc, acc = self.config.train, self.accelerator
     if hasattr(self.loss_fn, 'set_progress'): self.loss_fn.set_progress(self.epoch, self.step, self.steps_per_epoch)
@@ -356,7 +368,9 @@ def train_epoch(self:Trainer) -> dict:
 # %% ../nbs/08_train.ipynb #7c3d5a81
 @patch
 @torch.no_grad()
-def evaluate(self:Trainer, data=None) -> dict:
+def evaluate(self:Trainer,
+             data=None, # pairs to evaluate on (default: the validation set)
+            ) -> dict:
     "Retrieval metrics (I2T/T2I R@1/5/10, RSum, ...) on `data` (default: the validation set), the same on every process."
     from accelerate.utils import broadcast_object_list
     if data is None and self.val_ds is None: return {}
@@ -381,20 +395,26 @@ def state(self:Trainer) -> dict:
                 processes=self.accelerator.num_processes)
 
 @patch
-def save(self:Trainer, name:str, wait:bool=True) -> Path|None:
+def save(self:Trainer,
+         name:str, # the file name, without `.pt`
+         wait:bool=True, # wait for every process first
+        ) -> Path|None:
     "Write `<run_dir>/<name>.pt` atomically (main process only; `wait` first for every process)."
     if wait: self.accelerator.wait_for_everyone()
     if not self.accelerator.is_main_process: return None
     return atomic_save(self.state(), self.run_dir/self.files.get(name, f'{name}.pt'))
 
-def latest_checkpoint(run_dir:str|Path) -> Path:
+def latest_checkpoint(run_dir:str|Path, # a run folder
+                     ) -> Path:
     "The checkpoint of `run_dir` written last (training only moves forward; `last.pt` wins a tie)."
     found = list(Path(run_dir).glob('*.pt'))
     if not found: raise FileNotFoundError(f'no checkpoint in {run_dir} to resume from')
     return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name == 'last.pt'))
 
 @patch
-def resume(self:Trainer, path:str|Path='last'):
+def resume(self:Trainer,
+           path:str|Path='last', # 'last', 'best', 'latest', or a checkpoint file
+          ):
     "Continue from a checkpoint (`'last'`, `'best'`, `'latest'` or a path) exactly where it stopped."
     p = latest_checkpoint(self.run_dir) if str(path) == 'latest' else self.run_dir/self.files[str(path)] if str(path) in ('last', 'best') else Path(path)
     ck = read_checkpoint(p)
@@ -475,7 +495,9 @@ def _end_epoch(self:Trainer, train_row:dict, t0:float) -> dict:
     return row
 
 @patch
-def fit_epochs(self:Trainer, epochs:int|None=None):
+def fit_epochs(self:Trainer,
+               epochs:int|None=None, # train up to this epoch (default: `train.epochs`)
+              ):
     "Train to `epochs` (default `train.epochs`), yielding each epoch's row as it ends."
     tc = self.config.train
     total = epochs or tc.epochs
@@ -497,7 +519,9 @@ def fit_epochs(self:Trainer, epochs:int|None=None):
         raise
 
 @patch
-def fit(self:Trainer, epochs:int|None=None) -> list[dict]:
+def fit(self:Trainer,
+        epochs:int|None=None, # train up to this epoch (default: `train.epochs`)
+       ) -> list[dict]:
     "Train to `epochs` (default `train.epochs`), evaluating, logging and checkpointing each epoch; returns the history."
     for _ in self.fit_epochs(epochs): pass
     return self.history

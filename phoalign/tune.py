@@ -67,7 +67,8 @@ def _takes(section:str, name:str, option:str) -> bool:
 
 # %% ../nbs/12_tune.ipynb #50f3d6d3
 def read_search(src, # a search YAML file, or a shipped search's name (`search_configs()`)
-                *overrides:str) -> dict: # `key=value` for top-level keys (`n_trials=3`) or deeper ones (`fixed.training.num_epochs=2`)
+                *overrides:str, # `key=value` for top-level keys (`n_trials=3`) or deeper ones (`fixed.training.num_epochs=2`)
+               ) -> dict:
     "A checked search: the study settings, the base heads config and the search space with canonical keys."
     from phoalign.heads import heads
     from phoalign.losses import losses
@@ -157,7 +158,8 @@ def _order(space:dict) -> list[str]:
     return out
 
 def sample_trial(trial, # an `optuna.Trial` (or a `FixedTrial`)
-                 search:dict) -> dict: # from `read_search`
+                 search:dict, # from `read_search`
+                ) -> dict:
     "The drawn values of one trial, by canonical key (only those that apply)."
     space, drawn = search['search_space'], {}
     base = read_heads_config(_base(search))
@@ -181,7 +183,8 @@ def _base(search:dict):
 
 def trial_config(search:dict, # from `read_search`
                  drawn:dict, # a trial's values
-                 tuning:bool=True) -> HeadsConfig: # with the `fixed` settings (a trial) or without (the config to train for real)
+                 tuning:bool=True, # with the `fixed` settings (a trial) or without (the config to train for real)
+                ) -> HeadsConfig:
     "The heads config of a trial's values."
     fixed = search['fixed'] if tuning else {}
     return read_heads_config(_base(search), *[f'{k}={json.dumps(v)}' for k, v in {**fixed, **drawn}.items()])
@@ -278,7 +281,8 @@ def _worker(search:dict, n_trials:int, seed_offset:int, threads:int):
 
 def run_study(search, # a search file, a shipped search's name, or `read_search`'s dict
               *overrides:str, # `key=value` for the search file (`n_trials=3`)
-              log:Callable|None=print) -> dict: # where the progress lines go
+              log:Callable|None=print, # where the progress lines go
+             ) -> dict:
     "Run (or resume) the study; write the best trial's heads config; returns `best_config`, `best_value`, `best_params`, `counts`."
     s = search if isinstance(search, dict) else read_search(search, *overrides)
     study = _study(s)
@@ -303,7 +307,8 @@ def run_study(search, # a search file, a shipped search's name, or `read_search`
 
 # %% ../nbs/12_tune.ipynb #11fcee93
 def write_best(search:dict, # from `read_search`
-               log:Callable|None=print) -> dict:
+               log:Callable|None=print, # where the summary lines go (None: silent)
+              ) -> dict:
     "The best trial of the study as a ready-to-train heads config `<output_dir>/<study_name>/best_<study_name>.yaml`, and a `summary.json`."
     import optuna
     study = _study(search)

@@ -93,7 +93,8 @@ PROJECTIONS = ('tsne', 'pca')
 def project_2d(embeddings, # [N, D] tensor or array
                method:str='tsne', # 'tsne' or 'pca'
                perplexity:float|None=None, # t-SNE perplexity, > 0 and < N (default min(30, (N-1)/3)); t-SNE only
-               seed:int=0) -> np.ndarray: # t-SNE's random state
+               seed:int=0, # t-SNE's random state
+              ) -> np.ndarray:
     "`[N, 2]` t-SNE or PCA coordinates of `embeddings`."
     if method not in PROJECTIONS: raise ValueError(f'method must be one of {", ".join(map(repr, PROJECTIONS))}; got {method!r}')
     x = _as_matrix(embeddings, 'embeddings')
@@ -125,7 +126,8 @@ def plot_embeddings(embeddings, # [N, D] tensor or array
                     seed:int=0, # t-SNE's random state
                     ax=None, # draw into these axes instead of a new figure
                     markers=None, # N group names (e.g. 'image', 'text'), one marker shape per group
-                    max_legend:int=20) -> Figure: # classes beyond this many get a colourbar instead of a legend
+                    max_legend:int=20, # classes beyond this many get a colourbar instead of a legend
+                   ) -> Figure:
     "A 2-D t-SNE or PCA map of `embeddings`, coloured by `labels`, with one marker per `markers` group."
     from matplotlib import colormaps
     from matplotlib.lines import Line2D
@@ -188,7 +190,8 @@ def plot_similarity(a, # [N, D] embeddings, the rows
                     path=None, # also save the figure here (PNG)
                     annotate:bool|None=None, # write the values in the cells (default: when N and M are both at most 12)
                     cmap:str='viridis', # the colour map
-                    max_label_chars:int=40) -> Figure: # longer labels are cut with an ellipsis
+                    max_label_chars:int=40, # longer labels are cut with an ellipsis
+                   ) -> Figure:
     "A heatmap of the cosine similarities between the rows of `a` and of `b`, with a colourbar."
     from matplotlib import colormaps
     a = _as_matrix(a, 'a'); b = a if b is None else _as_matrix(b, 'b')
@@ -247,7 +250,8 @@ def plot_image_grid(images, # image paths, or H×W×3 / H×W arrays (uint8, or f
                     title:str|None=None, # the figure's title (the query)
                     highlight=None, # an index or indices of images to frame in green
                     title_width:int=28, # characters per caption line
-                    max_title_lines:int=4) -> Figure: # caption lines kept; a longer caption ends with an ellipsis
+                    max_title_lines:int=4, # caption lines kept; a longer caption ends with an ellipsis
+                   ) -> Figure:
     "A grid of images with wrapped captions and scores; unreadable images become grey tiles that say why."
     images = list(images)
     n = len(images)
@@ -287,7 +291,8 @@ def plot_image_grid(images, # image paths, or H×W×3 / H×W arrays (uint8, or f
 # %% ../nbs/07a_viz.ipynb #b5903d93
 def plot_learning_curves(history:list[dict], # one row per epoch: `epoch`, `train_loss`, `val_loss`, `val_*` recalls, `lr`
                          summary:str='', # text for the fourth panel (settings, best scores)
-                         path=None) -> Figure: # also save the figure here (PNG)
+                         path=None, # also save the figure here (PNG)
+                        ) -> Figure:
     "Loss, validation recall, learning rate and a summary panel from a run's history."
     df = pd.DataFrame(history)
     if len(df) and 'epoch' not in df: raise ValueError(f'history rows need an epoch; they hold {", ".join(map(str, df.columns))}')

@@ -25,7 +25,8 @@ def _clean_lines(text:str) -> list[tuple[int, str]]:
     lines = [(i, unicodedata.normalize('NFC', l).strip()) for i, l in enumerate(text.splitlines(), 1)]
     return [(i, l) for i, l in lines if l and not l.startswith('#')]
 
-def templates(language:str='vi') -> list[str]: # 'vi' or 'en'
+def templates(language:str='vi', # 'vi' or 'en'
+             ) -> list[str]:
     "The prompt templates shipped for `language`, `{}` standing for the class name."
     if language not in LANGUAGES:
         raise ConfigError(f'template language {language!r}: choose one of {", ".join(map(repr, LANGUAGES))}, or give a list of templates')
@@ -46,7 +47,8 @@ def _key(name:str) -> str:
     "What makes two class names the same class: NFC, case and runs of spaces ignored."
     return ' '.join(unicodedata.normalize('NFC', name).casefold().split())
 
-def read_labels(path:str|Path) -> list[str]: # a text file, one label a line
+def read_labels(path:str|Path, # a text file, one label a line
+               ) -> list[str]:
     "The labels of a labels file, in order (blank lines and `#` comments skipped)."
     lines, seen = _read_lines(path, 'label'), {}
     for i, label in lines:
@@ -103,7 +105,8 @@ def zero_shot_classifier(model, # an `AlignModel`
                          templates:str|list|Path|None=None, # 'vi', 'en', a list of templates with {}, a file of them; None: the model's language
                          batch_size:int=256, # texts per forward pass
                          device:str|None=None, # default: the best available
-                         progress:bool=False) -> torch.Tensor: # show a progress bar over the classes
+                         progress:bool=False, # show a progress bar over the classes
+                        ) -> torch.Tensor:
     "Class embeddings `[D, C]` (CPU): each class's filled templates embedded, averaged and renormalised."
     names = _check_classnames(classnames)
     ts, _ = _resolve_templates(model, names, templates)
@@ -168,7 +171,8 @@ def tag_images(model, # the `AlignModel` (that wrote the index, for an index)
                classifier:torch.Tensor|None=None, # a ready `zero_shot_classifier(model, labels)`, to tag many folders with one
                batch_size:int=64, # images per forward pass
                device:str|None=None, # default: the best available
-               progress:bool=False) -> pd.DataFrame: # show a progress bar
+               progress:bool=False, # show a progress bar
+              ) -> pd.DataFrame:
     "One row per image: `id`, `path`, `tags` (the best `k` labels, best first), `scores` (their softmax probabilities)."
     names = read_labels(labels) if isinstance(labels, (str, Path)) else _check_classnames(labels)
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1: raise ConfigError(f'k={k!r}: ask for at least 1 tag')
@@ -221,7 +225,10 @@ def zero_shot_accuracy(model, # the `AlignModel` (that wrote the index, for an i
                        classifier:torch.Tensor, # `zero_shot_classifier(model, classnames)`
                        classnames:list[str]|None=None, # the classifier's classes, for targets given by name
                        ks:tuple=(1, 5), # the top-K reported
-                       batch_size:int=64, device:str|None=None, progress:bool=False) -> dict: # as `encode_images`
+                       batch_size:int=64, # images per step (as `encode_images`)
+                       device:str|None=None, # where the model runs (as `encode_images`)
+                       progress:bool=False, # show a progress bar
+                      ) -> dict: # as `encode_images`
     "Top-K accuracy (%) of the zero-shot classifier, with the number of images scored and of those left out."
     classifier = _check_classifier(classifier, model, classifier.shape[1] if torch.is_tensor(classifier) else 0)
     if classnames is not None and len(_check_classnames(classnames)) != classifier.shape[1]:

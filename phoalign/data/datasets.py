@@ -178,7 +178,8 @@ def _located(pairs:pd.DataFrame, bad:dict) -> list[dict]:
 
 def check_pairs(pairs:pd.DataFrame, # `read_pairs` output
                 decode:bool=True, # decode every image (else only check the files exist)
-                workers:int=8) -> dict: # decoding threads
+                workers:int=8, # decoding threads
+               ) -> dict:
     "A JSON-ready report on a pairs table: counts, every missing or unreadable image (by file and row) and empty caption."
     images = pairs.image.drop_duplicates().tolist()
     results = _probe_images(images, decode, workers)
@@ -199,7 +200,9 @@ def _where(x:dict, most:int=5) -> str:
     where = f'row {rows[0]}' if len(rows) == 1 else f'rows {", ".join(map(str, rows[:most]))}{", ..." if len(rows) > most else ""}' if rows else ''
     return ' '.join(w for w in (x.get('file') or '', where) if w)
 
-def format_report(report:dict, show:int=10) -> str:
+def format_report(report:dict, # `check_pairs`'s report
+                  show:int=10, # offending files/rows named per kind
+                 ) -> str:
     "A human-readable summary of `check_pairs`'s report, naming the first `show` offending files/rows of each kind."
     lines = [f'{report["path"]} ({report["format"]}): {report["rows"]} pairs, {report["images"]} images, {report["captions"]} captions']
     def section(title, items, fmt):
@@ -215,7 +218,8 @@ def format_report(report:dict, show:int=10) -> str:
 
 def readable_pairs(pairs:pd.DataFrame, # `read_pairs` output
                    decode:bool=False, # decode every image (else only check the files exist)
-                   workers:int=8) -> tuple[pd.DataFrame, dict]: # decoding threads
+                   workers:int=8, # decoding threads
+                  ) -> tuple[pd.DataFrame, dict]:
     "The rows whose image can be used, and what was left out; a `DataError` when no image can be."
     if len(pairs) == 0: raise DataError('no image-caption pairs', pairs.attrs.get('path'))
     images = pairs.image.drop_duplicates().tolist()

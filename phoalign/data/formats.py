@@ -18,7 +18,8 @@ __all__ = ['COLUMNS', 'IMAGE_SUFFIXES', 'READERS', 'PREFIXES', 'normalize_captio
 _TAG = re.compile(r'<[^>]+>')
 _SPACE = re.compile(r'[\s\u00a0\u200b\u200c\u200d\ufeff]+')
 
-def normalize_caption(text) -> str:
+def normalize_caption(text, # a caption (None and NaN give an empty one)
+                     ) -> str:
     "A caption in NFC, without HTML, with white space folded."
     if text is None or (isinstance(text, float) and np.isnan(text)): return ''
     text = html.unescape(_TAG.sub(' ', str(text)))
@@ -87,7 +88,9 @@ def _read_json(path:Path):
 
 # %% ../../nbs/01_data.formats.ipynb #08163118
 @READERS.register('coco')
-def read_coco(path:Path, problems:_Problems):
+def read_coco(path:Path, # the caption file (or folder)
+              problems:_Problems, # collects the rows left out (given by `read_pairs`)
+             ):
     "COCO captions JSON (`images` + `annotations`, KTVIC's `segment_caption` kept), or the simple list `[{image, caption}]`."
     data = _read_json(path)
     if isinstance(data, list): yield from _read_records(data, path, problems); return  # a bare `return x` would drop them
@@ -116,17 +119,23 @@ def _read_records(items, path, problems):
         for c, sc in zip(caps, segs): yield it['image'], c, it.get('image_id'), it.get('split', ''), i, sc
 
 @READERS.register('ktvic')
-def read_ktvic(path:Path, problems:_Problems):
+def read_ktvic(path:Path, # the caption file (or folder)
+               problems:_Problems, # collects the rows left out (given by `read_pairs`)
+              ):
     "KTVIC (UIT, 2024): COCO layout with Vietnamese captions, images named by `filename`."
     yield from read_coco(path, problems)
 
 @READERS.register('openviic')
-def read_openviic(path:Path, problems:_Problems):
+def read_openviic(path:Path, # the caption file (or folder)
+                  problems:_Problems, # collects the rows left out (given by `read_pairs`)
+                 ):
     "OpenViIC: COCO layout with Vietnamese captions."
     yield from read_coco(path, problems)
 
 @READERS.register('jsonl')
-def read_jsonl(path:Path, problems:_Problems):
+def read_jsonl(path:Path, # the caption file (or folder)
+               problems:_Problems, # collects the rows left out (given by `read_pairs`)
+              ):
     "One `{image, caption}` object per line (Vietnamese COCO / UIT-ViIC exports); rows are 1-based line numbers."
     for n, line in enumerate(_read_text(path).splitlines(), 1):
         if not line.strip(): continue
@@ -154,7 +163,9 @@ def _csv_rows(path:Path, problems:_Problems, delimiter=None):
         yield header, [c.strip() for c in row], n
 
 @READERS.register('csv')
-def read_csv(path:Path, problems:_Problems):
+def read_csv(path:Path, # the caption file (or folder)
+             problems:_Problems, # collects the rows left out (given by `read_pairs`)
+            ):
     "A delimited file with a header: LAION-style `image_file, caption, url, similarity`, or `image, caption`."
     for header, row, n in _csv_rows(path, problems):
         img = next((header.index(c) for c in _IMAGE_COLS if c in header), None)
@@ -165,13 +176,17 @@ def read_csv(path:Path, problems:_Problems):
         yield row[img], row[cap], None, split, n
 
 @READERS.register('flickr30k')
-def read_flickr30k(path:Path, problems:_Problems):
+def read_flickr30k(path:Path, # the caption file (or folder)
+                   problems:_Problems, # collects the rows left out (given by `read_pairs`)
+                  ):
     "Flickr30k's `results.csv`: `image_name| comment_number| comment`, one caption per line."
     for header, row, n in _csv_rows(path, problems, delimiter='|'):
         yield row[header.index('image_name')], row[header.index('comment')], None, '', n
 
 @READERS.register('tsv')
-def read_tsv(path:Path, problems:_Problems):
+def read_tsv(path:Path, # the caption file (or folder)
+             problems:_Problems, # collects the rows left out (given by `read_pairs`)
+            ):
     "`image<TAB>caption` lines (Flickr8k's `name.jpg#0` names too); rows are 1-based line numbers."
     for n, line in enumerate(_read_text(path).splitlines(), 1):
         if not line.strip(): continue
@@ -180,7 +195,9 @@ def read_tsv(path:Path, problems:_Problems):
         yield re.sub(r'#\d+$', '', image.strip()), caption, None, '', n
 
 @READERS.register('folder')
-def read_folder(path:Path, problems:_Problems):
+def read_folder(path:Path, # the caption file (or folder)
+                problems:_Problems, # collects the rows left out (given by `read_pairs`)
+               ):
     "A folder with `captions/<stem>.txt` (one caption a line) and the images of the same stems (in `images/` or elsewhere below)."
     found = [p for p in sorted(path.rglob('*')) if p.suffix.lower() in IMAGE_SUFFIXES and 'captions' not in p.relative_to(path).parts]
     images = {}
@@ -194,7 +211,8 @@ def read_folder(path:Path, problems:_Problems):
         for n, line in lines: yield str(image.relative_to(path)), line, None, '', n, None, cap_file
 
 # %% ../../nbs/01_data.formats.ipynb #ae84a29e
-def detect_format(path) -> str:
+def detect_format(path, # a caption file or a folder
+                 ) -> str:
     "The reader name for `path`, from its content."
     path = Path(path)
     if not path.exists(): raise DataError('no such file or folder', path)
@@ -224,7 +242,8 @@ def read_pairs(path, # a caption file or a dataset folder
                format:str='auto', # a reader name (`READERS.names()`), or 'auto' to detect it
                images=None, # image root, when images are not beside the caption file
                source:str|None=None, # the `source` column (default: the format name)
-               strict:bool=False) -> pd.DataFrame: # raise on the first bad row instead of skipping and counting it
+               strict:bool=False, # raise on the first bad row instead of skipping and counting it
+              ) -> pd.DataFrame:
     "The image–caption pairs of `path`: one row per (image, caption)."
     path = Path(path)
     if not path.exists(): raise DataError('no such file or folder', path)
@@ -248,7 +267,8 @@ def read_pairs(path, # a caption file or a dataset folder
 PREFIXES = {'coco': 'COCO_', 'flickr30k': 'flickr-', 'ktvic': 'ktvic-', 'openviic': 'openviic-'}
 
 def merge_pairs(tables:dict|list, # `{source: df}`, or a list of dfs (each named by its `source` column)
-                prefixes:dict|None=None) -> pd.DataFrame: # source → id prefix (default `PREFIXES`, else "<source>-")
+                prefixes:dict|None=None, # source → id prefix (default `PREFIXES`, else "<source>-")
+               ) -> pd.DataFrame:
     "One table from several sources, with image ids prefixed by source."
     prefixes = {**PREFIXES, **(prefixes or {})}
     items = tables.items() if isinstance(tables, dict) else [(df.source.iloc[0], df) for df in tables]
@@ -262,7 +282,8 @@ def merge_pairs(tables:dict|list, # `{source: df}`, or a list of dfs (each named
     return out
 
 # %% ../../nbs/01_data.formats.ipynb #d4994fcf
-def check_splits(df:pd.DataFrame) -> pd.DataFrame:
+def check_splits(df:pd.DataFrame, # a pairs table with `image_id` and `split`
+                ) -> pd.DataFrame:
     "Raise if an image is in two splits; return `df`."
     n = df.groupby('image_id').split.nunique()
     leaked = n[n > 1]
@@ -275,7 +296,8 @@ def split_images(df:pd.DataFrame, # pairs
                  test_frac:float=0.1, # share of images for test
                  tune_frac:float=0.0, # share of training images set aside for hyper-parameter tuning
                  seed:int=42, # shuffling seed
-                 keep_existing:bool=False) -> pd.DataFrame: # keep splits the file gave, split only images without one
+                 keep_existing:bool=False, # keep splits the file gave, split only images without one
+                ) -> pd.DataFrame:
     "A copy of `df` with `split` set per image to train/val/test/tune (counts rounded to the nearest image)."
     if not 0 <= val_frac + test_frac < 1: raise ValueError(f'val_frac + test_frac must be in [0, 1), got {val_frac + test_frac}')
     out = df.copy()

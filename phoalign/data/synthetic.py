@@ -32,12 +32,17 @@ NUMBERS_EN, NUMBERS_VI = ['One', 'Two', 'Three'], ['Một', 'Hai', 'Ba']
 @dataclass(frozen=True)
 class Shape:
     "One shape of a scene."
-    kind:str; colour:str; size:str; place:int  # place: 0..8 on the 3×3 grid, row by row
+    kind:str # a key of `KINDS`: circle, square, triangle, star, diamond
+    colour:str # a key of `COLOURS`
+    size:str # 'small' or 'large'
+    place:int # 0..8 on the 3×3 grid, row by row
 
 @dataclass(frozen=True)
 class Scene:
     "Shapes on a background; `jitter` moves each shape a little inside its cell so no two images are identical."
-    shapes:tuple; background:str = 'white'; jitter:tuple = ()
+    shapes:tuple # `Shape`s, at distinct places
+    background:str = 'white' # a key of `BACKGROUNDS`
+    jitter:tuple = () # one (dx, dy) offset per shape, a fraction of a cell
 
 # %% ../../nbs/01a_data.synthetic.ipynb #ee7465a6
 def _polygon(kind:str, cx:float, cy:float, r:float) -> np.ndarray:
@@ -50,7 +55,8 @@ def _polygon(kind:str, cx:float, cy:float, r:float) -> np.ndarray:
     raise KeyError(kind)
 
 def render_scene(scene:Scene, # what to draw
-                 size:int=64) -> np.ndarray: # image side in pixels
+                 size:int=64, # image side in pixels
+                ) -> np.ndarray:
     "The scene as an RGB `uint8` image `[size, size, 3]` (anti-aliased, drawn at 4× and reduced)."
     s = 4 * size  # supersampling: smooth edges at small sizes
     img = np.empty((s, s, 3), np.uint8); img[:] = BACKGROUNDS[scene.background][1]
@@ -75,7 +81,9 @@ def _vi(sh, style=0):
 
 def _join(parts, word): return parts[0] if len(parts) == 1 else ', '.join(parts[:-1]) + f' {word} ' + parts[-1]
 
-def captions(scene:Scene, lang:str='en') -> list[str]:
+def captions(scene:Scene, # the scene to describe
+             lang:str='en', # 'en' or 'vi'
+            ) -> list[str]:
     "Five captions of `scene` in English (`en`) or Vietnamese (`vi`)."
     sh, n = list(scene.shapes), len(scene.shapes)
     if lang == 'en':
@@ -101,14 +109,18 @@ def _random_shape(rng, taken:set, used:set) -> Shape:
         sh = Shape(rng.choice(list(KINDS)), rng.choice(list(COLOURS)), rng.choice(list(SIZES)), int(rng.integers(9)))
         if sh.place not in taken and (sh.kind, sh.colour) not in used: return sh
 
-def random_scene(rng:np.random.Generator, n_shapes:int|None=None) -> Scene:
+def random_scene(rng:np.random.Generator, # the random generator
+                 n_shapes:int|None=None, # shapes in the scene, 1 to 3 (default: drawn)
+                ) -> Scene:
     "A scene of 1–3 shapes (distinct cells, distinct kind+colour) on a random background."
     n = n_shapes or int(rng.choice([1, 2, 3], p=[0.15, 0.45, 0.40]))
     shapes = []
     for _ in range(n): shapes.append(_random_shape(rng, {s.place for s in shapes}, {(s.kind, s.colour) for s in shapes}))
     return Scene(tuple(shapes), str(rng.choice(list(BACKGROUNDS))), tuple(map(tuple, rng.uniform(-0.25, 0.25, (n, 2)).round(3))))
 
-def edit_scene(scene:Scene, rng:np.random.Generator) -> tuple[Scene, str, str]:
+def edit_scene(scene:Scene, # the reference scene
+               rng:np.random.Generator, # the random generator
+              ) -> tuple[Scene, str, str]:
     "A target scene with one change, and the modification text in English and Vietnamese."
     shapes, n = list(scene.shapes), len(scene.shapes)
     ops = ['colour', 'size'] + (['add'] if n < 3 else []) + (['remove'] if n > 1 else [])
@@ -136,7 +148,13 @@ def edit_scene(scene:Scene, rng:np.random.Generator) -> tuple[Scene, str, str]:
 @dataclass
 class ShapesSet:
     "The synthetic set: images, scenes, captions in two languages, splits and composed-retrieval triplets."
-    images:np.ndarray; scenes:list; captions_en:list; captions_vi:list; image_ids:list; split:list; triplets:pd.DataFrame
+    images:np.ndarray # `[N, H, W, 3]` uint8 RGB
+    scenes:list # the `Scene` of each image
+    captions_en:list # five English captions per image
+    captions_vi:list # five Vietnamese captions per image
+    image_ids:list # one id per image
+    split:list # 'train', 'val' or 'test' per image
+    triplets:pd.DataFrame # composed-retrieval triplets: reference, target, modification texts, split
 
     def pairs(self, lang:str='en') -> pd.DataFrame:
         "The captions as a pairs table (images referenced by id, not yet written to disk)."
@@ -147,7 +165,8 @@ class ShapesSet:
 def make_shapes(n_images:int=2000, # images in the set (references, others and edit targets)
                 size:int=64, # image side
                 seed:int=0, # everything follows from it
-                n_triplets:int|None=None) -> ShapesSet: # edits (default: a tenth of the images)
+                n_triplets:int|None=None, # edits (default: a tenth of the images)
+               ) -> ShapesSet:
     "Generate the shapes set in memory."
     rng = np.random.default_rng(seed)
     n_trip = n_images // 10 if n_triplets is None else n_triplets
@@ -165,7 +184,10 @@ def make_shapes(n_images:int=2000, # images in the set (references, others and e
     return ShapesSet(np.stack([render_scene(s, size) for s in scenes]), scenes, [captions(s, 'en') for s in scenes],
                      [captions(s, 'vi') for s in scenes], ids, [str(s) for s in split], triplets)
 
-def synthetic_captions(n:int=200, lang:str='vi', seed:int=0) -> list[str]:
+def synthetic_captions(n:int=200, # captions to return
+                       lang:str='vi', # 'vi' or 'en'
+                       seed:int=0, # the random seed
+                      ) -> list[str]:
     "`n` captions of random scenes, without drawing them (a corpus for tokenizers)."
     rng = np.random.default_rng(seed)
     return [c for _ in range((n + 4) // 5) for c in captions(random_scene(rng), lang)][:n]
@@ -177,7 +199,8 @@ def _write_png(path:Path, img:np.ndarray):
 def write_coco(shapes:ShapesSet, # from `make_shapes`
                out_dir, # output folder
                lang:str='vi', # 'en', 'vi' or 'both'
-               image_format:str='png') -> Path|list[Path]: # png or jpg
+               image_format:str='png', # png or jpg
+              ) -> Path|list[Path]:
     "Write images and COCO captions JSON; returns the JSON path (a list of two for `lang='both'`)."
     out = Path(out_dir); (out/'images').mkdir(parents=True, exist_ok=True)
     if lang not in ('en', 'vi', 'both'): raise ValueError(f"lang must be 'en', 'vi' or 'both', got {lang!r}")
@@ -196,7 +219,10 @@ def write_coco(shapes:ShapesSet, # from `make_shapes`
 
 CIRR_SPLITS = {'train': ('train', 'train'), 'val': ('val', 'dev'), 'test': ('test1', 'test1')}  # ours -> (CIRR split, image folder)
 
-def write_cirr(shapes:ShapesSet, out_dir, lang:str='en') -> Path:
+def write_cirr(shapes:ShapesSet, # the set from `make_shapes`
+               out_dir, # the folder to write into
+               lang:str='en', # the modification texts' language, 'en' or 'vi'
+              ) -> Path:
     "Write the triplets in the CIRR layout (captions, image splits, images); returns `out_dir/cirr`."
     out, rng = Path(out_dir), np.random.default_rng(0)
     idx = {i: k for k, i in enumerate(shapes.image_ids)}

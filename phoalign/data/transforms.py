@@ -25,16 +25,23 @@ def _truncated(data:bytes) -> str|None:
     return None
 
 def read_image(path, # an image file (JPEG, PNG, WebP, BMP, TIFF, ...)
-               reduce:int=1) -> np.ndarray: # decode at 1/2, 1/4 or 1/8 size (JPEG decodes faster that way)
+               reduce:int=1, # decode at 1/2, 1/4 or 1/8 size (JPEG decodes faster that way)
+              ) -> np.ndarray:
     "The image at `path` as an RGB `uint8` array `[H, W, 3]`; a `DataError` naming the file and the reason otherwise."
     path = Path(path)
     if not path.is_file(): raise DataError('image file not found', path)
     data = path.read_bytes()
     if not data: raise DataError('image file is empty (0 bytes)', path)
     if (why := _truncated(data)): raise DataError(why, path)
+    img = _decode_rgb(data, reduce)
+    if img is None: raise DataError('not an image OpenCV can decode', path)
+    return img
+
+def _decode_rgb(data:bytes, reduce:int=1) -> np.ndarray|None:
+    "An encoded image's bytes as RGB `uint8` (16-bit scaled, grey and alpha dropped), or None when OpenCV cannot decode them."
     flag = {1: cv2.IMREAD_UNCHANGED, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[reduce]
     img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
-    if img is None: raise DataError('not an image OpenCV can decode', path)
+    if img is None: return None
     if img.dtype != np.uint8: img = cv2.convertScaleAbs(img, alpha=255.0 / max(1, img.max()))
     if img.ndim == 2: return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
@@ -57,7 +64,9 @@ def normalization(normalize:str|tuple, # a name (imagenet, clip, half) or a `(me
         raise ValueError(f'(mean, std) must hold 3 values each, std > 0; got {normalize!r}')
     return mean, std
 
-def to_tensor(img:np.ndarray, normalize:str|tuple='imagenet') -> torch.Tensor:
+def to_tensor(img:np.ndarray, # an RGB `uint8` array `[H, W, 3]`
+              normalize:str|tuple='imagenet', # a normalisation name ('imagenet', 'clip', ...) or a (mean, std) pair
+             ) -> torch.Tensor:
     "An RGB `uint8` array as a normalised float32 `[3, H, W]` tensor."
     mean, std = normalization(normalize)
     t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255)
@@ -151,12 +160,15 @@ def transforms_from_cfg(pretrained_cfg:dict, # a tower's `pretrained_cfg` (timm'
 def _pad(image:np.ndarray, hp:int, vp:int) -> np.ndarray:
     return cv2.copyMakeBorder(image, vp, vp, hp, hp, cv2.BORDER_CONSTANT, value=0) if hp or vp else image
 
-def squarepad(image:np.ndarray) -> np.ndarray:
+def squarepad(image:np.ndarray, # an RGB array `[H, W, 3]`
+             ) -> np.ndarray:
     "Pad to a square, symmetrically, with black."
     h, w = image.shape[:2]; m = max(w, h)
     return _pad(image, int((m - w) / 2), int((m - h) / 2))
 
-def targetpad(image:np.ndarray, target_ratio:float=1.25) -> np.ndarray:
+def targetpad(image:np.ndarray, # an RGB array `[H, W, 3]`
+              target_ratio:float=1.25, # the largest aspect ratio left unpadded
+             ) -> np.ndarray:
     "Pad to `target_ratio` when the aspect ratio exceeds it, symmetrically, with black."
     h, w = image.shape[:2]
     if max(w, h) / min(w, h) < target_ratio: return image
@@ -177,5 +189,13 @@ class PadTransform:
         top, left = (img.shape[0] - self.dim) // 2, (img.shape[1] - self.dim) // 2
         return to_tensor(img[top:top + self.dim, left:left + self.dim], self.normalize)
 
-def squarepad_transform(dim:int) -> PadTransform: return PadTransform(dim)
-def targetpad_transform(target_ratio:float, dim:int) -> PadTransform: return PadTransform(dim, target_ratio)
+def squarepad_transform(dim:int, # output side
+                       ) -> PadTransform:
+    "CLIP4Cir's `squarepad_transform`: pad to a square, then resize and centre-crop to `dim`."
+    return PadTransform(dim)
+
+def targetpad_transform(target_ratio:float, # targetpad's ratio
+                        dim:int, # output side
+                       ) -> PadTransform:
+    "CLIP4Cir's `targetpad_transform`: pad beyond `target_ratio`, then resize and centre-crop to `dim`."
+    return PadTransform(dim, target_ratio)

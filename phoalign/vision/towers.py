@@ -192,7 +192,11 @@ SMALL_VIT_CFG = dict(input_size=(3, 32, 64), mean=CIFAR100_MEAN, std=CIFAR100_ST
                      crop_pct=1.0)  # CIFAR images are used whole, never centre-cropped
 
 @vision_models.register('small_vit', pretrained_cfg=SMALL_VIT_CFG, published_weights=False)
-def small_vit(pretrained=False, checkpoint=None, num_classes=0, **kwargs):
+def small_vit(pretrained=False, # load published weights (there are none: needs `checkpoint`)
+              checkpoint=None, # a local weights file
+              num_classes=0, # classes of a classifier head (0: features)
+              **kwargs,
+             ):
     "The paired-CIFAR ViT: 3×32×64 input, patch 8, 6 pre-norm blocks of width 256, 2-layer projection head."
     model = SmallViT(num_classes=num_classes, **kwargs)
     model.pretrained_cfg = dict(SMALL_VIT_CFG, input_size=(3, *model.img_size))
@@ -227,9 +231,12 @@ class TinyCNN(nn.Module):
 TINY_CNN_CFG = dict(input_size=(3, 64, 64), mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, interpolation='bilinear', crop_pct=1.0)
 
 @vision_models.register('tiny_cnn', pretrained_cfg=TINY_CNN_CFG, published_weights=False)
-def tiny_cnn(pretrained=False, checkpoint=None, num_classes=0,
+def tiny_cnn(pretrained=False, # load published weights (there are none: needs `checkpoint`)
+             checkpoint=None, # a local weights file
+             num_classes=0, # classes of a classifier head (0: features)
              img_size:int|tuple=64, # the input size declared in `pretrained_cfg` (the net takes any)
-             **kwargs):
+             **kwargs,
+            ):
     "The `tiny` preset's image backbone (no published weights)."
     if pretrained and checkpoint is None: raise ValueError('tiny_cnn has no published weights: train it, or pass checkpoint=')
     model = TinyCNN(num_classes=num_classes, **kwargs)

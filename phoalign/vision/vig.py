@@ -17,7 +17,9 @@ __all__ = ['VIG_VARIANTS', 'RELEASES', 'VIG_CFG', 'sincos_2d', 'relative_positio
            'DyGraphConv', 'Grapher', 'FFN', 'PyramidViG', 'load_vig_checkpoint']
 
 # %% ../../nbs/03_vision.vig.ipynb #fd4f0d39
-def sincos_2d(dim:int, grid:int) -> np.ndarray:
+def sincos_2d(dim:int, # code width (channels)
+              grid:int, # grid side (nodes per row)
+             ) -> np.ndarray:
     "2-D sine–cosine position codes `[grid*grid, dim]` (half the channels for rows, half for columns, as in MAE)."
     def one_axis(d, pos):
         omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2))
@@ -26,7 +28,10 @@ def sincos_2d(dim:int, grid:int) -> np.ndarray:
     gw, gh = np.meshgrid(np.arange(grid, dtype=np.float32), np.arange(grid, dtype=np.float32))
     return np.concatenate([one_axis(dim // 2, gw), one_axis(dim // 2, gh)], 1)
 
-def relative_position_term(dim:int, grid:int, reduce:int) -> torch.Tensor:
+def relative_position_term(dim:int, # channels
+                           grid:int, # grid side (nodes per row)
+                           reduce:int, # the keys' downsampling factor
+                          ) -> torch.Tensor:
     "The term added to node distances: minus the codes' similarity, `[1, N, N / reduce²]` (keys interpolated bicubically)."
     pe = sincos_2d(dim, grid)
     rel = torch.from_numpy(np.float32(2 * pe @ pe.T / pe.shape[1]))[None, None]
@@ -38,7 +43,8 @@ def knn_graph(x:torch.Tensor, # nodes `[B, C, N]`
               y:torch.Tensor, # key nodes `[B, C, M]`
               k:int, # neighbours kept per node
               dilation:int=1, # keep every `dilation`-th of the `k*dilation` nearest
-              relative_pos:torch.Tensor|None=None) -> torch.Tensor: # `[1, N, M]` added to the distances
+              relative_pos:torch.Tensor|None=None, # `[1, N, M]` added to the distances
+             ) -> torch.Tensor:
     "Indices `[B, N, k]` of each node's dilated nearest keys (features L2-normalised)."
     x, y = F.normalize(x.float(), dim=1).transpose(1, 2), F.normalize(y.float(), dim=1).transpose(1, 2)
     dist = x.pow(2).sum(-1, keepdim=True) - 2 * x @ y.transpose(1, 2) + y.pow(2).sum(-1).unsqueeze(1)
@@ -47,7 +53,8 @@ def knn_graph(x:torch.Tensor, # nodes `[B, C, N]`
     return dist.topk(kk, dim=-1, largest=False).indices[..., ::dilation]
 
 # %% ../../nbs/03_vision.vig.ipynb #64e6256c
-def act_layer(name:str) -> nn.Module:
+def act_layer(name:str, # `gelu`, `relu`, `leakyrelu` or `hswish`
+             ) -> nn.Module:
     "An activation by name (`gelu`, `relu`, `leakyrelu`, `hswish`)."
     acts = dict(gelu=nn.GELU, relu=nn.ReLU, leakyrelu=lambda: nn.LeakyReLU(0.2), hswish=nn.Hardswish)
     if name not in acts: raise KeyError(f'unknown activation {name!r}; known: {", ".join(acts)}')
@@ -55,7 +62,11 @@ def act_layer(name:str) -> nn.Module:
 
 class MRConv(nn.Module):
     "Max-relative graph convolution: `[x_i, max_j x_j − x_i]` through a grouped 1×1 conv, BN and activation."
-    def __init__(self, channels:int, out_channels:int, act:str='gelu'):
+    def __init__(self,
+                 channels:int, # input channels
+                 out_channels:int, # output channels
+                 act:str='gelu', # activation name
+                ):
         super().__init__()
         self.nn = nn.Sequential(nn.Conv2d(2 * channels, out_channels, 1, groups=4), nn.BatchNorm2d(out_channels), act_layer(act))
 
@@ -69,7 +80,13 @@ class MRConv(nn.Module):
 
 class DyGraphConv(nn.Module):
     "A dynamic graph (rebuilt from the features each call) and max-relative convolution over it."
-    def __init__(self, channels:int, k:int=9, dilation:int=1, reduce:int=1, act:str='gelu'):
+    def __init__(self,
+                 channels:int, # input channels
+                 k:int=9, # neighbours per node
+                 dilation:int=1, # take every `dilation`-th of the `k * dilation` nearest
+                 reduce:int=1, # downsample the keys by this factor (average pooling)
+                 act:str='gelu', # activation name
+                ):
         super().__init__()
         self.k, self.dilation, self.reduce = k, dilation, reduce
         self.gconv = MRConv(channels, 2 * channels, act)
@@ -82,7 +99,15 @@ class DyGraphConv(nn.Module):
 
 class Grapher(nn.Module):
     "1×1 conv + BN → dynamic graph convolution → 1×1 conv + BN → drop path + residual."
-    def __init__(self, channels:int, k:int=9, dilation:int=1, act:str='gelu', reduce:int=1, grid:int=14, drop_path:float=0.0):
+    def __init__(self,
+                 channels:int, # input and output channels
+                 k:int=9, # neighbours per node
+                 dilation:int=1, # dilation of the neighbour list
+                 act:str='gelu', # activation name
+                 reduce:int=1, # downsampling factor of the keys
+                 grid:int=14, # grid side the position term is built for
+                 drop_path:float=0.0, # stochastic depth rate
+                ):
         super().__init__()
         self.grid, self.reduce = grid, reduce
         self.fc1 = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.BatchNorm2d(channels))
@@ -106,7 +131,12 @@ class Grapher(nn.Module):
 
 class FFN(nn.Module):
     "1×1 conv + BN, activation, 1×1 conv + BN, drop path + residual."
-    def __init__(self, channels:int, hidden:int, act:str='gelu', drop_path:float=0.0):
+    def __init__(self,
+                 channels:int, # input and output channels
+                 hidden:int, # hidden channels
+                 act:str='gelu', # activation name
+                 drop_path:float=0.0, # stochastic depth rate
+                ):
         super().__init__()
         self.fc1 = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.BatchNorm2d(hidden))
         self.act = act_layer(act)
@@ -207,7 +237,9 @@ RELEASES = 'https://github.com/huawei-noah/Efficient-AI-Backbones/releases'
 # the official repo's `default_cfgs['vig_224_gelu']` (`'vig_b_224_gelu'`: crop_pct 0.95), reduced to the preprocessing keys
 VIG_CFG = dict(input_size=(3, 224, 224), mean=IMAGENET_INCEPTION_MEAN, std=IMAGENET_INCEPTION_STD, interpolation='bicubic', crop_pct=0.9)
 
-def load_vig_checkpoint(model:PyramidViG, path) -> PyramidViG:
+def load_vig_checkpoint(model:PyramidViG, # the `PyramidViG` to load into
+                        path, # an official ViG checkpoint or a phoalign one
+                       ) -> PyramidViG:
     "Load an official (or phoalign) ViG checkpoint strictly; the classifier is dropped when the class count differs."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f'checkpoint {path} does not exist')
