@@ -4,7 +4,7 @@
 
 # %% ../nbs/12a_cifar.ipynb #0ee070cc
 from __future__ import annotations
-import json, math, pickle, difflib
+import json, math, pickle, difflib, weakref
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Callable
@@ -191,11 +191,12 @@ def caption_embeddings(self:PairedCIFAR,
     "The normalised embeddings of every ordered class-pair caption, `[C * C, D]`, row `left * C + right`."
     C = len(self.split.classes)
     frozen = not any(p.requires_grad for p in model.text_tower.parameters()) and not any(p.requires_grad for p in model.text_head.parameters())
-    key = (id(model), self.template, C)
-    if frozen and getattr(self, '_captions', (None,))[0] == key: return self._captions[1]
+    key = (self.template, C)                            # and the model itself: a weak reference, as an id can be reused
+    cached = getattr(self, '_captions', None)
+    if frozen and cached is not None and cached[0]() is model and cached[1] == key: return cached[2]
     captions = [self.caption(a, b) for a in range(C) for b in range(C)]
     emb = torch.cat([model.encode_text(captions[s:s + batch_size]) for s in range(0, len(captions), batch_size)])
-    if frozen: self._captions = (key, emb)
+    if frozen: self._captions = (weakref.ref(model), key, emb)
     return emb
 
 @patch

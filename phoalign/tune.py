@@ -120,7 +120,7 @@ def read_search(src, # a search YAML file, or a shipped search's name (`search_c
     for kind, registry in (('model.type', heads), ('loss.type', losses)):
         for c in _possible(kind, space, values):
             if LOSS_ALIASES.get(c, c) not in registry: raise ConfigError(f'{where}: search_space.{kind}: {c!r} is not a {registry.kind}')
-    s['search_space'] = space
+    s['search_space'], s['base_types'] = space, values   # the trials' head and loss unless drawn (`fixed` applied)
     s['metric'] = s['metric'] or base.training.monitor
     s['pruner'] = _pruner_spec(s['pruner'], where)
     s['storage'] = s['storage'] or f'sqlite:///{((Path.cwd() if shipped else Path(where).parent)/(s["study_name"] + ".db")).resolve()}'
@@ -162,8 +162,7 @@ def sample_trial(trial, # an `optuna.Trial` (or a `FixedTrial`)
                 ) -> dict:
     "The drawn values of one trial, by canonical key (only those that apply)."
     space, drawn = search['search_space'], {}
-    base = read_heads_config(_base(search))
-    current = {'model.type': base.model['type'], 'loss.type': base.loss.get('type', 'clip')}
+    current = search['base_types']                      # read once by `read_search`, not per trial
     for key in _order(space):
         spec = space[key]
         if any((drawn.get(w, current.get(w))) not in vals for w, vals in spec['when'].items()): continue
