@@ -395,6 +395,11 @@ def serve(index_dir:str|Path, # a folder written by `phoalign encode`
         from google.colab import output
         output.serve_kernel_port_as_window(port, anchor_text='open the phoalign search page')
         url = output.eval_js(f'google.colab.kernel.proxyPort({port})')
+    if not background:
+        # A server process: the model, its libraries and the index are millions of long-lived objects; left to the garbage
+        # collector, each full pass stalls every query in flight for ~0.3 s (p99 of benchmarks/serve_speed.py: 365 -> 83 ms
+        # frozen). Not in the background: a notebook's own objects would be frozen too.
+        import gc; gc.collect(); gc.freeze()
     thread = threading.Thread(target=server.run, kwargs=dict(sockets=[sock]), daemon=True, name='phoalign-serve')
     thread.start()
     t0 = time.time()
