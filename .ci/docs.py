@@ -20,7 +20,7 @@ Quarto is not available everywhere, so this check renders the site itself and ch
 Prints a short report and the folder holding the pages and screenshots; exits 1 naming each page and what is broken.
 `PHOALIGN_REQUIRE_BROWSER=1` (set by CI) makes a missing Chromium a failure instead of a skipped step."""
 from __future__ import annotations
-import argparse, html, io, json, os, re, shutil, sys, tempfile, time, traceback, warnings
+import argparse, html, json, os, re, shutil, sys, tempfile, time, warnings
 from pathlib import Path
 from urllib.parse import urlsplit, unquote
 
@@ -54,7 +54,6 @@ def preprocess(force:bool=True, workers:int|None=None) -> tuple[Path, list[str],
     from nbdev.quarto import refresh_quarto_yml, nbdev_sidebar
     from nbdev.serve import _proc_file
     from nbdev.doclinks import nbglob, _build_modidx
-    from nbdev.processors import FilterDefaults
     from fastcore.utils import defaults
     cfg = get_config()
     nbs, cache = cfg.nbs_path, cfg.config_path/'_proc'
@@ -517,7 +516,7 @@ def main(argv=None) -> int:
     print(f'  links: {counts["internal"]} into the site checked, {counts["external"]} to other sites not followed; {counts["images"]} images')
     print(f'  show_doc: {n_docs} exported functions, classes and methods checked ({n_dc} dataclasses: fields listed; their comments are '
           'checked in the code, as fastcore 1.12 does not render them for a class defined in a notebook)')
-    print(f'  browser: ' + (skipped or f'{len(shots)} pages opened in Chromium, screenshots: ' + ', '.join(str(s) for s in shots)))
+    print('  browser: ' + (skipped or f'{len(shots)} pages opened in Chromium, screenshots: ' + ', '.join(str(s) for s in shots)))
     print('  seconds: ' + ', '.join(f'{k} {v:.1f}' for k, v in times.items()) + f', total {time.time() - t0:.1f}')
     for n in notes: print(f'  note: {n}')
     if problems:

@@ -32,13 +32,12 @@ repo = Path(__file__).resolve().parents[1]
 
 def log(*a): print(f'[{time.strftime("%H:%M:%S")}]', *a, file=sys.stderr, flush=True)
 
-def build_model(text_tower:str, captions:list, photos:list, device:str):
+def build_model(text_tower:str, captions:list, photos:list):
     "The tiny search model (scratch text tower), or the same image tower with all-MiniLM-L6-v2 as its text tower."
     from phoalign.search import _tiny_search_model
     model = _tiny_search_model(captions, photos)
     if text_tower == 'tiny': return model
     from phoalign.model import create_model
-    import torch
     m = create_model('tiny', 'model.text_tower=all-MiniLM-L6-v2', 'model.options.text={}')
     m.image_tower.load_state_dict(model.image_tower.state_dict())   # the same image tower, batch-norm statistics included
     return m.eval()
@@ -106,7 +105,6 @@ def load(port:int, queries:list, concurrency:int, requests:int, warmup:int, k:in
 
 def bare_times(index_dir:Path, model, queries:list, device:str) -> dict:
     "Single-query times in this process: `EmbeddingIndex.search` alone, and `encode_texts` + `search_rows`."
-    import torch
     from phoalign.search import EmbeddingIndex, encode_texts
     index = EmbeddingIndex.load(index_dir)
     emb = encode_texts(model, queries, device=device)
@@ -142,7 +140,7 @@ def main():
     work = Path(tempfile.mkdtemp(prefix='phoalign-serve-bench-', dir=a.workdir))
     try:
         log(f'building the {a.text_tower} model and the indexes in {work}')
-        model = build_model(a.text_tower, queries, sorted((gallery/'photos').glob('*.jpg')), a.device)
+        model = build_model(a.text_tower, queries, sorted((gallery/'photos').glob('*.jpg')))
         save_model(model, work/'model.pt')
         indexes = {}
         for size in a.sizes:

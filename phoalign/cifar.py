@@ -4,14 +4,14 @@
 
 # %% ../nbs/12a_cifar.ipynb #0ee070cc
 from __future__ import annotations
-import json, math, pickle, difflib, weakref
+import json, pickle, weakref
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Callable
 import numpy as np, torch, cv2
 from torch.utils.data import Dataset, DataLoader
 from fastcore.basics import patch
-from .core import DataError, ConfigError, UserError, _unknown_key, from_dict, load_yaml, atomic_write
+from .core import DataError, ConfigError, _unknown_key, from_dict, load_yaml, atomic_write
 from .data.datasets import _seed
 
 # %% auto #0

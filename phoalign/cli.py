@@ -659,7 +659,7 @@ def tune(args:argparse.Namespace, # the parsed command line (`build_parser().par
     from phoalign.tune import run_study
     try: run_study(args.search, *args.overrides)
     except KeyboardInterrupt:
-        print(f'\ninterrupted; the study is stored: run the same command again to continue it', file=sys.stderr)
+        print('\ninterrupted; the study is stored: run the same command again to continue it', file=sys.stderr)
         return 130
     return 0
 

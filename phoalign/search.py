@@ -18,7 +18,8 @@ from .data.transforms import read_image
 # %% auto #0
 __all__ = ['KINDS', 'INDEX_FORMAT', 'INDEX_VERSION', 'list_images', 'gallery_table', 'EncodedImages', 'encode_images',
            'encode_texts', 'model_fingerprint', 'check_same_model', 'choose_index', 'factory_for', 'EmbeddingIndex',
-           'encode_gallery', 'guess_language', 'query_warning', 'find_matches', 'index_model', 'show_matches']
+           'encode_gallery', 'guess_language', 'query_warning', 'check_combiner', 'find_matches', 'index_model',
+           'show_matches']
 
 # %% ../nbs/09_search.ipynb #ae4c0c5e
 def list_images(folder:str|Path, # the folder to search
@@ -660,36 +661,44 @@ def query_warning(model, # the model whose text tower reads the query
             return f'{len(unknown)} of the query\'s words were never in the training captions ({", ".join(unknown[:5])}): results may mean little'
 
 # %% ../nbs/09_search.ipynb #35ecf277
+def _image_features(model, image:np.ndarray, transform, normalize:bool=True) -> torch.Tensor:
+    "One decoded image's features `[1, D]` through `transform` and the image tower, computed as `encode_images` does."
+    dev = next(model.parameters()).device
+    with torch.no_grad(), _autocast(dev, None): f = model.eval().image_outputs(transform(image)[None].to(dev))['features']
+    return (F.normalize(f.float(), dim=-1) if normalize else f.float()).cpu()
+
 def _query_embedding(model, query, index:EmbeddingIndex) -> torch.Tensor:
+    from phoalign.model import image_transforms
     if isinstance(query, str):
         if not query.strip(): raise DataError('the query is empty: give some words to search for')
         if (why := query_warning(model, query)): warnings.warn(why, stacklevel=3)
         return encode_texts(model, [query])
-    if isinstance(query, Path):
-        read_image(query)                          # a missing or unreadable image: its own error, naming the file
-        return encode_images(model, [query], progress=False).embeddings
-    if isinstance(query, (np.ndarray, torch.Tensor)) and query.ndim == 3:
-        from phoalign.model import image_transforms
+    if isinstance(query, Path): img = read_image(query)   # a missing or unreadable image: its own error, naming the file
+    elif isinstance(query, (np.ndarray, torch.Tensor)) and query.ndim == 3:
         img = query if isinstance(query, np.ndarray) else query.permute(1, 2, 0).mul(255).byte().numpy()
-        dev = next(model.parameters()).device
-        with torch.no_grad(): return F.normalize(model.eval().image_outputs(image_transforms(model)[1](img)[None].to(dev))['features'].float(), dim=-1).cpu()
-    raise TypeError(f'query: a string (text), a Path (image file) or an [H, W, 3] image array, not {type(query).__name__}')
+    else: raise TypeError(f'query: a string (text), a Path (image file) or an [H, W, 3] image array, not {type(query).__name__}')
+    return _image_features(model, img, image_transforms(model)[1])
 
-def _composed_embedding(model, text:str, reference_image, combiner) -> torch.Tensor:
-    "The query of a reference image changed by `text`: the towers' raw features through `combiner` (CLIP4Cir's way)."
+def _composed_embedding(model, text:str, reference_image, combiner, checked:bool=False) -> torch.Tensor:
+    "The query of a reference image (a file or an `[H, W, 3]` array) changed by `text`: the towers' raw features through `combiner`."
     from phoalign.cir.combiners import create_combiner
     from phoalign.cir.data import cir_transform_for
     if not isinstance(text, str): raise TypeError('a composed query is a text (what to change) with reference_image=')
     if not text.strip(): raise DataError('the modification text is empty: say what to change in the reference image')
     combiner = create_combiner('sum') if combiner is None else combiner
     info = getattr(combiner, 'checkpoint_extra', {}).get('cir', {})   # what `phoalign cir combiner` recorded
-    if info.get('model'): check_same_model(info['model'], model_fingerprint(model), 'the combiner (trained on other towers\' features)')
-    ref = Path(reference_image); read_image(ref)   # a missing or unreadable image: its own error, naming the file
-    image = encode_images(model, [ref], progress=False, normalize=False,
-                          transform=cir_transform_for(model, info.get('transform', 'targetpad'), info.get('target_ratio', 1.25))).embeddings
+    if not checked: check_combiner(model, combiner)
+    img = reference_image if isinstance(reference_image, np.ndarray) else read_image(Path(reference_image))
+    image = _image_features(model, img, cir_transform_for(model, info.get('transform', 'targetpad'), info.get('target_ratio', 1.25)), normalize=False)
     dev = next(combiner.parameters(), torch.empty(0)).device
     with torch.no_grad():
         return combiner.eval().combine_features(image.to(dev), encode_texts(model, [text], normalize=False).to(dev)).float().cpu()
+
+def check_combiner(model, # the `AlignModel` whose towers' features the combiner will combine
+                   combiner): # a combiner (`load_combiner`, `create_combiner`)
+    "A `DataError` when `combiner` was trained on another model's features (as `phoalign cir combiner` recorded)."
+    info = getattr(combiner, 'checkpoint_extra', {}).get('cir', {})
+    if info.get('model'): check_same_model(info['model'], model_fingerprint(model), 'the combiner (trained on other towers\' features)')
 
 def find_matches(model, # the `AlignModel` that wrote the index
                  query, # a string (text query), a `Path` to an image, or an image array `[H, W, 3]`

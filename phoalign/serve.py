@@ -4,15 +4,15 @@
 
 # %% ../nbs/13a_serve.ipynb #289149de
 from __future__ import annotations
-import asyncio, io, os, queue, socket, sys, tempfile, threading, time, warnings
+import asyncio, io, os, queue, socket, threading, time, warnings
 from collections import OrderedDict, deque
 from concurrent.futures import Future
 from pathlib import Path
-import numpy as np, torch
+import numpy as np
 from fastcore.basics import patch
-from fastapi import Request
+from fastapi import Request   # at module level: FastAPI resolves the routes' (string) annotations here
 from .core import ConfigError, DataError, get_device
-from .search import (EmbeddingIndex, encode_texts, guess_language, index_model, query_warning,
+from .search import (EmbeddingIndex, check_combiner, encode_texts, guess_language, index_model, query_warning,
                              _composed_embedding, _query_embedding)
 
 # %% auto #0
@@ -44,9 +44,9 @@ class SearchService:
             self.model = load_model(checkpoint, device=self.device)
             check_same_model(self.index.model, model_fingerprint(self.model), self.folder)
         self.combiner = _load_combiner(combiner, self.device)
+        if self.combiner is not None: check_combiner(self.model, self.combiner)
         self.max_k, self.max_batch = max_k, max_batch
         self.paths = frozenset(self.index.meta.path)   # the only files `thumb` will open
-        self._row_of = {p: i for i, p in enumerate(self.index.meta.path)}
         self._thumbs, self._thumbs_lock = OrderedDict(), threading.Lock()
         self._lock = threading.Lock()                  # one query through the model at a time: the model uses every core already
         self.batcher = QueryBatcher(self._run_texts, max_batch)
@@ -221,12 +221,7 @@ def search_image(self:SearchService, data:bytes, # an uploaded image file
     image = decode_image(data)
     with self._lock:
         if not text: query = _query_embedding(self.model, image, self.index)
-        else:   # the combiner reads the reference from a file, the way `phoalign search --image REF --text` does
-            import cv2
-            with tempfile.TemporaryDirectory(prefix='phoalign-upload-') as d:
-                ref = Path(d)/'reference.png'
-                cv2.imwrite(str(ref), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-                query = _composed_embedding(self.model, text, ref, self.combiner)
+        else: query = _composed_embedding(self.model, text, image, self.combiner, checked=True)   # checked when loaded
         scores, rows = self.index.search_rows(query, k)
     return _rows_to_results(self, scores[0], rows[0], lang)
 
@@ -286,7 +281,7 @@ async def _read_upload(request, limit:int) -> tuple[bytes, dict]:
 def create_app(service:SearchService, # what to search
                max_upload_mb:float=10): # the largest image upload accepted
     "The FastAPI app: the page at `/`, and `/search`, `/thumb` and `/info`."
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.responses import HTMLResponse, JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
     if max_upload_mb <= 0: raise ConfigError(f'max_upload_mb (--max-upload-mb) must be above 0, got {max_upload_mb}')
@@ -363,9 +358,8 @@ def _bind(host:str, port:int) -> socket.socket:
     return sock
 
 def _on_colab() -> bool:
-    try: import google.colab   # noqa: F401
-    except ImportError: return False
-    return True
+    import importlib.util
+    return importlib.util.find_spec('google.colab') is not None if importlib.util.find_spec('google') else False
 
 # %% ../nbs/13a_serve.ipynb #4e83c9d6
 def serve(index_dir:str|Path, # a folder written by `phoalign encode`

@@ -4,10 +4,10 @@
 
 # %% ../nbs/12_tune.ipynb #6a9b912b
 from __future__ import annotations
-import json, math, os, shutil, difflib, threading
+import json, os, shutil, difflib, threading
 from pathlib import Path
 from typing import Callable
-from .core import ConfigError, UserError, load_yaml, lower_is_better, atomic_write, _unknown_key
+from .core import ConfigError, UserError, lower_is_better, atomic_write, _unknown_key
 from .embeddings import (read_heads_config, heads_configs, train_heads, HeadsConfig, HeadsTraining, _config_source, _set_key,
                                  _assignments, LOSS_ALIASES)
 
@@ -95,7 +95,6 @@ def read_search(src, # a search YAML file, or a shipped search's name (`search_c
     if s['metric']: fixed['training.monitor'] = s['metric']   # the trials' best epoch is the one the study compares
     base = read_heads_config(base_src, *[f'{k}={json.dumps(v)}' for k, v in fixed.items()])
     s['base_config'], s['fixed'] = str(base_src), fixed
-    flat = dict(base.to_dict(), model=base.model, loss=base.loss)
     space = {}
     for key, spec in (s['search_space'] or {}).items():
         canon = PIPELINE_PARAMS.get(key, key)
