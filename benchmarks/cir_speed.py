@@ -20,10 +20,16 @@ sorted indices, the reference removed with a string mask, labels and the group m
 only up to `--peer-max-index` images (2,297 by default: its [Q, N] string arrays take ~5 GB and its group mask more at
 20,000). Both give the same numbers (checked).
 
+Table 3, the training loops (`--loop`): seconds per epoch of stage 1 (`finetune`, tiny towers on the synthetic CIRR
+shapes) and of stage 2 (`train_combiner`, a MoE on the towers' cached features, the caching not timed), no validation,
+no checkpoints. With `--compare-with REF` the same epochs run on phoalign as it was at git REF (a temporary worktree) and
+the table gains the ratio, measured in the same run.
+
 For scale, on one H100 in fp32: CLIP4Cir's Combiner trains a batch of 4,096 in 33 ms; the seed's MoE combiner 6.7 s;
 CLIP4Cir's CIRR metric code takes 2.0 s for 4,181 × 2,297.
 """
-import argparse, statistics, time
+import argparse, json, statistics, sys, tempfile, time
+from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
 from phoalign.cir.combiners import create_combiner, _per_sample_moe
 from phoalign.cir.metrics import cirr_recalls
@@ -100,6 +106,48 @@ def metrics_table(device, repeats, peer_max_index=2297, queries=4181, dim=640):
             same = clip4cir_cirr(pred, index, names, refs, targets, groups) == {k: v for k, v in cirr_recalls(pred, index, names, refs, targets, groups).items() if k != 'avg'}
             print(f'| {queries} | {n} | CLIP4Cir method{"" if same else " (DIFFERENT numbers!)"} | {device.type} | {peer:.3f} | {peer / ours:.1f} |', flush=True)
 
+def loop_seconds(epochs:int=3, triplets:int=512, batch:int=32) -> dict:
+    "Seconds per epoch of stage 1 and stage 2 on the synthetic CIRR shapes, through whichever API this phoalign has."
+    import os; os.environ.setdefault('HF_HUB_OFFLINE', '1')
+    import phoalign.cir.train as ct
+    from phoalign.data.synthetic import make_shapes, write_cirr
+    from phoalign.model import create_model
+    from phoalign.cir.data import read_cirr
+    work = Path(tempfile.mkdtemp())
+    root = write_cirr(make_shapes(n_images=1200, size=32, seed=0, n_triplets=triplets + 100), work/'shapes').parent
+    train = read_cirr(root, 'train'); train.triplets = train.triplets.iloc[:triplets]
+    model = create_model('tiny', 'data.image_size=32', 'model.embed_dim=64', 'model.options.text={dim: 64, layers: 1, heads: 4, max_length: 24}',
+                         captions=train.triplets.caption.tolist())
+    quiet = lambda *a, **k: None
+    def run(stage, out, n):
+        common = dict(output_dir=str(out), num_epochs=n, batch_size=batch, save_training=False)
+        if hasattr(ct, 'StageSettings'):   # the API before the Trainer ran both stages
+            s = ct.StageSettings(progress=False, **common)
+            if stage == 1: return ct.finetune(model, train, None, s, learning_rate=1e-4, log=quiet)
+            return ct.train_combiner(model, train, None, s, 'moe', projection_dim=128, hidden_dim=256, combiner_lr=1e-4, log=quiet)[1]
+        if stage == 1: return ct.finetune(model, train, None, dict(common, learning_rate=1e-4), progress=False, log=quiet)
+        return ct.train_combiner(model, train, None, dict(common, combiner_lr=1e-4), 'moe', projection_dim=128, hidden_dim=256, progress=False, log=quiet)[1]
+    out = {}
+    for stage in (1, 2):
+        folder = work/f'stage{stage}'
+        run(stage, folder, 1)   # warm-up, and stage 2's feature cache
+        for f in [*folder.glob('metrics.*'), *folder.glob('*.pt')]:
+            if not f.name.startswith('features_'): f.unlink()   # the folder is free for the timed run; the cached features stay
+        t = time.perf_counter(); run(stage, folder, epochs)
+        out[f'stage{stage}'] = (time.perf_counter() - t) / epochs
+    return out
+
+def loop_table(compare_with=None, epochs:int=3):
+    before = {}
+    if compare_with:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from side_by_side import previous_results
+        before = previous_results(compare_with, 'cir_speed.py', ['--loop-only', '--loop-epochs', str(epochs)])
+    now = loop_seconds(epochs)
+    print(f'\n| stage | s per epoch (this tree) |' + (f' s per epoch ({compare_with}) | × that |' if before else '') + '\n|---|---:|' + ('---:|---:|' if before else ''))
+    for k, v in now.items():
+        print(f'| {k} | {v:.3f} |' + (f' {before[k]:.3f} | {v / before[k]:.2f} |' if before else ''), flush=True)
+
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--full', action='store_true', help="the seed's settings (batch 4096, 2560, 5120, 640), the seed's loop at batch 4096 too")
@@ -110,7 +158,14 @@ if __name__ == '__main__':
     ap.add_argument('--no-metrics', action='store_true', help='skip table 2')
     ap.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     ap.add_argument('--repeats', type=int, default=5)
+    ap.add_argument('--loop', action='store_true', help='table 3: seconds per epoch of the two stages\' training loops')
+    ap.add_argument('--loop-only', action='store_true', help='table 3 alone')
+    ap.add_argument('--loop-epochs', type=int, default=3, help='timed epochs per stage in table 3')
+    ap.add_argument('--compare-with', default=None, metavar='REF', help='table 3 also on phoalign at this git commit, side by side')
+    ap.add_argument('--json-out', default=None, help=argparse.SUPPRESS)   # used by --compare-with
     args = ap.parse_args()
+    if args.json_out: Path(args.json_out).write_text(json.dumps(loop_seconds(args.loop_epochs))); sys.exit(0)
+    if args.loop_only: loop_table(args.compare_with, args.loop_epochs); sys.exit(0)
     device = torch.device(args.device)
     print(f'torch {torch.__version__}, {device.type}' + (f' ({torch.cuda.get_device_name()})' if device.type == 'cuda' else f', {torch.get_num_threads()} threads'))
     if args.sizes: sizes = [tuple(int(v) for v in s.split(',')) for s in args.sizes]
@@ -119,3 +174,4 @@ if __name__ == '__main__':
     seed_max = args.seed_loop_max_batch if args.seed_loop_max_batch is not None else (4096 if args.full else 512)
     combiner_table(sizes, seed_max, device, args.repeats, args.optimizer_step)
     if not args.no_metrics: metrics_table(device, args.repeats, args.peer_max_index)
+    if args.loop or args.compare_with: loop_table(args.compare_with, args.loop_epochs)

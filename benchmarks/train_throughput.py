@@ -3,10 +3,15 @@ images/s of a full step (both towers, loss, optimiser), bf16 autocast.
 
     python benchmarks/train_throughput.py                        # GPU: phoclip (PhoBERT-base-sized) and vignn-clip, batch 256
     python benchmarks/train_throughput.py --device cpu --batch 4 --steps 2 --size 64 --presets vignn-clip   # smoke test
+    python benchmarks/train_throughput.py ... --compare-with HEAD~1   # also the Trainer of another commit, in the same run
+
+With `--compare-with REF` the same measurement runs on phoalign as it was at git REF (a temporary worktree), and the
+table gains that Trainer's images/s and the ratio of this one to it.
 """
-import argparse, os, tempfile, time
+import argparse, json, os, sys, tempfile, time
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 import torch
+from pathlib import Path
 from torch.utils.data import Dataset
 from phoalign.core import get_device
 from phoalign.model import load_config, create_model
@@ -68,17 +73,29 @@ def main():
     ap.add_argument('--batch', type=int, default=256); ap.add_argument('--steps', type=int, default=10)
     ap.add_argument('--size', type=int, default=224); ap.add_argument('--precision', default='bf16', choices=['bf16', 'no'])
     ap.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    ap.add_argument('--compare-with', default=None, metavar='REF', help="also measure phoalign's Trainer at this git commit, side by side")
+    ap.add_argument('--json-out', default=None, help=argparse.SUPPRESS)   # used by --compare-with
     a = ap.parse_args()
-    work = __import__('pathlib').Path(tempfile.mkdtemp())
+    work = Path(tempfile.mkdtemp())
     name = torch.cuda.get_device_name() if a.device.startswith('cuda') else 'CPU'
     print(f'{name}; torch {torch.__version__}; batch {a.batch}, {a.size} px, {a.precision}; {a.steps} timed steps after {a.steps} warm-up\n')
-    print('| preset | phoalign Trainer img/s | bare PyTorch loop img/s | ratio |\n|---|---:|---:|---:|')
     caps = synthetic_captions(500, 'vi')
+    if a.json_out:   # the other commit's side of --compare-with: the Trainer's rate only
+        rates = {p: engine_rate(build(p, a, work), RandomPairs(a.batch * a.steps, a.size, caps), a) for p in a.presets}
+        return Path(a.json_out).write_text(json.dumps(rates))
+    before = {}
+    if a.compare_with:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from side_by_side import previous_results
+        argv = [x for x in sys.argv[1:] if x not in ('--compare-with', a.compare_with)]
+        before = previous_results(a.compare_with, 'train_throughput.py', argv)
+    extra = f' | Trainer at {a.compare_with} img/s | × that' if before else ''
+    print(f'| preset | phoalign Trainer img/s | bare PyTorch loop img/s | ratio{extra} |\n|---|---:|---:|---:' + ('|---:|---:|' if before else '|'))
     for preset in a.presets:
         cfg = build(preset, a, work)
         data = RandomPairs(a.batch * a.steps, a.size, caps)
         eng, bare = engine_rate(cfg, data, a), bare_rate(cfg, data, a)
-        print(f'| {preset} | {eng:.0f} | {bare:.0f} | {eng / bare:.3f} |')
+        print(f'| {preset} | {eng:.0f} | {bare:.0f} | {eng / bare:.3f}' + (f' | {before[preset]:.0f} | {eng / before[preset]:.3f} |' if before else ' |'))
     print('\nFor scale: open_clip trains RN50 CLIP at about 1350 images/s on one H100 (batch 256, bf16).')
 
 if __name__ == '__main__': main()

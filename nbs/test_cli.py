@@ -151,3 +151,25 @@ def test_python_m_and_closed_pipe(tmp_path):
     exe = shutil.which('phoalign')
     r = subprocess.run(f'"{exe}" config show phoclip | head -n 2', shell=True, capture_output=True, text=True)
     assert r.stdout.count('\n') == 2 and 'Traceback' not in r.stderr and 'BrokenPipe' not in r.stderr, r.stderr
+
+
+def test_config_show_prints_every_workflow_under_the_names_its_command_reads(tmp_path):
+    "What `config show` prints is what the workflow's command takes: the cifar-vit preset's train.epochs works with cifar train."
+    import yaml
+    shown = yaml.safe_load(phoalign('config', 'show', 'cifar-vit').stdout)
+    assert shown['train']['epochs'] == 50 and shown['model']['freeze'] == ['text_tower']
+    cifar = yaml.safe_load(phoalign('config', 'show', '--workflow', 'cifar', 'train.epochs=3').stdout)
+    assert cifar['train']['epochs'] == 3 and cifar['data']['different_class_prob'] == 0.5
+    assert yaml.safe_load(phoalign('config', 'show', '--workflow', 'cifar', 'training.epochs=4').stdout)['train']['epochs'] == 4   # the seed's name
+    heads = yaml.safe_load(phoalign('config', 'show', '--workflow', 'heads', 'mlp', 'training.learning_rate=3e-4').stdout)
+    assert heads['training']['learning_rate'] == 3e-4
+    cir = yaml.safe_load(phoalign('config', 'show', '--workflow', 'cir-combiner', 'train.epochs=7').stdout)
+    assert (cir['train']['epochs'], cir['train']['monitor'], cir['train']['schedule']) == (7, 'arithmetic_mean', 'constant')
+    fine = yaml.safe_load(phoalign('config', 'show', '--workflow', 'cir-finetune', 'clip-rn50x4').stdout)
+    assert fine['train']['freeze_bn'] is True and fine['model']['image_tower'] == 'openclip/RN50x4'
+    (tmp_path/'c.json').write_text(json.dumps({'training': {'num_epochs': 2}}))
+    assert yaml.safe_load(phoalign('config', 'show', '--workflow', 'cifar', str(tmp_path/'c.json')).stdout)['train']['epochs'] == 2
+    for args, msg in ((('--workflow', 'cifar', 'train.epoch=3'), "did you mean 'epochs'"), (('--workflow', 'cir-finetune'), 'needs a config'),
+                      (('--workflow', 'cifr', 'x'), "invalid choice: 'cifr'"), (('tiny', 'model.freeze=[text_towr]'), "did you mean 'text_tower'")):
+        r = phoalign('config', 'show', *args)
+        assert r.returncode == 2 and msg in r.stderr and 'Traceback' not in r.stderr, (args, r.stderr)

@@ -11,13 +11,13 @@ from typing import Callable
 import numpy as np, torch, cv2
 from torch.utils.data import Dataset, DataLoader
 from fastcore.basics import patch
-from .core import DataError, ConfigError, _unknown_key, from_dict, load_yaml, atomic_write
+from .core import parse_assignments, set_key, flat_items, DataError, ConfigError, _unknown_key, from_dict, load_yaml, atomic_write
 from .data.datasets import _seed
 
 # %% auto #0
-__all__ = ['CIFAR100_CLASSES', 'CAPTION_TEMPLATE', 'SEED_KEYS', 'CIFARSplit', 'cifar_folder', 'read_cifar100', 'PairTransform',
-           'PairedCIFAR', 'CifarData', 'CifarConfig', 'read_cifar_config', 'cifar_datasets', 'train_cifar',
-           'evaluate_cifar', 'demo_plotting']
+__all__ = ['CIFAR100_CLASSES', 'CAPTION_TEMPLATE', 'SEED_SECTIONS', 'SEED_KEYS', 'CIFARSplit', 'cifar_folder', 'read_cifar100',
+           'PairTransform', 'PairedCIFAR', 'CifarData', 'CifarConfig', 'read_cifar_config', 'cifar_datasets',
+           'train_cifar', 'evaluate_cifar', 'demo_plotting']
 
 # %% ../nbs/12a_cifar.ipynb #1dc8b353
 @dataclass
@@ -243,39 +243,31 @@ class CifarData:
 
 @dataclass
 class CifarConfig:
-    "A paired-CIFAR run: the model, training, loss and data sections."
+    "A paired-CIFAR run: the model, train, loss and data sections (the seed's names read through `SEED_SECTIONS` and `SEED_KEYS`)."
     model:dict = field(default_factory=dict) # phoalign's `model` section (the `cifar-vit` preset's unless changed)
-    training:dict = field(default_factory=dict) # phoalign's `train` section
+    train:dict = field(default_factory=dict) # phoalign's `train` section (the seed's `training`)
     loss:dict = field(default_factory=dict) # phoalign's `loss` section
     data:CifarData = field(default_factory=CifarData) # where the pickles are, pairing and augmentation
 
-SEED_KEYS = {'batch_size': 'training.batch_size', 'num_epochs': 'training.epochs', 'learning_rate': 'training.lr', 'weight_decay': 'training.weight_decay',
-             'gradient_clip_norm': 'training.grad_clip', 'embed_dim': 'model.options.image.embed_dim', 'num_layers': 'model.options.image.depth',
+SEED_SECTIONS = {'training': 'train'}   # the seed's section names -> phoalign's
+SEED_KEYS = {'batch_size': 'train.batch_size', 'num_epochs': 'train.epochs', 'learning_rate': 'train.lr', 'weight_decay': 'train.weight_decay',
+             'gradient_clip_norm': 'train.grad_clip', 'embed_dim': 'model.options.image.embed_dim', 'num_layers': 'model.options.image.depth',
              'num_heads': 'model.options.image.num_heads', 'patch_size': 'model.options.image.patch_size', 'dropout': 'model.options.image.dropout',
              'temperature': 'loss.temperature', 'use_augmentation': 'data.use_augmentation', 'different_class_prob': 'data.different_class_prob',
-             'data_root': 'data.data_dir', 'seed': 'training.seed', 'output_dir': 'training.output_dir', 'device': 'training.device'}
+             'data_root': 'data.data_dir', 'seed': 'train.seed', 'output_dir': 'train.output_dir', 'device': 'train.device'}
 
 def _fields(section:str) -> set:
     from phoalign.core import ModelConfig, TrainConfig, LossConfig
-    return set(dict(model=ModelConfig, training=TrainConfig, loss=LossConfig, data=CifarData)[section].__dataclass_fields__) if section in ('model', 'training', 'loss', 'data') else set()
-
-def _put(d:dict, key:str, value):
-    "Set dotted `key` of `d`, merging mappings into mappings already there."
-    *parents, leaf = key.split('.')
-    for p in parents: d = d.setdefault(p, {})
-    d[leaf] = {**d[leaf], **value} if isinstance(value, dict) and isinstance(d.get(leaf), dict) else value
-
-def _flat(d:dict, prefix:str='') -> list[tuple[str, object]]:
-    "The leaves of a nested mapping as (dotted key, value)."
-    return [kv for k, v in d.items() for kv in (_flat(v, f'{prefix}{k}.') if isinstance(v, dict) and v else [(f'{prefix}{k}', v)])]
+    return set(dict(model=ModelConfig, train=TrainConfig, loss=LossConfig, data=CifarData)[section].__dataclass_fields__) if section in ('model', 'train', 'loss', 'data') else set()
 
 def _seed_keys(d:dict) -> dict:
     "`d` with the seed's names (`num_epochs`, `learning_rate`, `num_layers`, ...) moved to the keys they stand for; phoalign's own keys win."
     out = {}
     for section, values in d.items():
-        if not isinstance(values, dict): _put(out, SEED_KEYS.get(section, section), values); continue
+        section = SEED_SECTIONS.get(section, section)
+        if not isinstance(values, dict): set_key(out, SEED_KEYS.get(section, section), values, merge=True); continue
         out.setdefault(section, {})
-        for k, v in values.items(): _put(out, SEED_KEYS[k] if k in SEED_KEYS and k not in _fields(section) else f'{section}.{k}', v)
+        for k, v in values.items(): set_key(out, SEED_KEYS[k] if k in SEED_KEYS and k not in _fields(section) else f'{section}.{k}', v, merge=True)
     return out
 
 # %% ../nbs/12a_cifar.ipynb #987a4dcc
@@ -285,7 +277,6 @@ def read_cifar_config(src=None, # a JSON or YAML file, a dict, or None for the `
     "The checked `CifarConfig` and the phoalign `Config` it makes."
     from phoalign.model import _preset_dict
     from phoalign.core import Config
-    from phoalign.embeddings import _assignments
     user, where = {}, where or 'config'
     if isinstance(src, dict): user = src
     elif src is not None:
@@ -294,27 +285,27 @@ def read_cifar_config(src=None, # a JSON or YAML file, a dict, or None for the `
         text = p.read_text(encoding='utf-8')
         try: user = json.loads(text) if p.suffix == '.json' else load_yaml(text)
         except Exception as e: raise ConfigError(f'{p}: not valid {"JSON" if p.suffix == ".json" else "YAML"} ({str(e).splitlines()[0]})') from None
-        if not isinstance(user, dict): raise ConfigError(f'{p}: expected an object with model, training, loss and data sections')
+        if not isinstance(user, dict): raise ConfigError(f'{p}: expected an object with model, train (the seed calls it training), loss and data sections')
     preset = _preset_dict('cifar-vit')
-    base = dict(model=preset['model'], training={**preset['train'], 'monitor': 'top10', 'output_dir': 'output/cifar'}, loss=preset['loss'], data=asdict(CifarData()))
+    base = dict(model=preset['model'], train={**preset['train'], 'monitor': 'top10', 'output_dir': 'output/cifar'}, loss=preset['loss'], data=asdict(CifarData()))
     user = _seed_keys(user)
     for k in user:
         if k not in base: raise _unknown_key(k, base, where)
     d = base
-    for key, value in _flat(user): _put(d, key, value)   # key by key: `"model": {"options": {"image": {"depth": 2}}}` keeps the other image options
-    for key, value in _assignments(overrides):
+    for key, value in flat_items(user): set_key(d, key, value, merge=True)   # key by key: `"model": {"options": {"image": {"depth": 2}}}` keeps the other image options
+    for key, value in parse_assignments(overrides):
         key = SEED_KEYS.get(key, key)
+        key = '.'.join([SEED_SECTIONS.get(key.split('.')[0], key.split('.')[0]), *key.split('.')[1:]])
         if key.split('.')[0] not in base: raise _unknown_key(key.split('.')[0], base, 'overrides')
-        _put(d, key, value)
+        set_key(d, key, value, merge=True)
     cc = from_dict(CifarConfig, d, where)
     dc = cc.data
     for k, lo, hi in (('different_class_prob', 0, 1), ('horizontal_flip_prob', 0, 1), ('color_jitter_strength', 0, 1), ('rotation_degrees', 0, 180)):
         if not lo <= getattr(dc, k) <= hi: raise ConfigError(f'{where}: data.{k}={getattr(dc, k)!r} must be in [{lo}, {hi}]')
     for k in ('train_samples', 'test_samples'):
         if getattr(dc, k) is not None and getattr(dc, k) < 1: raise ConfigError(f'{where}: data.{k} must be at least 1 (or null for all)')
-    try: cfg = Config.from_dict(dict(model=cc.model, train=cc.training, loss=cc.loss,
-                                     data=dict(path=dc.data_dir, image_size=[32, 64], augment='none', num_workers=dc.num_workers)), where)
-    except ConfigError as e: raise ConfigError(str(e).replace(f'{where}.train', f'{where}.training').replace('train.', 'training.')) from None
+    cfg = Config.from_dict(dict(model=cc.model, train=cc.train, loss=cc.loss,
+                                data=dict(path=dc.data_dir, image_size=[32, 64], augment='none', num_workers=dc.num_workers)), where)
     return cc, cfg
 
 # %% ../nbs/12a_cifar.ipynb #9f9d65f2
@@ -329,8 +320,8 @@ def cifar_datasets(cc:CifarConfig, # the run's settings
     mean, std = pc['mean'], pc['std']
     train = PairedCIFAR(_first(read_cifar100(d.data_dir, 'train'), d.train_samples),
                         PairTransform(mean, std, d.use_augmentation, d.horizontal_flip_prob, d.color_jitter_strength, d.rotation_degrees),
-                        d.different_class_prob, cc.training.get('seed', 42), template=d.caption_template)
-    test = PairedCIFAR(_first(read_cifar100(d.data_dir, 'test'), d.test_samples), PairTransform(mean, std), 0.5, cc.training.get('seed', 42),
+                        d.different_class_prob, cc.train.get('seed', 42), template=d.caption_template)
+    test = PairedCIFAR(_first(read_cifar100(d.data_dir, 'test'), d.test_samples), PairTransform(mean, std), 0.5, cc.train.get('seed', 42),
                        fixed=True, template=d.caption_template)
     return train, test
 
@@ -372,7 +363,7 @@ def train_cifar(config=None, # a JSON / YAML file, a dict or a `CifarConfig`; No
     out = dict(run_dir=run_dir, history=trainer.history)
     if main:
         out['metrics'] = test.evaluate_with(load_model(run_dir/'best.pt'), cfg.train.batch_size)
-        _write_results(run_dir/'evaluation_results.json', out['metrics'], cc, best_epoch=max(trainer.history, key=lambda r: r[f'val_{trainer.monitor}'])['epoch'],
+        _write_results(run_dir/'evaluation_results.json', out['metrics'], cc, best_epoch=trainer.monitor.best_row(trainer.history)['epoch'],
                        epochs=len(trainer.history), history=trainer.history)
         say(_accuracy_line(out['metrics']))
     return out
@@ -410,6 +401,6 @@ def demo_plotting(epochs:int=4, # a short run
         clip = build_tiny_clip_text(work/'toy-clip', words, projection_dim=512)
         return train_cifar({'data': {'data_dir': str(work/'data')}, 'model': {'options': {'text': {'name_or_path': str(clip)}, 'image': dict(
             img_size=[32, 64], patch_size=8, depth=2, embed_dim=64, num_heads=4, proj_dim=512)}},
-            'training': {'epochs': epochs, 'batch_size': 32, 'lr': 1e-3, 'warmup_steps': 0, 'output_dir': str(work/'run')}}, progress=False)['history']
+            'train': {'epochs': epochs, 'batch_size': 32, 'lr': 1e-3, 'warmup_steps': 0, 'output_dir': str(work/'run')}}, progress=False)['history']
     finally:
         if folder is None: shutil.rmtree(work, ignore_errors=True)

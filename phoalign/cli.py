@@ -10,10 +10,10 @@ import phoalign
 from .core import UserError
 
 # %% auto #0
-__all__ = ['COMMANDS', 'RECALL_KEYS', 'command', 'arg', 'build_parser', 'main', 'data_check', 'data_synth', 'data_demo', 'train',
-           'evaluate', 'config_show', 'encode', 'search', 'tag', 'serve_command', 'cir_finetune', 'cir_combiner',
-           'cir_validate', 'cir_submit', 'encode_pairs_command', 'split_embeddings_command', 'heads_train',
-           'heads_eval', 'tune', 'cifar_train', 'cifar_eval', 'demo']
+__all__ = ['COMMANDS', 'RECALL_KEYS', 'WORKFLOWS', 'command', 'arg', 'build_parser', 'main', 'data_check', 'data_synth',
+           'data_demo', 'train', 'evaluate', 'config_show', 'encode', 'search', 'tag', 'serve_command', 'cir_finetune',
+           'cir_combiner', 'cir_validate', 'cir_submit', 'encode_pairs_command', 'split_embeddings_command',
+           'heads_train', 'heads_eval', 'tune', 'cifar_train', 'cifar_eval', 'demo']
 
 # %% ../nbs/14_cli.ipynb #72bc3d4d
 COMMANDS = {}
@@ -262,14 +262,36 @@ def evaluate(args:argparse.Namespace, # the parsed command line (`build_parser()
     else: print(f'{args.split} split of {args.data}: {_measured_line(metrics)}\n' + format_metrics(metrics))
     return 0
 
-@command('config show', 'print every setting of a preset or YAML config, with overrides applied',
-         arg('config', help='preset name (tiny, phoclip, vignn-clip, cifar-vit) or YAML file'),
-         arg('overrides', nargs='*', help='section.key=value'))
+WORKFLOWS = ('pairs', 'heads', 'cifar', 'cir-finetune', 'cir-combiner')
+
+@command('config show', "print every setting of a workflow's config, with overrides applied, under the names phoalign reads",
+         arg('config', nargs='?', default=None, help='pairs and cir-finetune: a preset (tiny, phoclip, vignn-clip, clip-rn50x4, ...) or YAML file; '
+             'heads: a heads YAML or shipped name; cifar: a JSON/YAML file (default: the cifar-vit preset); cir-combiner: none'),
+         arg('overrides', nargs='*', help='section.key=value'),
+         arg('--workflow', default='pairs', choices=WORKFLOWS, help='whose settings: image-caption pairs (phoalign train), heads, cifar, or a CIR stage'))
 def config_show(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
                 ) -> int: # the exit code
-    "`phoalign config show`: the whole config as YAML, ready to edit and pass to `phoalign train`."
+    "`phoalign config show`: the whole config as YAML, ready to edit and pass to the workflow's command; the seeds' names are read as phoalign's."
     from phoalign.model import load_config
-    print(load_config(args.config, *args.overrides).to_yaml(), end='')
+    from phoalign.core import ConfigError
+    w = args.workflow
+    if args.config and '=' in args.config and not Path(args.config).exists(): args.config, args.overrides = None, [args.config, *args.overrides]
+    if args.config is None and w in ('pairs', 'heads', 'cir-finetune'): raise ConfigError(f'config show --workflow {w} needs a config (a preset or YAML file)')
+    if w == 'pairs': text = load_config(args.config, *args.overrides).to_yaml()
+    elif w == 'heads':
+        from phoalign.embeddings import read_heads_config
+        text = read_heads_config(args.config, *args.overrides).to_yaml()
+    elif w == 'cifar':
+        import yaml
+        from dataclasses import asdict
+        from phoalign.cifar import read_cifar_config
+        cc, cfg = read_cifar_config(None if args.config in (None, 'cifar-vit') else args.config, *args.overrides)
+        text = yaml.safe_dump({**{k: v for k, v in cfg.to_dict().items() if k != 'data'}, 'data': asdict(cc.data)}, sort_keys=False, allow_unicode=True)
+    else:
+        from phoalign.cir.train import cir_config
+        if w == 'cir-combiner' and args.config is not None: raise ConfigError('config show --workflow cir-combiner takes no config: stage 2 trains a combiner, not towers')
+        text = cir_config(1 if w == 'cir-finetune' else 2, 'CIRR', load_config(args.config) if args.config else None, *args.overrides).to_yaml()
+    print(text, end='')
     return 0
 
 # %% ../nbs/14_cli.ipynb #91174a1e
@@ -441,6 +463,10 @@ _CIR_RUN = (arg('--output-dir', default=None, help='the run folder (default: run
             arg('--save-best', action=argparse.BooleanOptionalAction, default=True, help='keep only the best checkpoint (--no-save-best: one per validation)'),
             arg('--precision', default='no', choices=['no', 'fp16', 'bf16'], help='mixed precision'),
             arg('--seed', type=int, default=0, help='random seed'),
+            arg('--patience', type=int, default=None, help='stop after this many validations without a better monitored metric (default: never)'),
+            arg('--freeze-bn', action=argparse.BooleanOptionalAction, default=None, help="keep BatchNorm statistics fixed (default: the towers' preset's; on for CLIP)"),
+            arg('--set', dest='overrides', nargs='+', default=[], metavar='KEY=VALUE', help='other settings of the run, e.g. train.warmup_steps=100 train.grad_clip=1.0'),
+            arg('--resume', default=None, help="continue the run from 'last', 'best', 'latest' or a checkpoint path"),
             arg('--overwrite', action='store_true', help='start afresh in a run folder that holds a run'),
             arg('--no-progress', action='store_true', help='no progress bars'))
 
@@ -466,12 +492,21 @@ def _cir_towers(args, captions:list[str]):
     if args.clip_model_path: return load_model(_checkpoint_path(args.clip_model_path)), _checkpoint_path(args.clip_model_path)
     return create_model(args.clip_model_name, captions=captions), None
 
-def _cir_settings(args, stage:str, epochs:int, batch_size:int):
-    from phoalign.cir.train import StageSettings
-    return StageSettings(output_dir=args.output_dir or f'runs/cir-{stage}-{args.dataset.lower()}', num_epochs=args.num_epochs or epochs,
-                         batch_size=args.batch_size or batch_size, validation_frequency=args.validation_frequency,
-                         save_training=args.save_training, save_best=args.save_best, precision=args.precision, seed=args.seed,
-                         progress=not args.no_progress, overwrite=args.overwrite)
+def _cir_config(args, stage:int, model, **flags):
+    "The stage's settings tree: CLIP4Cir's recipe, the command's flags (by CLIP4Cir's names), then `--set` overrides."
+    from phoalign.cir.train import cir_config
+    from phoalign.core import ConfigError
+    if args.resume and args.overwrite: raise ConfigError('--resume and --overwrite contradict each other: choose one')
+    return cir_config(stage, args.dataset, model.config if stage == 1 else None, *args.overrides, save_best=args.save_best,
+                      output_dir=args.output_dir, num_epochs=args.num_epochs, batch_size=args.batch_size, validation_frequency=args.validation_frequency,
+                      save_training=args.save_training, precision=args.precision, seed=args.seed, patience=args.patience,
+                      freeze_bn=args.freeze_bn, data_path=args.data_path, **flags)
+
+def _cir_interrupted(command:str) -> int:
+    "Ctrl-C: no traceback, and how to continue the run."
+    if _is_main(): print(f'\ninterrupted; the run folder holds the last checkpoint: continue with the same phoalign cir {command} command '
+                         'and --resume latest (without --overwrite)', file=sys.stderr)
+    return 130
 
 def _cir_result(metrics:dict) -> str:
     return '  '.join(f'{k} {v:.2f}' for k, v in metrics.items() if isinstance(v, float))
@@ -488,10 +523,11 @@ def cir_finetune(args:argparse.Namespace, # the parsed command line (`build_pars
     from phoalign.cir.train import finetune
     train, val = _cir_split(args, 'train'), _cir_split(args, 'val')
     model, _ = _cir_towers(args, train.triplets.caption.tolist())
-    s = _cir_settings(args, 'finetune', 100, 128); s.num_workers = args.num_workers
-    hist = finetune(model, train, val, s, encoder=args.encoder, learning_rate=args.learning_rate, transform=args.transform or 'targetpad',
-                    target_ratio=args.target_ratio or 1.25, clip_bs=args.clip_bs)
-    print(f'stage 1 done: {_cir_result({k[4:]: v for k, v in hist[-1].items() if k.startswith("val_")})}; run folder {_shown(s.output_dir)}')
+    cfg = _cir_config(args, 1, model, learning_rate=args.learning_rate, num_workers=args.num_workers)
+    try: hist = finetune(model, train, val, cfg, encoder=args.encoder, transform=args.transform or 'targetpad', target_ratio=args.target_ratio or 1.25,
+                         clip_bs=args.clip_bs, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    except KeyboardInterrupt: return _cir_interrupted('finetune')
+    if _is_main(): print(f'stage 1 done: {_cir_result({k[4:]: v for k, v in hist[-1].items() if k.startswith("val_")})}; run folder {_shown(cfg.train.output_dir)}')
     return 0
 
 @command('cir combiner', 'stage 2 of composed retrieval: train a Combiner or a MoE Combiner on the frozen towers\' features',
@@ -505,17 +541,19 @@ def cir_finetune(args:argparse.Namespace, # the parsed command line (`build_pars
          arg('--balance-weight', type=float, default=0.0, help='MoE: weight of the load-balancing loss (0: off)'))
 def cir_combiner(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
                  ) -> int: # the exit code
-    "`phoalign cir combiner`: stage 2; writes `combiner_best.pt` (or one per validation) in the run folder."
+    "`phoalign cir combiner`: stage 2; writes `combiner_best.pt` and `combiner_last.pt` (and one per validation with --no-save-best) in the run folder."
     from phoalign.cir.train import train_combiner
     from phoalign.core import ConfigError
     moe = {k: v for k, v in dict(num_experts=args.num_experts, top_k=args.top_k).items() if v is not None}
     if moe and args.combining_function != 'moe': raise ConfigError(f'--{next(iter(moe)).replace("_", "-")} is a MoE option: add --combining-function moe')
     train, val = _cir_split(args, 'train'), _cir_split(args, 'val')
     model, path = _cir_towers(args, train.triplets.caption.tolist())
-    s = _cir_settings(args, 'combiner', 300, 4096)
-    _, hist = train_combiner(model, train, val, s, args.combining_function, args.projection_dim, args.hidden_dim, args.combiner_lr,
-                             args.balance_weight, args.transform or 'targetpad', args.target_ratio or 1.25, args.clip_bs, moe, path)
-    print(f'stage 2 done: {_cir_result({k[4:]: v for k, v in hist[-1].items() if k.startswith("val_")})}; run folder {_shown(s.output_dir)}')
+    cfg = _cir_config(args, 2, model, combiner_lr=args.combiner_lr)
+    try: _, hist = train_combiner(model, train, val, cfg, args.combining_function, args.projection_dim, args.hidden_dim, args.balance_weight,
+                                  args.transform or 'targetpad', args.target_ratio or 1.25, args.clip_bs, moe, path, resume=args.resume,
+                                  overwrite=args.overwrite, progress=not args.no_progress)
+    except KeyboardInterrupt: return _cir_interrupted('combiner')
+    if _is_main(): print(f'stage 2 done: {_cir_result({k[4:]: v for k, v in hist[-1].items() if k.startswith("val_")})}; run folder {_shown(cfg.train.output_dir)}')
     return 0
 
 # %% ../nbs/14_cli.ipynb #16c67970
@@ -664,13 +702,13 @@ def tune(args:argparse.Namespace, # the parsed command line (`build_parser().par
     return 0
 
 # %% ../nbs/14_cli.ipynb #bc9a865b
-_SEED_FLAGS = [('batch_size', int, 'training.batch_size'), ('num_epochs', int, 'training.epochs'), ('learning_rate', float, 'training.lr'),
+_SEED_FLAGS = [('batch_size', int, 'train.batch_size'), ('num_epochs', int, 'train.epochs'), ('learning_rate', float, 'train.lr'),
                ('embed_dim', int, 'model.options.image.embed_dim'), ('num_layers', int, 'model.options.image.depth'),
                ('num_heads', int, 'model.options.image.num_heads'), ('different_class_prob', float, 'data.different_class_prob')]
 
 @command('cifar train', 'train the small ViT against a frozen CLIP text encoder on paired CIFAR-100 images (top-1/10/100 caption retrieval)',
-         arg('overrides', nargs='*', help='section.key=value, e.g. training.epochs=5 model.options.text.name_or_path=DIR'),
-         arg('--config', default=None, help='a JSON (or YAML) file with model, training, loss and data sections'),
+         arg('overrides', nargs='*', help='section.key=value, e.g. train.epochs=5 model.options.text.name_or_path=DIR (the seed\'s training.epochs=5 too)'),
+         arg('--config', default=None, help='a JSON (or YAML) file with model, train (the seed\'s training), loss and data sections'),
          arg('--data-dir', default=None, help='the folder holding cifar-100-python/ (data.data_dir)'),
          arg('--resume', default=None, help="continue from 'last', 'best', 'latest' or a checkpoint; with --eval-only: the checkpoint to evaluate"),
          arg('--eval-only', action='store_true', help='evaluate the checkpoint (--resume, default the run folder\'s best.pt) instead of training'),

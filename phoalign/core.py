@@ -12,10 +12,11 @@ import yaml
 import torch, torch.nn as nn
 
 # %% auto #0
-__all__ = ['vision_models', 'MONITORS', 'RULES', 'UserError', 'DataError', 'ConfigError', 'UnknownNameError', 'accepted_options',
-           'Registry', 'Tower', 'seed_everything', 'get_device', 'atomic_write', 'atomic_save', 'load_yaml',
-           'coerce_value', 'from_dict', 'DataConfig', 'ModelConfig', 'TrainConfig', 'LossConfig', 'lower_is_better',
-           'validate_config', 'Config', 'apply_overrides']
+__all__ = ['vision_models', 'CIR_MONITORS', 'MONITORS', 'FREEZABLE', 'RULES', 'UserError', 'DataError', 'ConfigError',
+           'UnknownNameError', 'accepted_options', 'Registry', 'Tower', 'seed_everything', 'get_device', 'atomic_write',
+           'atomic_save', 'load_yaml', 'coerce_value', 'from_dict', 'DataConfig', 'ModelConfig', 'TrainConfig',
+           'LossConfig', 'lower_is_better', 'validate_config', 'Config', 'parse_assignments', 'set_key', 'flat_items',
+           'apply_overrides']
 
 # %% ../nbs/00_core.ipynb #3b126e81
 class UserError(Exception):
@@ -310,6 +311,7 @@ class ModelConfig:
     image_checkpoint:str|None = None # local weights for the image tower
     text_checkpoint:str|None = None  # local weights (or folder) for the text tower
     pretrained:bool = True        # load pretrained tower weights when available
+    freeze:list = field(default_factory=list) # parts kept fixed while training (weights, BatchNorm statistics, dropout): image_tower, text_tower, image_head, text_head
     options:dict = field(default_factory=dict) # `image`, `text`, `head`: the components' options; `local_dim`: token width for local losses
 
 @dataclass
@@ -331,7 +333,12 @@ class TrainConfig:
     save_every:int = 0            # also keep a checkpoint every N epochs (0: only best and last)
     save_every_steps:int = 0      # also write `last.pt` every N optimiser steps, resumable mid-epoch (0: at epoch ends only)
     patience:int = 0              # early-stopping patience in epochs (0: off)
-    monitor:str = 'rsum'          # validation metric for best checkpoint / early stopping (lower is better for ranks and losses)
+    monitor:str = 'rsum'          # validation metric for best checkpoint / early stopping
+    monitor_mode:str = 'auto'     # 'auto' (lower is better for losses and ranks, higher for the rest), 'min' or 'max'
+    validate_every:int = 1        # validate every N epochs (and after the last); the epochs between neither improve nor count for patience
+    schedule:str = 'cosine'       # after the warmup: 'cosine' decay to 0, or 'constant' (CLIP4Cir's)
+    freeze_bn:bool = False        # keep every BatchNorm layer in evaluation mode while training (CLIP4Cir keeps CLIP's statistics fixed)
+    save_checkpoints:bool = True  # write best/last (and save_every) checkpoints; false: none, nothing to resume from
     seed:int = 42                 # training seed
     device:str = 'auto'           # 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'
 
@@ -345,7 +352,9 @@ class LossConfig:
     options:dict = field(default_factory=dict) # the loss's options (e.g. `local_loss`, `gather_with_grad`, `queue_size`)
 
 # %% ../nbs/00_core.ipynb #71c5a2e3
-MONITORS = tuple(f'{d}_{m}' for d in ('i2t', 't2i') for m in ('r1', 'r5', 'r10', 'medr', 'meanr')) + ('rsum', 'mean_recall', 'top1', 'top10', 'top100', 'train_loss')
+CIR_MONITORS = ('arithmetic_mean', 'harmonic_mean', 'geometric_mean', 'avg', *(f'recall_at{k}' for k in (1, 5, 10, 50)),
+                *(f'recall_subset_at{k}' for k in (1, 2, 3)))
+MONITORS = tuple(f'{d}_{m}' for d in ('i2t', 't2i') for m in ('r1', 'r5', 'r10', 'medr', 'meanr')) + ('rsum', 'mean_recall', 'top1', 'top10', 'top100', 'train_loss') + CIR_MONITORS
 
 def lower_is_better(metric:str, # a metric name (`t2i_medr`, `val_loss`, `rsum`, ...)
                    ) -> bool:
@@ -360,7 +369,18 @@ def _image_size(v):
     ok = len(sizes) in (1, 2) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 8 for x in sizes)
     return None if ok else 'must be a whole number of pixels (at least 8) or [height, width]'
 def _device(v): return None if re.fullmatch(r'auto|cpu|mps|cuda(:\d+)?', v) else "must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+FREEZABLE = ('image_tower', 'text_tower', 'image_head', 'text_head')
+
+def _parts(v):
+    for p in v:
+        if p not in FREEZABLE:
+            close = difflib.get_close_matches(str(p), FREEZABLE, n=1)
+            return f'names {p!r}' + (f' (did you mean {close[0]!r}?)' if close else '') + f'; the parts are {", ".join(FREEZABLE)}'
+
 def _model_options(v):
+    for part in ('image', 'text'):
+        if isinstance(v.get(part), dict) and 'frozen' in v[part]:
+            return f'{part}.frozen: freezing is a setting of the model, not of a tower: model.freeze: [{part}_tower]'
     unknown = sorted(set(v) - {'image', 'text', 'head', 'local_dim'})
     if unknown: return f'unknown option {unknown[0]!r}; model.options takes image, text, head (mappings of options) and local_dim'
     for k in ('image', 'text', 'head'):
@@ -370,13 +390,14 @@ def _model_options(v):
 
 RULES = {'data.image_size': _image_size, 'data.augment': _one_of('none', 'light', 'medium', 'strong'),
          'data.normalize': _one_of('auto', 'imagenet', 'clip', 'half'), 'data.val_frac': _fraction, 'data.test_frac': _fraction,
-         'data.tune_frac': _fraction, 'data.num_workers': _at_least(0), 'model.embed_dim': _at_least(1), 'model.options': _model_options,
+         'data.tune_frac': _fraction, 'data.num_workers': _at_least(0), 'model.embed_dim': _at_least(1), 'model.options': _model_options, 'model.freeze': _parts,
          'train.epochs': _at_least(1), 'train.max_steps': _at_least(0), 'train.batch_size': _at_least(1), 'train.lr': _at_least(0),
          'train.lr_image': _at_least(0), 'train.lr_text': _at_least(0), 'train.lr_head': _at_least(0),
          'train.weight_decay': _at_least(0), 'train.warmup_steps': _at_least(0), 'train.grad_accum': _at_least(1),
          'train.grad_clip': lambda v: None if v > 0 else 'must be positive (or none to disable clipping)',
          'train.precision': _one_of('no', 'bf16', 'fp16'), 'train.save_every': _at_least(0), 'train.save_every_steps': _at_least(0),
          'train.patience': _at_least(0), 'train.monitor': _one_of(*MONITORS), 'train.device': _device,
+         'train.monitor_mode': _one_of('auto', 'min', 'max'), 'train.validate_every': _at_least(1), 'train.schedule': _one_of('cosine', 'constant'),
          'loss.temperature': lambda v: None if v > 0 else 'must be positive'}
 
 def validate_config(cfg, # a `Config`
@@ -441,17 +462,50 @@ def _declared_type(cls, path:list[str]):
         if not is_dataclass(default): return None
         cls = type(default)
 
+def parse_assignments(assignments, # `key=value` strings (the command line's overrides)
+                      cls=None, # a dataclass whose declared types read the values (text settings stay text); None: YAML for all
+                      where:str='overrides', # where they came from, for the errors
+                     ) -> list[tuple[str, object]]:
+    "The one override parser: `(dotted key, value)` pairs, each value text for a text setting of `cls`, else read as YAML (`[32, 64]`, `{k: v}`, `1e-4`)."
+    out = []
+    for a in assignments:
+        if '=' not in a: raise ConfigError(f'{where}: {a!r} is not of the form section.key=value (e.g. train.lr=3e-4)')
+        key, val = (x.strip() if i == 0 else x for i, x in enumerate(a.split('=', 1)))
+        declared = _declared_type(cls, key.split('.')) if cls is not None else None
+        kinds = [k.strip() for k in str(declared).split('|')] if declared else []
+        if kinds and set(kinds) <= {'str', 'None'} and val[:1] not in '"\'': out.append((key, val)); continue   # text stays text (`precision=no`); quoted, it is YAML's
+        try: out.append((key, load_yaml(val) if val.strip() else None))
+        except yaml.YAMLError: out.append((key, val))
+    return out
+
+def set_key(d:dict, # a nested mapping
+            key:str, # a dotted key (`train.lr`, `model.options.head.dropout`)
+            value, # its value
+            merge:bool=False, # merge a mapping into the mapping already there (instead of replacing it)
+            where:str='overrides'): # for the errors
+    "Set dotted `key` of `d`, making the sections on the way."
+    *parents, leaf = key.split('.')
+    node = d
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict): raise ConfigError(f'{where}: {key!r}: {part!r} is not a section')
+    node[leaf] = {**node[leaf], **value} if merge and isinstance(value, dict) and isinstance(node.get(leaf), dict) else value
+
+def flat_items(d:dict, # a nested mapping
+               prefix:str='', # put before every key (the mapping's own place: `model.`)
+              ) -> list[tuple[str, object]]:
+    "The leaves of a nested mapping as `(dotted key, value)` (an empty mapping is a leaf)."
+    return [kv for k, v in d.items() for kv in (flat_items(v, f'{prefix}{k}.') if isinstance(v, dict) and v else [(f'{prefix}{k}', v)])]
+
 def apply_overrides(d:dict, # a config as a plain dict
                     assignments, # `section.key=value` strings
                     cls=None, # the config dataclass (default `Config`), whose declared types read the values
                    ) -> dict:
-    "`d` with the assignments applied: text for text settings, YAML for the others (`[32, 64]`, `{k: v}`, `1e-4`)."
+    "`d` with the assignments applied (read by `parse_assignments`); an unknown section is an error with a \"did you mean\"."
     cls = cls or Config
-    for a in assignments:
-        if '=' not in a: raise ConfigError(f'override {a!r} is not of the form section.key=value')
-        key, val = a.split('=', 1)
-        *parents, leaf = key.strip().split('.')
-        if not parents: raise ConfigError(f'override {a!r}: name a section, e.g. train.{leaf}=...')
+    for key, value in parse_assignments(assignments, cls):
+        *parents, leaf = key.split('.')
+        if not parents: raise ConfigError(f'override {key}=...: name a section, e.g. train.{leaf}=...')
         node = d
         for i, p in enumerate(parents):
             if not isinstance(node, dict) or p not in node:
@@ -460,14 +514,9 @@ def apply_overrides(d:dict, # a config as a plain dict
                 else:
                     known = ', '.join(node) if isinstance(node, dict) else 'none'
                     close = difflib.get_close_matches(p, list(node) if isinstance(node, dict) else [], n=1)
-                    raise ConfigError(f'override {a!r}: unknown section {".".join(parents[:i+1])!r}' +
+                    raise ConfigError(f'override {key}=...: unknown section {".".join(parents[:i+1])!r}' +
                                       (f' (did you mean {close[0]!r}?)' if close else '') + f'; sections: {known}')
             node = node[p]
-        if not isinstance(node, dict): raise ConfigError(f'override {a!r}: {".".join(parents)!r} is not a section')
-        declared = _declared_type(cls, [*parents, leaf])
-        kinds = [k.strip() for k in str(declared).split('|')] if declared else []
-        if kinds and set(kinds) <= {'str', 'None'}: node[leaf] = val    # text stays text (`precision=no`, `device=cuda:1`)
-        else:
-            try: node[leaf] = load_yaml(val) if val.strip() else None
-            except yaml.YAMLError: node[leaf] = val
+        if not isinstance(node, dict): raise ConfigError(f'override {key}=...: {".".join(parents)!r} is not a section')
+        node[leaf] = value
     return d

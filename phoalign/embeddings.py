@@ -11,13 +11,13 @@ from typing import Callable
 import numpy as np, pandas as pd, torch
 from torch.utils.data import Dataset, DataLoader
 from fastcore.basics import patch
-from .core import UserError, DataError, ConfigError, UnknownNameError, atomic_write, get_device, load_yaml, coerce_value, from_dict, _unknown_key
+from .core import parse_assignments, set_key, flat_items, UserError, DataError, ConfigError, UnknownNameError, atomic_write, get_device, load_yaml, coerce_value, from_dict, _unknown_key
 
 # %% auto #0
-__all__ = ['SPLIT_FILES', 'DTYPES', 'LOSS_ALIASES', 'PIPELINE_KEYS', 'split_files', 'list_splits', 'EmbeddingSplit', 'load_split',
-           'SplitWriter', 'write_rows', 'split_embeddings', 'EmbeddingPairs', 'Encoder', 'load_encoder', 'encode_pairs',
-           'HeadsData', 'HeadsTraining', 'HeadsEvaluation', 'HeadsConfig', 'heads_configs', 'read_heads_config',
-           'heads_model_config', 'HeadsTrainer', 'train_heads', 'evaluate_heads']
+__all__ = ['SPLIT_FILES', 'DTYPES', 'LOSS_ALIASES', 'PIPELINE_KEYS', 'HEADS_KEYS', 'HEADS_OWN', 'split_files', 'list_splits',
+           'EmbeddingSplit', 'load_split', 'SplitWriter', 'write_rows', 'split_embeddings', 'EmbeddingPairs', 'Encoder',
+           'load_encoder', 'encode_pairs', 'HeadsData', 'HeadsTraining', 'HeadsEvaluation', 'HeadsConfig',
+           'heads_configs', 'read_heads_config', 'heads_model_config', 'HeadsTrainer', 'train_heads', 'evaluate_heads']
 
 # %% ../nbs/11_embeddings.ipynb #a97f3117
 SPLIT_FILES = dict(image='{split}_image_embeddings.pt', text='{split}_text_embeddings.pt', metadata='{split}_metadata.json')
@@ -492,25 +492,6 @@ def _config_source(src, kind:str, shipped:Callable) -> tuple[dict, str, str]:
     if not isinstance(d, dict): raise ConfigError(f'{p}: expected a mapping of settings, got {type(d).__name__}')
     return d, str(p), p.stem
 
-def _set_key(d:dict, key:str, value, where:str):
-    "Set dotted `key` of `d` (sections made as needed)."
-    *parents, leaf = key.split('.')
-    node = d
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict): raise ConfigError(f'{where}: {key!r}: {part!r} is not a section')
-    node[leaf] = value
-
-def _assignments(overrides, where:str='overrides') -> list[tuple[str, object]]:
-    "`key=value` strings as (key, YAML value) pairs."
-    out = []
-    for a in overrides:
-        if '=' not in a: raise ConfigError(f'{where}: {a!r} is not of the form key=value (e.g. training.learning_rate=3e-4)')
-        k, v = a.split('=', 1)
-        try: out.append((k.strip(), load_yaml(v) if v.strip() else None))
-        except Exception: out.append((k.strip(), v))
-    return out
-
 # %% ../nbs/11_embeddings.ipynb #53a491bf
 def _check_heads_config(hc:HeadsConfig, where:str) -> HeadsConfig:
     "Refuse what a heads config cannot mean, naming the key."
@@ -558,32 +539,42 @@ def read_heads_config(src, # a heads YAML file, a shipped config's name (`heads_
     if files: raise ConfigError(f'{where}: data.{files[0]}: files are found by split name here ({{split}}_image_embeddings.pt, ...): '
                                 'set data.dir, and data.train / data.val / data.test to the split names')
     d = asdict(from_dict(HeadsConfig, d, where))
-    for key, value in _assignments(overrides):
+    for key, value in parse_assignments(overrides, HeadsConfig):
         if key.split('.')[0] not in d: raise _unknown_key(key.split('.')[0], d, 'overrides')
-        _set_key(d, key, value, 'overrides')
+        set_key(d, key, value)
     hc = from_dict(HeadsConfig, d, f'{where} with overrides' if overrides else where)
     for k in ('model', 'loss'): setattr(hc, k, dict(getattr(hc, k)))
     if hc.experiment_name is None: hc.experiment_name = stem or 'heads'
     return _check_heads_config(hc, where)
 
 # %% ../nbs/11_embeddings.ipynb #2107dbe7
+# the heads pipeline's names -> the settings tree's (`section.*`: every other key of the section)
+HEADS_KEYS = {'seed': 'train.seed', 'device': 'train.device', 'data.dir': 'data.path', 'data.num_workers': 'data.num_workers',
+              'model.type': 'model.head', 'model.output_dim': 'model.embed_dim', 'model.*': 'model.options.head.*',
+              'training.batch_size': 'train.batch_size', 'training.learning_rate': 'train.lr', 'training.weight_decay': 'train.weight_decay',
+              'training.num_epochs': 'train.epochs', 'training.patience': 'train.patience', 'training.max_grad_norm': 'train.grad_clip',
+              'training.warmup_steps': 'train.warmup_steps', 'training.precision': 'train.precision', 'training.monitor': 'train.monitor',
+              'loss.type': 'loss.name', 'loss.temperature': 'loss.temperature', 'loss.learnable_scale': 'loss.learn_temperature',
+              'loss.logit_bias': 'loss.logit_bias', 'loss.*': 'loss.options.*'}
+# the pipeline's own settings, which the tree has no place for: where the splits are, the run's name, what the evaluation reports
+HEADS_OWN = ('experiment_name', 'output_dir', 'data.train', 'data.val', 'data.test', 'data.mmap', 'evaluation')
+
 def heads_model_config(hc:HeadsConfig, # a checked heads config
                        image_dim:int, # the image embeddings' width
                        text_dim:int): # the text embeddings' width
-    "The phoalign `Config` of two heads over pre-encoded embeddings."
-    from phoalign.core import Config, ModelConfig, DataConfig, TrainConfig, LossConfig, validate_config
-    m, lo, t = dict(hc.model), dict(hc.loss), hc.training
-    head_opts = {k: v for k, v in m.items() if k not in ('type', 'output_dim')}
-    loss_opts = {k: v for k, v in lo.items() if k not in ('type', 'temperature', 'learnable_scale', 'logit_bias')}
-    cfg = Config(model=ModelConfig(image_tower='embeddings', text_tower='embeddings', head=m['type'], embed_dim=m.get('output_dim', 512), pretrained=False,
-                                   options=dict(image=dict(dim=image_dim), text=dict(dim=text_dim), head=head_opts)),
-                 data=DataConfig(path=str(hc.data.dir), format='embeddings', num_workers=hc.data.num_workers),
-                 train=TrainConfig(epochs=t.num_epochs, batch_size=t.batch_size, lr=t.learning_rate, weight_decay=t.weight_decay,
-                                   grad_clip=t.max_grad_norm, warmup_steps=t.warmup_steps, precision=t.precision, patience=t.patience,
-                                   monitor=t.monitor, seed=hc.seed, device=hc.device, output_dir=str(hc.run_dir)),
-                 loss=LossConfig(name=LOSS_ALIASES.get(lo.get('type', 'clip'), lo.get('type', 'clip')), temperature=lo.get('temperature'),
-                                 learn_temperature=lo.get('learnable_scale'), logit_bias=lo.get('logit_bias'), options=loss_opts))
-    return validate_config(cfg, f'heads config {hc.experiment_name}')
+    "The phoalign `Config` of two heads over pre-encoded embeddings: the heads config read onto the tree through `HEADS_KEYS`."
+    from phoalign.core import Config
+    d = dict(model=dict(image_tower='embeddings', text_tower='embeddings', pretrained=False, options=dict(image=dict(dim=image_dim), text=dict(dim=text_dim), head={})),
+             data=dict(format='embeddings'), train=dict(output_dir=str(hc.run_dir)), loss=dict(options={}))
+    for key, value in flat_items(hc.to_dict()):
+        if key in HEADS_OWN or key.split('.')[0] in HEADS_OWN: continue
+        section, _, rest = key.partition('.')
+        if key in HEADS_KEYS: target = HEADS_KEYS[key]
+        elif f'{section}.*' in HEADS_KEYS: target = HEADS_KEYS[f'{section}.*'][:-1] + rest
+        else: raise ConfigError(f'heads config {hc.experiment_name}: {key} has no place in the settings tree')   # a key added to HeadsConfig but not to HEADS_KEYS
+        if key == 'loss.type': value = LOSS_ALIASES.get(value, value)
+        set_key(d, target, str(value) if key == 'data.dir' else value)
+    return Config.from_dict(d, f'heads config {hc.experiment_name}')
 
 # %% ../nbs/11_embeddings.ipynb #22d0d3c3
 from .train import Trainer

@@ -9,7 +9,7 @@ from pathlib import Path
 from importlib import resources
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch
-from .core import Config, ConfigError, UnknownNameError, atomic_save, seed_everything, apply_overrides
+from .core import FREEZABLE, Config, ConfigError, UnknownNameError, atomic_save, seed_everything, apply_overrides
 from .heads import create_head, heads
 from .losses import logit_settings, loss_inputs, loss_from_config
 from .vision.towers import ImageTower
@@ -18,8 +18,8 @@ from .data.transforms import transforms_from_cfg
 
 # %% auto #0
 __all__ = ['PRESET_ALIASES', 'list_presets', 'load_config', 'AlignModel', 'EmbeddingTower', 'check_model_config', 'create_model',
-           'image_transforms', 'create_model_and_transforms', 'model_checkpoint', 'save_model', 'read_checkpoint',
-           'load_model']
+           'freeze_parts', 'image_transforms', 'create_model_and_transforms', 'model_checkpoint', 'save_model',
+           'read_checkpoint', 'load_model']
 
 # %% ../nbs/06_model.ipynb #096c957c
 def list_presets() -> list[str]:
@@ -270,9 +270,29 @@ def create_model(config:Config|str|Path='tiny', # a Config, a preset name or a Y
     if getattr(text, 'config_options', None):  # what rebuilds this tower without the captions (the scratch tower's vocab size)
         cfg = copy.deepcopy(cfg)
         cfg.model.options = {**opts, 'text': {**opts.get('text', {}), **text.config_options}}
-    return AlignModel(image, text, embed_dim=m.embed_dim, head=m.head, head_options=opts.get('head', {}),
-                      init_logit_scale=logits['init_logit_scale'], learn_logit_scale=logits['learn_logit_scale'],
-                      init_logit_bias=logits['init_logit_bias'], local_dim=opts.get('local_dim', 0), config=cfg)
+    model = AlignModel(image, text, embed_dim=m.embed_dim, head=m.head, head_options=opts.get('head', {}),
+                       init_logit_scale=logits['init_logit_scale'], learn_logit_scale=logits['learn_logit_scale'],
+                       init_logit_bias=logits['init_logit_bias'], local_dim=opts.get('local_dim', 0), config=cfg)
+    return freeze_parts(model, m.freeze)
+
+# %% ../nbs/06_model.ipynb #51b420ee
+def freeze_parts(model:AlignModel, # the model
+                 parts:list, # any of `FREEZABLE`: image_tower, text_tower, image_head, text_head
+                ) -> AlignModel:
+    "Keep `parts` fixed: no gradients, and evaluation mode (BatchNorm statistics, dropout) whatever `model.train()` says."
+    for part in parts:
+        if part not in FREEZABLE: raise ConfigError(f'model.freeze names {part!r}; the parts are {", ".join(FREEZABLE)}')
+        getattr(model, part).requires_grad_(False)
+    model.frozen_parts = tuple(parts)
+    return model.train(model.training)
+
+@patch
+def train(self:AlignModel,
+          mode:bool=True): # training (True) or evaluation mode
+    "Training mode, except for the parts in `model.freeze`, which stay in evaluation mode."
+    nn.Module.train(self, mode)
+    for part in getattr(self, 'frozen_parts', ()): getattr(self, part).train(False)
+    return self
 
 # %% ../nbs/06_model.ipynb #4a9b2e18
 def image_transforms(model:AlignModel, # gives the image tower's `pretrained_cfg`

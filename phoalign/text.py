@@ -358,11 +358,10 @@ class SBERTTower(HFTextTower):
 
 # %% ../nbs/02_text.ipynb #bc1c5ffb
 class CLIPTextTower(HFTextTower):
-    "CLIP's text transformer with its projection; frozen by default."
+    "CLIP's text transformer with its projection (kept fixed by `model.freeze: [text_tower]`, as the paired-CIFAR preset does)."
     languages = ('en',)  # OpenAI CLIP's captions were English
     def __init__(self,
                  name_or_path:str='openai/clip-vit-base-patch32', # hub name or local folder
-                 frozen:bool=True, # keep the weights fixed
                  max_length:int=77, # CLIP's context length
                  pretrained:bool=True): # False: random weights (the config is still read)
         from transformers import AutoTokenizer, CLIPTextModelWithProjection, CLIPTextConfig
@@ -371,7 +370,6 @@ class CLIPTextTower(HFTextTower):
                  CLIPTextModelWithProjection(_from_pretrained(CLIPTextConfig, name_or_path, 'CLIP text config')))
         super().__init__(model, tok, max_length, 'cls', name_or_path)
         self.out_dim = model.config.projection_dim
-        if frozen: self.freeze()
 
     def forward(self, batch):
         out = self.model(input_ids=batch['input_ids'], attention_mask=batch['attention_mask'])

@@ -8,8 +8,8 @@ import json, os, shutil, difflib, threading
 from pathlib import Path
 from typing import Callable
 from .core import ConfigError, UserError, lower_is_better, atomic_write, _unknown_key
-from .embeddings import (read_heads_config, heads_configs, train_heads, HeadsConfig, HeadsTraining, _config_source, _set_key,
-                                 _assignments, LOSS_ALIASES)
+from .core import parse_assignments, set_key
+from .embeddings import read_heads_config, heads_configs, train_heads, HeadsConfig, HeadsTraining, _config_source, LOSS_ALIASES
 
 # %% auto #0
 __all__ = ['SEARCH_KEYS', 'PARAM_TYPES', 'PIPELINE_PARAMS', 'TUNING_RECIPE', 'LOSS_KEYS', 'PRUNERS', 'search_configs',
@@ -76,11 +76,11 @@ def read_search(src, # a search YAML file, or a shipped search's name (`search_c
     shipped = not Path(src).is_file()
     for k in d:
         if k not in SEARCH_KEYS: raise _unknown_key(k, SEARCH_KEYS, where)
-    for k, v in _assignments(overrides):
+    for k, v in parse_assignments(overrides):
         if k.split('.')[0] not in SEARCH_KEYS: raise _unknown_key(k.split('.')[0], SEARCH_KEYS, 'overrides')
         if '.' in k and k.split('.')[0] in ('fixed', 'search_space'):   # their keys are dotted themselves: `fixed.training.num_epochs=2`
             top, rest = k.split('.', 1); d.setdefault(top, {}); d[top] = dict(d[top] or {}); d[top][rest] = v
-        else: _set_key(d, k, v, 'overrides')
+        else: set_key(d, k, v)
     s = {k: d.get(k, v) for k, v in SEARCH_KEYS.items()}
     if s['base_data_dir'] is not None or s['data'] is not None:
         raise ConfigError(f'{where}: the data is the base config\'s (data.dir); set it there or with fixed: {{data.dir: ...}}')
@@ -91,16 +91,19 @@ def read_search(src, # a search YAML file, or a shipped search's name (`search_c
     if s['timeout'] is not None and (not isinstance(s['timeout'], (int, float)) or s['timeout'] <= 0): raise ConfigError(f'{where}: timeout must be seconds > 0 or null')
     if not s['base_config']: raise ConfigError(f'{where}: base_config is missing: name a heads config (a YAML file or one of {", ".join(heads_configs())})')
     base_src = _base_path(s['base_config'], Path(where).parent, where)
-    fixed = dict(TUNING_RECIPE, **{PIPELINE_PARAMS.get(k, k): v for k, v in (s['fixed'] or {}).items()})
-    if s['metric']: fixed['training.monitor'] = s['metric']   # the trials' best epoch is the one the study compares
+    user_fixed = {PIPELINE_PARAMS.get(k, k): v for k, v in (s['fixed'] or {}).items()}
+    if s['metric']: user_fixed['training.monitor'] = s['metric']   # the trials' best epoch is the one the study compares
+    fixed = dict(TUNING_RECIPE, **user_fixed)
     base = read_heads_config(base_src, *[f'{k}={json.dumps(v)}' for k, v in fixed.items()])
-    s['base_config'], s['fixed'] = str(base_src), fixed
+    # what the best config keeps: the user's fixed settings, less the tuning recipe's budget (subset, epochs, patience)
+    s['base_config'], s['fixed'], s['kept'] = str(base_src), fixed, {k: v for k, v in user_fixed.items() if k not in TUNING_RECIPE}
     space = {}
     for key, spec in (s['search_space'] or {}).items():
         canon = PIPELINE_PARAMS.get(key, key)
         if canon in space: raise ConfigError(f'{where}: search_space names {canon} twice')
         space[canon] = _check_parameter(canon, spec, where)
     if not space: raise ConfigError(f'{where}: search_space is empty')
+    if both := sorted(set(user_fixed) & set(space)): raise ConfigError(f'{where}: {both[0]} is both fixed and searched: keep it in one of fixed and search_space')
     sections = {'model', 'loss', 'training'}
     values = {'model.type': base.model['type'], 'loss.type': base.loss.get('type', 'clip')}
     for key, spec in space.items():
@@ -181,10 +184,10 @@ def _base(search:dict):
 
 def trial_config(search:dict, # from `read_search`
                  drawn:dict, # a trial's values
-                 tuning:bool=True, # with the `fixed` settings (a trial) or without (the config to train for real)
+                 tuning:bool=True, # a trial (the tuning recipe and `fixed`) or the config to train for real (`fixed` less the recipe's budget)
                 ) -> HeadsConfig:
-    "The heads config of a trial's values."
-    fixed = search['fixed'] if tuning else {}
+    "The heads config of a trial's values: base + `fixed` + the drawn values; the same function writes the best config, without the tuning recipe."
+    fixed = search['fixed'] if tuning else search['kept']
     return read_heads_config(_base(search), *[f'{k}={json.dumps(v)}' for k, v in {**fixed, **drawn}.items()])
 
 # %% ../nbs/12_tune.ipynb #080775ec

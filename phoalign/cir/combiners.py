@@ -11,7 +11,7 @@ from ..core import ConfigError, Registry, UnknownNameError, atomic_save
 
 # %% auto #0
 __all__ = ['combining_functions', 'LOGIT_SCALE', 'element_wise_sum', 'SumCombiner', 'Combiner', 'SparseMoE', 'MoECombiner',
-           'create_combiner', 'save_combiner', 'load_combiner']
+           'create_combiner', 'save_combiner', 'read_combiner_checkpoint', 'load_combiner']
 
 # %% ../../nbs/10a_cir.combiners.ipynb #5e83d6cf
 combining_functions = Registry('combining function')
@@ -205,10 +205,9 @@ def save_combiner(combiner:nn.Module, # built by `create_combiner`
     if not hasattr(combiner, 'config'): raise ValueError('this combiner has no config: build it with create_combiner')
     return atomic_save(dict(combiner=combiner.config, state_dict=combiner.state_dict(), **extra), path)
 
-def load_combiner(path:str|Path, # a file written by `save_combiner` (`phoalign cir combiner`)
-                  device:str|torch.device='cpu', # where to put it
-                 ) -> nn.Module:
-    "The combiner of `path`, in evaluation mode; what else the file holds is in its `checkpoint_extra`."
+def read_combiner_checkpoint(path:str|Path, # a file written by `save_combiner` or stage 2's trainer
+                            ) -> dict:
+    "A combiner checkpoint's content, loaded without executing code; a clear error for anything else."
     path = Path(path)
     if path.is_dir(): raise FileNotFoundError(f'{path} is a folder: name a combiner file (e.g. {path/"combiner_best.pt"})')
     if not path.is_file(): raise FileNotFoundError(f'combiner checkpoint {path} does not exist')
@@ -216,7 +215,16 @@ def load_combiner(path:str|Path, # a file written by `save_combiner` (`phoalign 
     except Exception as e: raise ConfigError(f'{path}: not a combiner checkpoint (torch.load cannot read it: {type(e).__name__})') from None
     if not isinstance(ck, dict) or 'combiner' not in ck or 'state_dict' not in ck:
         raise ConfigError(f'{path}: not a combiner checkpoint (written by phoalign cir combiner / save_combiner)')
+    return ck
+
+_TRAINING_STATE = ('optimizer', 'scheduler', 'scaler', 'task_state', 'rng', 'epoch_sums')   # what only a resumed run needs
+
+def load_combiner(path:str|Path, # a file written by `save_combiner` (`phoalign cir combiner`)
+                  device:str|torch.device='cpu', # where to put it
+                 ) -> nn.Module:
+    "The combiner of `path`, in evaluation mode; what else the file holds (settings, metrics) is in its `checkpoint_extra`."
+    ck = read_combiner_checkpoint(path)
     combiner = create_combiner(**ck['combiner'])
     combiner.load_state_dict(ck['state_dict'], strict=True)
-    combiner.checkpoint_extra = {k: v for k, v in ck.items() if k not in ('combiner', 'state_dict')}
+    combiner.checkpoint_extra = {k: v for k, v in ck.items() if k not in ('combiner', 'state_dict', *_TRAINING_STATE)}
     return combiner.to(device).eval()

@@ -5,23 +5,24 @@
 # %% ../../nbs/10c_cir.train.ipynb #db18687f
 from __future__ import annotations
 import hashlib, json, math, os, time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
-from torch.utils.data import DataLoader
-from ..core import ConfigError, DataError, UserError, atomic_save, seed_everything
-from ..model import AlignModel, save_model
-from ..train import EpochSampler, RunLogger, _progress
+from torch.utils.data import Dataset
+from fastcore.basics import patch
+from ..core import Config, TrainConfig, LossConfig, CIR_MONITORS, ConfigError, DataError, UserError, atomic_save, seed_everything, _unknown_key
+from ..model import AlignModel, model_checkpoint, read_checkpoint
+from ..train import Trainer, TrainTask, PairsTask, process_state
 from ..losses import gather_features, _world
 from ..search import encode_images, encode_texts, model_fingerprint
 from .data import CIRData, CIRDataset, cir_collate, cir_transform_for, fashioniq_caption_forms
-from .combiners import create_combiner, save_combiner
+from .combiners import create_combiner, read_combiner_checkpoint
 from .metrics import cirr_recalls, fashioniq_recalls, fashioniq_average, write_cirr_submission
 
 # %% auto #0
-__all__ = ['ENCODERS', 'SplitFeatures', 'caption_forms', 'encode_split', 'predict', 'validate', 'composed_loss', 'StageSettings',
-           'ComposedQuery', 'set_trainable', 'finetune', 'cached_split_features', 'CombinerStep', 'train_combiner',
-           'submit']
+__all__ = ['CIR_KEYS', 'CIR_RECIPES', 'ENCODERS', 'SplitFeatures', 'caption_forms', 'encode_split', 'predict', 'validate',
+           'composed_loss', 'cir_config', 'ComposedQuery', 'set_trainable', 'FinetuneTask', 'finetune',
+           'cached_split_features', 'CombinerStep', 'CombinerTask', 'train_combiner', 'submit']
 
 # %% ../../nbs/10c_cir.train.ipynb #cf175715
 @dataclass
@@ -128,85 +129,47 @@ def composed_loss(predicted:torch.Tensor, # [B, D] normalised composed queries
     return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
 
 # %% ../../nbs/10c_cir.train.ipynb #657adf89
-@dataclass
-class StageSettings:
-    "What both stages share (the CLI's options of the same names)."
-    output_dir:str|Path='runs/cir' # the run folder: metrics.jsonl/csv and the checkpoints
-    num_epochs:int=10 # epochs
-    batch_size:int=32 # triplets per process and optimiser step (the global batch: this × processes)
-    validation_frequency:int=1 # validate every N epochs (and after the last)
-    save_training:bool=True # write checkpoints
-    save_best:bool=True # keep only the best checkpoint (else one per validation, named by epoch)
-    precision:str='no' # 'no', 'fp16' (GPU) or 'bf16'
-    seed:int=0 # shuffling and initial weights
-    num_workers:int=0 # image decoding processes (stage 1)
-    progress:bool=True # progress bars
-    overwrite:bool=False # start afresh in a run folder that holds a run (its log and checkpoints go; cached features stay)
+CIR_KEYS = {'num_epochs': 'train.epochs', 'batch_size': 'train.batch_size', 'learning_rate': 'train.lr', 'combiner_lr': 'train.lr',
+            'weight_decay': 'train.weight_decay', 'validation_frequency': 'train.validate_every', 'save_training': 'train.save_checkpoints',
+            'precision': 'train.precision', 'seed': 'train.seed', 'output_dir': 'train.output_dir', 'num_workers': 'data.num_workers',
+            'data_path': 'data.path', 'freeze_bn': 'train.freeze_bn', 'device': 'train.device', 'patience': 'train.patience'}
+# CLIP4Cir's recipe for each stage (its scripts' defaults): a constant rate, no clipping, no warmup
+CIR_RECIPES = {1: dict(epochs=100, batch_size=128, lr=2e-6, weight_decay=1e-2), 2: dict(epochs=300, batch_size=4096, lr=2e-5, weight_decay=0.0)}
 
-    def __post_init__(self):
-        for k in ('num_epochs', 'batch_size', 'validation_frequency'):
-            if not isinstance(getattr(self, k), int) or getattr(self, k) < 1: raise ConfigError(f'{k} must be a positive integer, got {getattr(self, k)!r}')
-        if self.precision not in ('no', 'fp16', 'bf16'): raise ConfigError(f"precision must be 'no', 'fp16' or 'bf16', got {self.precision!r}")
+def cir_config(stage:int, # 1 (fine-tune the towers) or 2 (train a combiner)
+               dataset:str='CIRR', # 'CIRR' or 'FashionIQ': picks the monitored metric and the default run folder
+               base:Config|None=None, # the towers' config: its model and data sections, `train.freeze_bn` and `train.device` carry over
+               *overrides:str, # `section.key=value` assignments, applied last
+               save_best:bool=True, # keep the best checkpoint only; False: also one per validation (`train.save_every`)
+               **flags, # CLIP4Cir's names (`num_epochs`, `learning_rate`, `combiner_lr`, `validation_frequency`, ...: `CIR_KEYS`); None leaves a setting as it is
+              ) -> Config:
+    "The settings tree of a composed-retrieval stage: CLIP4Cir's recipe, then its flags read through `CIR_KEYS`, then overrides."
+    if stage not in CIR_RECIPES: raise ConfigError(f'stage must be 1 or 2, got {stage!r}')
+    if dataset not in ('CIRR', 'FashionIQ'): raise ConfigError(f"dataset must be 'CIRR' or 'FashionIQ', got {dataset!r}")
+    d = Config().to_dict() if base is None else base.to_dict()
+    kept = {k: d['train'][k] for k in ('freeze_bn', 'device')} if base is not None else {}
+    d['train'] = dict(asdict(TrainConfig()), **CIR_RECIPES[stage], **kept, schedule='constant', warmup_steps=0, grad_clip=None,
+                      monitor='arithmetic_mean' if dataset == 'CIRR' else 'avg',   # CLIP4Cir's choice of the best epoch for each dataset
+                      output_dir=f'runs/cir-{"finetune" if stage == 1 else "combiner"}-{dataset.lower()}')
+    d['loss'] = asdict(LossConfig(temperature=0.01))   # CLIP4Cir's logits x 100
+    for k, v in flags.items():
+        if k not in CIR_KEYS: raise _unknown_key(k, CIR_KEYS, 'composed retrieval settings')
+        if v is None: continue
+        section, key = CIR_KEYS[k].split('.')
+        d[section][key] = str(v) if key in ('output_dir', 'path') else v
+    if not save_best: d['train']['save_every'] = d['train']['validate_every']
+    cfg = Config.from_dict(d, f'composed retrieval stage {stage}')
+    return cfg.override(*overrides) if overrides else cfg
 
-# %% ../../nbs/10c_cir.train.ipynb #6034ff57
-def _accelerator(settings:StageSettings):
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-    if settings.precision == 'fp16' and not torch.cuda.is_available(): raise ConfigError("precision='fp16' needs a GPU; use 'bf16' or 'no' on the CPU")
-    seed_everything(settings.seed)
-    AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=settings.precision, cpu=not torch.cuda.is_available())
-
-def _main_only(acc, fn):
-    "`fn()` on the main process, its result on every process."
-    from accelerate.utils import broadcast_object_list
-    out = [fn() if acc.is_main_process else None]
-    if acc.num_processes > 1: broadcast_object_list(out)
-    return out[0]
-
-def _fit(acc, module:nn.Module, optimizer, loader, settings:StageSettings, step_loss, validate_fn, save_fn, monitor:str, tag:str,
-         epoch_start=None, epoch_stats=None, log=print) -> list[dict]:
-    "The loop both stages run; returns one row per epoch."
-    run_dir = Path(settings.output_dir)
-    used = (run_dir/'metrics.jsonl').exists()
-    if used and not settings.overwrite:   # every process refuses, so none waits for the others
-        raise UserError(f'{run_dir} already holds a run (metrics.jsonl): choose another output folder, or start afresh with --overwrite')
-    if used and acc.is_main_process:
-        for p in [run_dir/'metrics.jsonl', run_dir/'metrics.csv', *run_dir.glob('*.pt')]:
-            if not p.name.startswith('features_'): p.unlink(missing_ok=True)   # the cached features stay valid
-    acc.wait_for_everyone()
-    logger = RunLogger(run_dir) if acc.is_main_process else None
-    history, best = [], None
-    for epoch in range(settings.num_epochs):
-        t0, total, n = time.time(), 0.0, 0
-        module.train()
-        if epoch_start: epoch_start(epoch)
-        if hasattr(loader, 'set_epoch'): loader.set_epoch(epoch)
-        for batch in _progress(loader, f'{tag} {epoch + 1}/{settings.num_epochs}', settings.progress and acc.is_main_process):
-            with acc.autocast(): loss = step_loss(batch)
-            if not torch.isfinite(loss.detach()): raise FloatingPointError(f'{tag}: the loss is {loss.item()} at epoch {epoch + 1}; lower the learning rate')
-            optimizer.zero_grad(set_to_none=True); acc.backward(loss); optimizer.step()
-            total += loss.item(); n += 1
-        mean = torch.tensor(total / max(n, 1), device=acc.device)
-        row = dict(epoch=epoch + 1, train_loss=(acc.reduce(mean, 'mean') if acc.num_processes > 1 else mean).item())
-        if epoch_stats: row.update(epoch_stats())
-        validating = validate_fn is not None and ((epoch + 1) % settings.validation_frequency == 0 or epoch + 1 == settings.num_epochs)
-        if validating: row.update({f'val_{k}': v for k, v in _main_only(acc, validate_fn).items()})
-        row['seconds'] = round(time.time() - t0, 2)
-        score = row.get(f'val_{monitor}', -row['train_loss'] if validate_fn is None else None)
-        improved = score is not None and (best is None or score > best)
-        if improved: best = score
-        if settings.save_training and acc.is_main_process and (validating or validate_fn is None):
-            if improved or not settings.save_best: save_fn('best' if settings.save_best else f'epoch{epoch + 1:03d}', row)
-        if acc.is_main_process:
-            logger.log(row)
-            shares = [v for k, v in row.items() if k.startswith('expert') and k.endswith('_share')]
-            log(f'{tag} epoch {row["epoch"]}/{settings.num_epochs}  loss {row["train_loss"]:.4f}' +
-                (f'  {monitor} {row[f"val_{monitor}"]:.2f}' if f'val_{monitor}' in row else '') +
-                (f'  experts {"/".join(f"{v:.2f}" for v in shares)}' if shares else '') + f'  ({row["seconds"]:.1f}s)')
-        history.append(row)
-    acc.wait_for_everyone()
-    return history
+def _check_cir_config(cfg:Config):
+    "Refuse the settings composed retrieval has no use for, naming them."
+    tc, lc = cfg.train, cfg.loss
+    parts = [k for k in ('lr_image', 'lr_text', 'lr_head') if getattr(tc, k) is not None]
+    if parts: raise ConfigError(f'train.{parts[0]}: composed retrieval trains every trainable parameter at train.lr (CLIP4Cir\'s one rate)')
+    if lc.name != 'clip' or lc.options or lc.learn_temperature or lc.logit_bias is not None:
+        raise ConfigError("loss: composed retrieval trains with CLIP4Cir's loss (cross-entropy from each query to its target); "
+                          'its one setting is loss.temperature (0.01: logits x 100)')
+    if tc.monitor not in CIR_MONITORS + ('train_loss',): raise ConfigError(f'train.monitor={tc.monitor!r}: composed retrieval reports {", ".join(CIR_MONITORS)}')
 
 # %% ../../nbs/10c_cir.train.ipynb #84c62674
 class ComposedQuery(nn.Module):
@@ -224,12 +187,13 @@ ENCODERS = ('both', 'text', 'image')
 def set_trainable(model:AlignModel, # the model to fine-tune
                   encoder:str='both', # 'both', 'text' or 'image'
                  ) -> list:
-    "Freeze all but the chosen tower(s) and head(s); returns the trainable parameters."
+    "Freeze all but the chosen tower(s) and head(s), less the parts the model's `model.freeze` keeps fixed; returns the trainable parameters."
     if encoder not in ENCODERS: raise ConfigError(f"encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
     model.requires_grad_(False)
     for side in ('image', 'text'):
         if encoder in (side, 'both'):
-            getattr(model, f'{side}_tower').requires_grad_(True); getattr(model, f'{side}_head').requires_grad_(True)
+            for part in (f'{side}_tower', f'{side}_head'):
+                if part not in getattr(model, 'frozen_parts', ()): getattr(model, part).requires_grad_(True)
     return [p for p in model.parameters() if p.requires_grad]
 
 def _frozen_eval(model:AlignModel, encoder:str):
@@ -237,55 +201,108 @@ def _frozen_eval(model:AlignModel, encoder:str):
     for side in ('image', 'text'):
         if encoder not in (side, 'both'): getattr(model, f'{side}_tower').eval(); getattr(model, f'{side}_head').eval()
 
+# %% ../../nbs/10c_cir.train.ipynb #47de99a0
+class FinetuneTask(TrainTask):
+    "Stage 1 for the `Trainer`: triplets through `ComposedQuery`, CLIP4Cir's loss, validation with the element-wise sum."
+    def __init__(self,
+                 model:AlignModel, # the towers being fine-tuned
+                 train:CIRData, # training triplets
+                 encoder:str='both', # which tower trains: 'both', 'text' or 'image'
+                 transform:str='targetpad', # 'targetpad' or 'squarepad'
+                 target_ratio:float=1.25, # targetpad's ratio
+                 clip_bs:int=32): # batch size when encoding the validation split
+        self.align, self.data, self.encoder, self.transform, self.target_ratio, self.clip_bs = model, train, encoder, transform, target_ratio, clip_bs
+        self.image_transform = cir_transform_for(model, transform, target_ratio)
+
+# %% ../../nbs/10c_cir.train.ipynb #234cdf5e
+@patch
+def setup(self:FinetuneTask, trainer):
+    _check_cir_config(trainer.config); TrainTask.setup(self, trainer)
+@patch
+def datasets(self:FinetuneTask, train_data, val_data) -> tuple:
+    return CIRDataset(train_data, self.image_transform, train=True, seed=self.trainer.config.train.seed), val_data
+@patch
+def collate(self:FinetuneTask, dataset): return cir_collate
+@patch
+def optimizer(self:FinetuneTask, model:nn.Module, tc):
+    "CLIP4Cir's AdamW (eps 1e-7) over the trainable towers and heads."
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr, betas=(0.9, 0.999), eps=1e-7, weight_decay=tc.weight_decay)
+@patch
+def train_mode(self:FinetuneTask, model:nn.Module): model.train(); _frozen_eval(self.align, self.encoder)
+@patch
+def compute_loss(self:FinetuneTask, model:nn.Module, batch:dict) -> dict:
+    device = self.trainer.accelerator.device
+    text = {k: v.to(device) if torch.is_tensor(v) else v for k, v in self.align.tokenize(batch['caption']).items()}
+    return dict(loss=composed_loss(*model(batch['reference'], text, batch['target']), 1 / self.trainer.config.loss.temperature))
+@patch
+def evaluate(self:FinetuneTask, model:nn.Module, data:CIRData) -> dict:
+    return validate('sum', encode_split(self.align, data, self.image_transform, self.clip_bs, device=str(self.trainer.accelerator.device)), data)
+@patch
+def checkpoint(self:FinetuneTask, model:nn.Module) -> dict:
+    "A phoalign model checkpoint of the towers, with the stage's settings and the epoch's row under `cir`."
+    row = self.trainer.history[-1] if self.trainer.history else {}
+    return dict(model_checkpoint(self.align), cir=dict(stage=1, dataset=self.data.dataset, encoder=self.encoder, transform=self.transform,
+                                                       target_ratio=self.target_ratio, epoch=row.get('epoch', 0), metrics=row))
+@patch
+def load_checkpoint(self:FinetuneTask, model:nn.Module, ck:dict, path:Path): PairsTask.load_checkpoint(self, self.align, ck, path)
+
 # %% ../../nbs/10c_cir.train.ipynb #ab355c98
+def _stage_config(config, stage:int, dataset:str, base:Config|None) -> Config:
+    "A stage's `Config` from a `Config`, a dict of CLIP4Cir's flags (`cir_config`'s), or None (the recipe)."
+    if isinstance(config, Config): return config
+    return cir_config(stage, dataset, base, **(config or {}))
+
 def finetune(model:AlignModel, # the towers to fine-tune (`create_model(...)` or `load_model(checkpoint)`)
              train:CIRData, # training triplets
              val:CIRData|None=None, # validation triplets (validated with the element-wise sum)
-             settings:StageSettings|None=None, # epochs, batch size, checkpoints, ...
+             config:Config|dict|None=None, # the run's settings: a `Config` (`cir_config(1, ...)`), a dict of CLIP4Cir's flags, or None for its recipe
              encoder:str='both', # which tower trains: 'both', 'text' or 'image'
-             learning_rate:float=2e-6, # AdamW learning rate (CLIP4Cir: 2e-6 for CLIP)
-             weight_decay:float=1e-2, # AdamW weight decay
              transform:str='targetpad', # 'targetpad' or 'squarepad'
              target_ratio:float=1.25, # targetpad's ratio
              clip_bs:int=32, # batch size when encoding the validation split
+             resume:str|Path|None=None, # continue from 'last', 'best', 'latest' or a checkpoint of this run folder
+             overwrite:bool=False, # start afresh in a run folder that holds a run
+             progress:bool=True, # progress bars
              log=print, # where the epoch lines go
             ) -> list[dict]:
-    "Stage 1: fine-tune the towers on composed queries (element-wise sum); checkpoints are phoalign model checkpoints."
-    s = settings or StageSettings()
-    acc = _accelerator(s)
+    "Stage 1: fine-tune the towers on composed queries (element-wise sum) with the `Trainer`; `model` ends with the best epoch's weights."
+    cfg = _stage_config(config, 1, train.dataset, model.config)
     was_trainable = {n: p.requires_grad for n, p in model.named_parameters()}
-    params = set_trainable(model, encoder)
-    tfm = cir_transform_for(model, transform, target_ratio)
-    ds = CIRDataset(train, tfm, train=True, seed=s.seed)
-    sampler = EpochSampler(len(ds), seed=s.seed)
-    loader = DataLoader(ds, batch_size=s.batch_size, sampler=sampler, collate_fn=cir_collate, num_workers=s.num_workers,
-                        drop_last=len(ds) >= 2 * s.batch_size * acc.num_processes)
-    opt = torch.optim.AdamW(params, lr=learning_rate, betas=(0.9, 0.999), eps=1e-7, weight_decay=weight_decay)
-    step_module, opt, loader = acc.prepare(ComposedQuery(model), opt, loader)
-    tokenize = model.tokenize
-    def step_loss(batch):
-        text = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in tokenize(batch['caption']).items()}
-        return composed_loss(*step_module(batch['reference'], text, batch['target']))
-    def epoch_start(epoch):
-        sampler.set_epoch(epoch); ds.set_epoch(epoch); _frozen_eval(model, encoder)
-    def validate_fn():
-        return validate('sum', encode_split(model, val, tfm, clip_bs, device=str(acc.device)), val)
-    def save_fn(name, row):
-        save_model(model, Path(s.output_dir)/f'{name}.pt', cir=dict(stage=1, dataset=train.dataset, encoder=encoder, transform=transform,
-                                                                     target_ratio=target_ratio, epoch=row['epoch'], metrics=row))
-    history = _fit(acc, step_module, opt, loader, s, step_loss, validate_fn if val is not None else None, save_fn, 'avg', 'finetune',
-                   epoch_start, log=log)
-    for n, p in model.named_parameters(): p.requires_grad_(was_trainable[n])
-    model.eval()
-    return history
+    set_trainable(model, encoder)
+    try:
+        task = FinetuneTask(model, train, encoder, transform, target_ratio, clip_bs)
+        trainer = Trainer(ComposedQuery(model), train, val, config=cfg, task=task, live=False, progress=progress, overwrite=overwrite, log=log)
+        if resume: _resumed(trainer, resume, log)
+        for row in trainer.fit_epochs(): _epoch_line(trainer, row, 'finetune', log)
+        best = trainer.run_dir/trainer.files['best']
+        if trainer.accelerator.is_main_process and trainer.stopped: log(trainer.stopped)
+        if cfg.train.save_checkpoints and best.exists(): model.load_state_dict(read_checkpoint(best)['state_dict'])   # the best epoch, as saved
+    finally:
+        for n, p in model.named_parameters(): p.requires_grad_(was_trainable[n])
+        model.eval()
+    return trainer.history
+
+def _resumed(trainer:Trainer, resume, log):
+    trainer.resume(resume)
+    if trainer.accelerator.is_main_process: log(f'resumed from {trainer.resumed_from} at epoch {trainer.epoch + 1}')
+
+def _epoch_line(trainer:Trainer, row:dict, tag:str, log):
+    "One line per epoch on the main process: loss, the monitored metric, the MoE's expert shares."
+    if not trainer.accelerator.is_main_process: return
+    m, shares = trainer.monitor, [v for k, v in row.items() if k.startswith('expert') and k.endswith('_share')]
+    log(f'{tag} epoch {row["epoch"]}/{trainer.config.train.epochs}  loss {row["train_loss"]:.4f}' +
+        (f'  {m} {row[m.column]:.2f}' if m.column in row and m.metric != 'train_loss' else '') +
+        (f'  experts {"/".join(f"{v:.2f}" for v in shares)}' if shares else '') + f'  ({row["seconds"]:.1f}s)')
 
 # %% ../../nbs/10c_cir.train.ipynb #4be2501e
 def _features_key(model, data:CIRData, transform:str, target_ratio:float, train:bool) -> str:
     fp = model_fingerprint(model)
-    what = [fp['weights_hash'], fp['config_hash'], data.dataset, data.split, transform, target_ratio, train, len(data.triplets), sorted(data.images)]
+    t = data.triplets
+    texts = t.captions.tolist() if train and 'captions' in t else t.caption.tolist()   # edited captions: other features
+    what = [fp['weights_hash'], fp['config_hash'], data.dataset, data.split, transform, target_ratio, train, len(t), sorted(data.images), texts]
     return hashlib.sha256(json.dumps(what, default=str).encode()).hexdigest()[:16]
 
-def cached_split_features(acc, # the `Accelerator` of the run
+def cached_split_features(state, # Accelerate's `PartialState` (`process_state(config)`): the main process encodes, the others wait
                           model:AlignModel, # the frozen stage-1 model
                           data:CIRData, # the split
                           transform:str, # 'squarepad', 'targetpad' or 'resize'
@@ -295,14 +312,14 @@ def cached_split_features(acc, # the `Accelerator` of the run
                           folder:Path, # where the features are cached
                           progress:bool=False, # show progress bars
                          ) -> SplitFeatures:
-    "`encode_split` on the main process, saved in `folder` (reused while model, data and transform are the same); loaded by every process."
+    "`encode_split` on the main process, saved in `folder` (reused while model, data, captions and transform are the same); loaded by every process."
     key = _features_key(model, data, transform, target_ratio, train)
     path = Path(folder)/f'features_{data.dataset}_{data.split}_{key}.pt'
-    if acc.is_main_process and not path.exists():
-        f = encode_split(model, data, cir_transform_for(model, transform, target_ratio), clip_bs, train=train, device=str(acc.device), progress=progress)
+    if state.is_main_process and not path.exists():
+        f = encode_split(model, data, cir_transform_for(model, transform, target_ratio), clip_bs, train=train, device=str(state.device), progress=progress)
         atomic_save(dict(f.__dict__, triplets=f.triplets.to_dict('list')), path)
-    acc.wait_for_everyone()
-    d = torch.load(path, weights_only=False)
+    state.wait_for_everyone()
+    d = torch.load(path, weights_only=True)
     d['triplets'] = pd.DataFrame(d['triplets'])
     return SplitFeatures(**d)
 
@@ -314,66 +331,128 @@ class CombinerStep(nn.Module):
     def forward(self, reference:torch.Tensor, text:torch.Tensor, target:torch.Tensor) -> tuple:
         return self.combiner.combine_features(reference, text), F.normalize(target, dim=-1)
 
+class _Rows(Dataset):
+    "The rows 0..n-1 of cached features: a stage-2 batch is a tensor of triplet rows."
+    def __init__(self, n:int): self.n = n
+    def __len__(self): return self.n
+    def __getitem__(self, i:int) -> int: return i
+
+# %% ../../nbs/10c_cir.train.ipynb #6f55c81c
+class CombinerTask(TrainTask):
+    "Stage 2 for the `Trainer`: a combiner on cached features, CLIP4Cir's loss (plus the MoE's balance term), CIRR/FashionIQ validation."
+    files = dict(best='combiner_best.pt', last='combiner_last.pt', epoch='combiner_epoch{:03d}.pt')
+    def __init__(self,
+                 features:SplitFeatures, # the training split's cached features
+                 val_data:CIRData|None=None, # the validation split (says CIRR or FashionIQ), whose features `Trainer` gets as `val_data`
+                 balance_weight:float=0.0, # weight of the MoE's load-balancing loss (0: off)
+                 info:dict|None=None): # what the checkpoints record under `cir` (settings, the towers' fingerprint)
+        self.features, self.val_data, self.balance_weight, self.info = features, val_data, balance_weight, info or {}
+
+# %% ../../nbs/10c_cir.train.ipynb #7c3e4df9
+@patch
+def setup(self:CombinerTask, trainer):
+    _check_cir_config(trainer.config); TrainTask.setup(self, trainer)
+    self.combiner = trainer.model.combiner
+@patch
+def datasets(self:CombinerTask, train_data, val_data) -> tuple: return _Rows(len(self.features)), val_data
+@patch
+def optimizer(self:CombinerTask, model:nn.Module, tc):
+    "CLIP4Cir's Adam over the combiner."
+    return torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+@patch
+def to(self:CombinerTask, device):
+    f = self.features
+    self.images, self.texts, self.refs, self.targets = (x.to(device) for x in (f.image_features, f.text_features, f.reference, f.target))
+    self.form = torch.zeros(len(f), dtype=torch.long, device=device)
+    return self
+@patch
+def epoch_start(self:CombinerTask, epoch:int):
+    "Draw each triplet's caption form for the epoch (FashionIQ's four; the same draw on every process), and restart the MoE's usage counts."
+    if self.texts.shape[1] > 1:
+        seed = self.trainer.config.train.seed
+        self.form.copy_(torch.randint(self.texts.shape[1], (len(self.form),), generator=torch.Generator().manual_seed(seed * 1000 + epoch)))
+    if hasattr(self.combiner, 'reset_usage') and not self.trainer.batch_in_epoch: self.combiner.reset_usage()   # mid-epoch: restored counts go on
+@patch
+def compute_loss(self:CombinerTask, model:nn.Module, rows:torch.Tensor) -> dict:
+    rows = rows.to(self.images.device)
+    loss = composed_loss(*model(self.images[self.refs[rows]], self.texts[rows, self.form[rows]], self.images[self.targets[rows]]),
+                         1 / self.trainer.config.loss.temperature)
+    if not self.balance_weight: return dict(loss=loss)
+    balance = self.combiner.last_aux_loss
+    return dict(loss=loss + self.balance_weight * balance, composed_loss=loss.detach(), balance_loss=balance.detach())
+@patch
+def epoch_stats(self:CombinerTask) -> dict:
+    if not hasattr(self.combiner, 'expert_usage'): return {}
+    acc = self.trainer.accelerator
+    usage = torch.as_tensor(self.combiner.expert_usage(), dtype=torch.float32, device=acc.device)
+    if acc.num_processes > 1: usage = acc.reduce(usage, 'mean')
+    return {f'expert{i}_share': round(u, 4) for i, u in enumerate(usage.tolist())}
+@patch
+def state_dict(self:CombinerTask):
+    "The MoE's usage counts of the epoch so far (not in its weights): a run resumed mid-epoch reports the same shares."
+    return {n: b.clone() for n, b in self.combiner.named_buffers() if n.endswith('routed')} or None
+@patch
+def load_state_dict(self:CombinerTask, state):
+    buffers = dict(self.combiner.named_buffers())
+    for n, v in (state or {}).items(): buffers[n].copy_(v)
+@patch
+def evaluate(self:CombinerTask, model:nn.Module, features:SplitFeatures) -> dict: return validate(model.combiner, features, self.val_data)
+@patch
+def checkpoint(self:CombinerTask, model:nn.Module) -> dict:
+    "A combiner checkpoint (`load_combiner` reads it), with the stage's settings and the epoch's row under `cir`."
+    row = self.trainer.history[-1] if self.trainer.history else {}
+    return dict(combiner=model.combiner.config, state_dict=model.combiner.state_dict(), cir=dict(self.info, epoch=row.get('epoch', 0), metrics=row))
+@patch
+def read_checkpoint(self:CombinerTask, path:Path) -> dict: return read_combiner_checkpoint(path)
+@patch
+def load_checkpoint(self:CombinerTask, model:nn.Module, ck:dict, path:Path):
+    if ck['combiner'] != model.combiner.config:
+        raise ConfigError(f'{path}: holds a combiner {ck["combiner"]}, this run trains {model.combiner.config}: resume with the same settings')
+    model.combiner.load_state_dict(ck['state_dict'])
+
 # %% ../../nbs/10c_cir.train.ipynb #7e2a07fa
 def train_combiner(model:AlignModel, # the frozen towers (stage 1's checkpoint, or any phoalign model)
                    train:CIRData, # training triplets
                    val:CIRData|None=None, # validation triplets
-                   settings:StageSettings|None=None, # epochs, batch size, checkpoints, ...
+                   config:Config|dict|None=None, # the run's settings: a `Config` (`cir_config(2, ...)`), a dict of CLIP4Cir's flags, or None for its recipe
                    combining_function:str='combiner', # 'combiner' (CLIP4Cir) or 'moe' (CLIP4Cir-MoE)
                    projection_dim:int=2560, # the combiner's projection width
                    hidden_dim:int=5120, # its hidden width
-                   combiner_lr:float=2e-5, # Adam learning rate
                    balance_weight:float=0.0, # weight of the MoE load-balancing loss (0: off)
                    transform:str='targetpad', # 'targetpad' or 'squarepad'
                    target_ratio:float=1.25, # targetpad's ratio
                    clip_bs:int=32, # batch size when encoding the splits
                    combiner_options:dict|None=None, # other options of the combiner (MoE: `num_experts`, `top_k`)
                    model_path:str|Path|None=None, # the towers' checkpoint, recorded in the combiner's checkpoint
+                   resume:str|Path|None=None, # continue from 'last', 'best', 'latest' or a checkpoint of this run folder
+                   overwrite:bool=False, # start afresh in a run folder that holds a run (the cached features stay)
+                   progress:bool=True, # progress bars
                    log=print, # where the epoch lines go
                   ) -> tuple:
-    "Stage 2: train a combiner on the frozen towers' cached features; returns `(combiner, history)`."
-    s = settings or StageSettings()
+    "Stage 2: train a combiner on the frozen towers' cached features with the `Trainer`; returns `(combiner, history)`, the combiner with the best epoch's weights."
+    cfg = _stage_config(config, 2, train.dataset, None)
     if combining_function not in ('combiner', 'moe'): raise ConfigError(f"combining_function for stage 2 must be 'combiner' or 'moe', got {combining_function!r} ('sum' has nothing to train)")
     if balance_weight and combining_function != 'moe': raise ConfigError(f"balance_weight={balance_weight} needs combining_function='moe' (the plain Combiner has no experts)")
-    acc = _accelerator(s)
-    model.requires_grad_(False).eval().to(acc.device)
-    folder = Path(s.output_dir); folder.mkdir(parents=True, exist_ok=True)
-    tr = cached_split_features(acc, model, train, transform, target_ratio, clip_bs, True, folder, s.progress)
-    va = None if val is None else cached_split_features(acc, model, val, transform, target_ratio, clip_bs, False, folder, s.progress)
+    _check_cir_config(cfg)
+    state = process_state(cfg)
+    model.requires_grad_(False).eval().to(state.device)
+    folder = Path(cfg.train.output_dir)/'features'
+    tr = cached_split_features(state, model, train, transform, target_ratio, clip_bs, True, folder, progress)
+    va = None if val is None else cached_split_features(state, model, val, transform, target_ratio, clip_bs, False, folder, progress)
     if (tr.target < 0).any(): raise DataError(f'the {train.dataset} {train.split} split has no targets: it cannot train a combiner')
-    seed_everything(s.seed)
+    seed_everything(cfg.train.seed)
     combiner = create_combiner(combining_function, tr.image_features.shape[1], projection_dim=projection_dim, hidden_dim=hidden_dim,
                                **(combiner_options or {}))
-    opt = torch.optim.Adam(combiner.parameters(), lr=combiner_lr)
-    sampler = EpochSampler(len(tr), seed=s.seed)
-    loader = DataLoader(torch.arange(len(tr)), batch_size=s.batch_size, sampler=sampler,
-                        drop_last=len(tr) >= 2 * s.batch_size * acc.num_processes)
-    step_module, opt, loader = acc.prepare(CombinerStep(combiner), opt, loader)
-    images, texts, refs, tgts = (x.to(acc.device) for x in (tr.image_features, tr.text_features, tr.reference, tr.target))
-    form = torch.zeros(len(tr), dtype=torch.long, device=acc.device)
-    def epoch_start(epoch):
-        sampler.set_epoch(epoch)
-        if texts.shape[1] > 1:   # the same draw on every process
-            form.copy_(torch.randint(texts.shape[1], (len(tr),), generator=torch.Generator().manual_seed(s.seed * 1000 + epoch)))
-        if hasattr(combiner, 'reset_usage'): combiner.reset_usage()
-    def step_loss(idx):
-        idx = idx.to(acc.device)
-        loss = composed_loss(*step_module(images[refs[idx]], texts[idx, form[idx]], images[tgts[idx]]))
-        if balance_weight: loss = loss + balance_weight * combiner.last_aux_loss
-        return loss
-    def epoch_stats():
-        if not hasattr(combiner, 'expert_usage'): return {}
-        usage = torch.as_tensor(combiner.expert_usage(), dtype=torch.float32, device=acc.device)
-        if acc.num_processes > 1: usage = acc.reduce(usage, 'mean')
-        return {f'expert{i}_share': round(u, 4) for i, u in enumerate(usage.tolist())}
-    def validate_fn(): return validate(combiner, va, val)
-    def save_fn(name, row):
-        save_combiner(combiner, folder/f'combiner_{name}.pt',
-                      cir=dict(stage=2, dataset=train.dataset, combining_function=combining_function, transform=transform,
-                               target_ratio=target_ratio, model=model_fingerprint(model, model_path), epoch=row['epoch'], metrics=row))
-    history = _fit(acc, step_module, opt, loader, s, step_loss, validate_fn if va is not None else None, save_fn, 'avg',
-                   combining_function, epoch_start, epoch_stats, log=log)
-    return combiner.eval(), history
+    info = dict(stage=2, dataset=train.dataset, combining_function=combining_function, transform=transform, target_ratio=target_ratio,
+                model=model_fingerprint(model, model_path))
+    trainer = Trainer(CombinerStep(combiner), train, va, config=cfg, task=CombinerTask(tr, val, balance_weight, info), live=False,
+                      progress=progress, overwrite=overwrite, log=log)
+    if resume: _resumed(trainer, resume, log)
+    for row in trainer.fit_epochs(): _epoch_line(trainer, row, combining_function, log)
+    if trainer.accelerator.is_main_process and trainer.stopped: log(trainer.stopped)
+    best = trainer.run_dir/trainer.files['best']
+    if cfg.train.save_checkpoints and best.exists(): combiner.load_state_dict(read_combiner_checkpoint(best)['state_dict'])   # the best epoch, as saved
+    return combiner.eval(), trainer.history
 
 # %% ../../nbs/10c_cir.train.ipynb #4bad61a4
 def submit(model:AlignModel, # the towers
@@ -405,17 +484,20 @@ def _ddp_cir_run(root:str, out_dir:str, stage:int, batch_size:int) -> dict:
     train = read_cirr(root, 'train'); train.triplets = train.triplets.iloc[:32]
     model = create_model('tiny', 'data.image_size=32', 'model.embed_dim=32', 'model.options.image={freeze_bn: true}',
                          'model.options.text={dim: 32, layers: 1, heads: 4, max_length: 24, dropout: 0}', captions=train.triplets.caption.tolist())
-    s = StageSettings(output_dir=out_dir, num_epochs=1, batch_size=batch_size, save_training=False, progress=False)
+    flags = dict(output_dir=out_dir, num_epochs=1, batch_size=batch_size, save_training=False, seed=0)
     grads = []
     hook = register_optimizer_step_pre_hook(lambda opt, args, kw: grads.append(
         [p.grad.detach().clone() for g in opt.param_groups for p in g['params'] if p.grad is not None]))
     try:
-        if stage == 1: hist = finetune(model, train, None, s, learning_rate=1e-4, log=lambda x: None)
+        if stage == 1:
+            hist = finetune(model, train, None, dict(flags, learning_rate=1e-4), progress=False, log=lambda x: None)
+            trained = model
         else:
             nn.Dropout.forward = lambda self, x: x   # this process only: the two runs must draw no masks
-            _, hist = train_combiner(model, train, None, s, 'moe', projection_dim=32, hidden_dim=64, combiner_lr=1e-4, log=lambda x: None)
+            trained, hist = train_combiner(model, train, None, dict(flags, combiner_lr=1e-4), 'moe', projection_dim=32, hidden_dim=64,
+                                           progress=False, log=lambda x: None)
     finally: hook.remove()
-    return dict(grads=grads, loss=hist[0]['train_loss'])
+    return dict(grads=grads, loss=hist[0]['train_loss'], weights={k: v.detach().clone() for k, v in trained.state_dict().items() if torch.is_tensor(v)})
 
 def _ddp_cir_worker(rank:int, world_size:int, port:int, root:str, out_dir:str, batch_size:int):
     "Test helper: one process of a `world_size`-process gloo group running `_ddp_cir_run` for both stages."
