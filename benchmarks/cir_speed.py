@@ -22,7 +22,8 @@ only up to `--peer-max-index` images (2,297 by default: its [Q, N] string arrays
 
 Table 3, the training loops (`--loop`): seconds per epoch of stage 1 (`finetune`, tiny towers on the synthetic CIRR
 shapes) and of stage 2 (`train_combiner`, a MoE on the towers' cached features, the caching not timed), no validation,
-no checkpoints. With `--compare-with REF` the same epochs run on phoalign as it was at git REF (a temporary worktree) and
+no checkpoints: the difference between a run of E and one of 2E epochs, over E; what a run pays once (setting up, the
+first and last drawing of the curves) is the rest, in its own column. With `--compare-with REF` the same epochs run on phoalign as it was at git REF (a temporary worktree) and
 the table gains the ratio, measured in the same run.
 
 For scale, on one H100 in fp32: CLIP4Cir's Combiner trains a batch of 4,096 in 33 ms; the seed's MoE combiner 6.7 s;
@@ -114,7 +115,7 @@ def loop_seconds(epochs:int=3, triplets:int=512, batch:int=32) -> dict:
     from phoalign.model import create_model
     from phoalign.cir.data import read_cirr
     work = Path(tempfile.mkdtemp())
-    root = write_cirr(make_shapes(n_images=1200, size=32, seed=0, n_triplets=triplets + 100), work/'shapes').parent
+    root = write_cirr(make_shapes(n_images=2 * triplets + 400, size=32, seed=0, n_triplets=triplets + 200), work/'shapes').parent
     train = read_cirr(root, 'train'); train.triplets = train.triplets.iloc[:triplets]
     model = create_model('tiny', 'data.image_size=32', 'model.embed_dim=64', 'model.options.text={dim: 64, layers: 1, heads: 4, max_length: 24}',
                          captions=train.triplets.caption.tolist())
@@ -128,13 +129,17 @@ def loop_seconds(epochs:int=3, triplets:int=512, batch:int=32) -> dict:
         if stage == 1: return ct.finetune(model, train, None, dict(common, learning_rate=1e-4), progress=False, log=quiet)
         return ct.train_combiner(model, train, None, dict(common, combiner_lr=1e-4), 'moe', projection_dim=128, hidden_dim=256, progress=False, log=quiet)[1]
     out = {}
+    def timed_run(stage, folder, n):
+        for f in [*folder.glob('metrics.*'), *folder.glob('*.pt')]:
+            if not f.name.startswith('features_'): f.unlink()   # the folder is free for the next run; the cached features stay
+        t = time.perf_counter(); run(stage, folder, n); return time.perf_counter() - t
     for stage in (1, 2):
         folder = work/f'stage{stage}'
         run(stage, folder, 1)   # warm-up, and stage 2's feature cache
-        for f in [*folder.glob('metrics.*'), *folder.glob('*.pt')]:
-            if not f.name.startswith('features_'): f.unlink()   # the folder is free for the timed run; the cached features stay
-        t = time.perf_counter(); run(stage, folder, epochs)
-        out[f'stage{stage}'] = (time.perf_counter() - t) / epochs
+        # a run of E and one of 2E epochs: their difference is E epochs of the loop, without what a run pays once (setup, first and last curves)
+        short, long = timed_run(stage, folder, epochs), timed_run(stage, folder, 2 * epochs)
+        out[f'stage{stage}'] = (long - short) / epochs
+        out[f'stage{stage}_once'] = max(0.0, short - epochs * out[f'stage{stage}'])
     return out
 
 def loop_table(compare_with=None, epochs:int=3):
@@ -144,9 +149,10 @@ def loop_table(compare_with=None, epochs:int=3):
         from side_by_side import previous_results
         before = previous_results(compare_with, 'cir_speed.py', ['--loop-only', '--loop-epochs', str(epochs)])
     now = loop_seconds(epochs)
-    print(f'\n| stage | s per epoch (this tree) |' + (f' s per epoch ({compare_with}) | × that |' if before else '') + '\n|---|---:|' + ('---:|---:|' if before else ''))
-    for k, v in now.items():
-        print(f'| {k} | {v:.3f} |' + (f' {before[k]:.3f} | {v / before[k]:.2f} |' if before else ''), flush=True)
+    print(f'\n| stage | s per epoch (this tree) | s once a run (this tree) |' + (f' s per epoch ({compare_with}) | s once a run ({compare_with}) | × per epoch |' if before else '') +
+          '\n|---|---:|---:|' + ('---:|---:|---:|' if before else ''))
+    for k in ('stage1', 'stage2'):
+        print(f'| {k} | {now[k]:.3f} | {now[k + "_once"]:.2f} |' + (f' {before[k]:.3f} | {before[k + "_once"]:.2f} | {now[k] / before[k]:.2f} |' if before else ''), flush=True)
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -689,6 +689,8 @@ def fit_epochs(self:Trainer,
         self.stopped = (f'interrupted at step {self.step} (epoch {self.epoch + 1}, batch {self.batch_in_epoch}); ' +
                         (f'{self.files["last"]} holds it' if tc.save_checkpoints else 'nothing was saved (train.save_checkpoints=false)'))
         raise
+    finally:
+        if self.accelerator.is_main_process: self.curves.flush()   # the last epochs' curves, held back by `min_interval`
 
 @patch
 def fit(self:Trainer,

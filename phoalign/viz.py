@@ -4,7 +4,7 @@
 
 # %% ../nbs/07a_viz.ipynb #457a368f
 from __future__ import annotations
-import math, re, sys, textwrap, unicodedata
+import math, re, sys, textwrap, time, unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 import numpy as np, pandas as pd
@@ -319,20 +319,32 @@ def plot_learning_curves(history:list[dict], # one row per epoch: `epoch`, `trai
     return fig
 
 class LiveCurves:
-    "Learning curves redrawn after each update: in place in a notebook, and into a PNG."
+    "Learning curves redrawn as a run goes: in place in a notebook, and into a PNG; at most every `min_interval` seconds and never more than 5% of the time, so short epochs are not spent drawing."
     def __init__(self, path:str|Path|None=None, # PNG to (re)write after each update
-                 live:bool|None=None): # redraw in a notebook output (default: when running in a Jupyter kernel)
+                 live:bool|None=None, # redraw in a notebook output (default: when running in a Jupyter kernel)
+                 min_interval:float=5.0): # seconds between two drawings; an update sooner is kept for the next one or `flush`
         self.path = Path(path) if path else None
         self.live, self.handle = (_in_kernel() if live is None else live), None
+        self.min_interval, self.last_drawn, self.pending, self.cost = min_interval, time.monotonic(), None, 0.0   # a run shorter than `min_interval` draws once, at its end
 
     def update(self, history:list[dict], # the run's rows so far
                summary:str='') -> Figure: # the summary panel's text
-        "Redraw from the history rows (nothing to draw without a path and outside a notebook: None)."
+        "Redraw from the history rows; None when nothing is drawn (no path outside a notebook, or drawn less than `min_interval` ago)."
         if self.path is None and not self.live: return None
+        self.pending = (list(history), summary)
+        if time.monotonic() - self.last_drawn < max(self.min_interval, 20 * self.cost): return None   # drawing takes at most a 20th of the time
+        return self.flush()
+
+    def flush(self) -> Figure:
+        "Draw the latest update if it has not been drawn (the end of a run)."
+        if self.pending is None: return None
+        (history, summary), self.pending = self.pending, None
+        t0 = time.monotonic()
         fig = plot_learning_curves(history, summary, path=self.path)
         if self.live:
             from IPython.display import display
             if self.handle is None: self.handle = display(fig, display_id=True)
             else: self.handle.update(fig)
         _close(fig)
+        self.last_drawn = time.monotonic(); self.cost = self.last_drawn - t0
         return fig
