@@ -322,7 +322,7 @@ class LiveCurves:
     "Learning curves redrawn as a run goes: in place in a notebook, and into a PNG; at most every `min_interval` seconds and never more than 5% of the time, so short epochs are not spent drawing."
     def __init__(self, path:str|Path|None=None, # PNG to (re)write after each update
                  live:bool|None=None, # redraw in a notebook output (default: when running in a Jupyter kernel)
-                 min_interval:float=5.0): # seconds between two drawings; an update sooner is kept for the next one or `flush`
+                 min_interval:float=5.0): # seconds between two drawings (0: draw every update); an update sooner is kept for the next one or `flush`
         self.path = Path(path) if path else None
         self.live, self.handle = (_in_kernel() if live is None else live), None
         self.min_interval, self.last_drawn, self.pending, self.cost = min_interval, time.monotonic(), None, 0.0   # a run shorter than `min_interval` draws once, at its end
@@ -332,7 +332,8 @@ class LiveCurves:
         "Redraw from the history rows; None when nothing is drawn (no path outside a notebook, or drawn less than `min_interval` ago)."
         if self.path is None and not self.live: return None
         self.pending = (list(history), summary)
-        if time.monotonic() - self.last_drawn < max(self.min_interval, 20 * self.cost): return None   # drawing takes at most a 20th of the time
+        wait = max(self.min_interval, 20 * self.cost) if self.min_interval else 0   # drawing takes at most a 20th of the time; 0: every update draws
+        if time.monotonic() - self.last_drawn < wait: return None
         return self.flush()
 
     def flush(self) -> Figure:
