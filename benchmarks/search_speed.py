@@ -37,8 +37,40 @@ What is measured, for each size and kind:
   times of a fraction of a second are at the mercy of other load. `--no-incremental` and `--no-torch` skip these.
 
 For scale: a plain torch top-10 over 1M x 512 bf16 embeddings answers 1,000 queries in 9 ms on one H100.
+
+Recall table (`--recall-table`; instead of the speed tables): is the recall `tune` reports the recall a user gets?
+
+    python benchmarks/search_speed.py --recall-table --autofaiss-python ENV/bin/python --autofaiss-opq-python ENV2/bin/python   # 100k x 256-d
+    python benchmarks/search_speed.py --recall-table --sizes 100000 1000000     # and 1M (about an hour more on 2 cores)
+    python benchmarks/search_speed.py --recall-table --no-autofaiss             # phoalign only
+
+- indexes: `factory_for(kind, n, d)`; the ivfpq rows get the code `factory_for` picks for a budget of `--pq-budget` times
+  the float vectors (0.25: PQ128 at 256-d; 0.1: PQ64, whose codes cap recall@10 below 0.95 on these captions).
+- data: the clustered image vectors above (256-d by default here) and, for some of them, a caption vector: the image plus a
+  shift every caption shares (the modality gap, `--caption-gap`) plus isotropic noise (`--caption-noise`), normalised:
+  correlated with its image, not identical (the mean cosine is printed). 2,000 captions of random gallery images tune
+  the index (`index.tune(recall, queries=captions, what='captions')`, as `encode_gallery` does for a captioned
+  gallery); 2,000 captions of other gallery images are the held-out test queries. Ground truth: exact inner-product
+  search (`faiss.knn`) of the test captions over the gallery.
+- columns: the recall@10 `tune` reports, the recall@10 measured on the held-out test captions (they should agree within
+  about 0.01 and the measured one meet the target), and what the measure before issue 21 did: tune on 1,000 stored
+  vectors used as their own queries (each finds itself; IVF probes its own list first), the setting it picks, the
+  recall it reports, and the recall the test captions then get.
+- each build runs in its own process (`--child`): build s = reading the .npy + training + adding + tuning; build MiB =
+  peak resident memory (VmHWM) less the resident memory after the imports (torch for phoalign), so the libraries do not
+  count.
+- autofaiss (`--autofaiss-python`: a Python with autofaiss, which wants numpy < 2, so its own virtual environment):
+  `build_index` on the same vectors (an .npy folder) and the same FAISS structure (`index_key`: phoalign's `IVF…,Flat`,
+  `HNSW32` (what autofaiss picks itself at these sizes under its default 16G budget), and for IVF-PQ autofaiss's own
+  key for phoalign's list count and code size, `OPQ{m}_{y},IVF…,PQ{m}x8`, since it has no heuristics for a plain
+  `IVF…,PQ{m}`; autofaiss 2.18 builds that with `faiss.OPQMatrix(d, M=…, d2=…)`, which faiss-cpu 1.15 refuses
+  (keyword arguments: TypeError), so `--autofaiss-opq-python` names a Python with faiss-cpu 1.8.0 for those rows);
+  its search setting is its own (the best recall within `max_index_query_time_ms`, 10 ms a query);
+  recall@10 on the same held-out captions; build s excludes its speed/size report (`compute_fast_metrics`, about 10 s)
+  and the write of the index to disk, parsed from its log; build MiB as above. The ratios are phoalign / autofaiss.
 """
-import argparse, gc, os, platform, resource, statistics, sys, time
+import argparse, gc, json, os, platform, re, resource, statistics, subprocess, sys, tempfile, time, warnings
+from pathlib import Path
 import numpy as np
 import faiss, torch
 import pandas as pd
@@ -68,7 +100,7 @@ def embeddings(n:int, d:int=512, clusters:int=2048, stream:int=0, seed:int=0, ra
 
 def training_sample(x:np.ndarray, nlist:int) -> np.ndarray:
     "The vectors phoalign trains an IVF index on (the rule of `phoalign.search._train`)."
-    return x if len(x) <= 256 * nlist else x[np.random.default_rng(0).choice(len(x), 256 * nlist, replace=False)]
+    return x if len(x) <= 64 * nlist else x[np.sort(np.random.default_rng(0).choice(len(x), 64 * nlist, replace=False))]
 
 def timed(fn):
     t0 = time.perf_counter(); out = fn(); return out, time.perf_counter() - t0
@@ -114,12 +146,142 @@ def raw_index(kind:str, factory:str, ph:EmbeddingIndex, base:np.ndarray, train_r
 
 def fmt_n(n:int) -> str: return f'{n // 1_000_000}M' if n % 1_000_000 == 0 else f'{n // 1000}k' if n % 1000 == 0 else str(n)
 
+def captions_for(images:np.ndarray, stream:int, seed:int=0, gap:float=0.5, noise:float=1.0) -> np.ndarray:
+    "A caption vector for each image: the image, a shift all captions share (the modality gap) and isotropic noise, normalised."
+    d = images.shape[1]
+    shift = np.random.default_rng([seed, 7]).standard_normal(d).astype(np.float32); shift *= gap / np.linalg.norm(shift)
+    out = images + shift + np.random.default_rng([seed, 100 + stream]).standard_normal(images.shape, dtype=np.float32) * (noise / np.sqrt(d))
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+def _memory_kib(key:str) -> int:
+    "VmRSS, VmHWM, ... of this process in KiB (Linux)."
+    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key + ':'))
+
+def child_phoalign(folder:str, kind:str, factory:str, target:float, k:int, threads:int):
+    "Build, tune on captions and measure one phoalign index (in its own process, for its peak memory); prints JSON."
+    faiss.omp_set_num_threads(threads); torch.set_num_threads(threads)
+    f = Path(folder)
+    base_kib = _memory_kib('VmRSS')
+    t0 = time.perf_counter()
+    base = np.load(f/'emb'/'base.npy')
+    ix = EmbeddingIndex(base.shape[1], kind, factory, use_gpu=False).add(base, [f'img{i:08d}' for i in range(len(base))])
+    tuned = ix.tune(target, k, queries=np.load(f/'tune_q.npy'), what='captions')
+    build_s, peak_kib = time.perf_counter() - t0, _memory_kib('VmHWM')
+    test_q, exact = np.load(f/'test_q.npy'), np.load(f/'exact_test.npy')
+    per_query = np.array([len(set(r[r >= 0]) & set(e)) / len(e) for r, e in zip(ix.search_rows(test_q, k)[1], exact)])
+    measured, measured_se = float(per_query.mean()), float(per_query.std() / np.sqrt(len(per_query)))
+    # before issue 21: stored vectors as their own queries (in the index, in the ground truth)
+    own = base[np.sort(np.random.default_rng(0).choice(len(base), 1000, replace=False))]   # the old default: 1,000
+    with warnings.catch_warnings(): warnings.simplefilter('ignore'); old = ix.tune(target, k, queries=own, what='stored vectors')
+    print(json.dumps(dict(build_s=build_s, mib=(peak_kib - base_kib) / 1024, tuned=tuned, measured=measured, measured_se=measured_se, old=old,
+                          old_measured=recall(ix.search_rows(test_q, k)[1], exact), params=dict(ix.params))))
+
+AUTOFAISS_CHILD = r'''
+import json, logging, io, re, sys, time
+import numpy as np, faiss
+def kib(key): return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key + ':'))
+folder, key, threads, k = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+faiss.omp_set_num_threads(threads)
+from autofaiss import build_index
+import autofaiss
+log = io.StringIO(); handler = logging.StreamHandler(log); logging.getLogger('autofaiss').addHandler(handler)
+base_kib = kib('VmRSS')
+t0 = time.perf_counter()
+index, infos = build_index(embeddings=folder + '/emb', index_path=folder + '/af.index', index_infos_path=folder + '/af.json', index_key=key,
+                           metric_type='ip', max_index_memory_usage='4G', current_memory_available='8G', nb_cores=threads, verbose=logging.INFO)
+total, peak_kib = time.perf_counter() - t0, kib('VmHWM')
+spent = lambda what: sum(float(x) for x in re.findall(r'Finished "' + what + r'" in ([0-9.]+) secs', log.getvalue()))
+reporting = spent('Compute fast metrics') + spent('Saving the index on local disk')
+q, exact = np.load(folder + '/test_q.npy'), np.load(folder + '/exact_test.npy')
+rows = index.search(q, k)[1]
+measured = float(np.mean([len(set(a[a >= 0]) & set(e)) / len(e) for a, e in zip(rows, exact)]))
+print(json.dumps(dict(build_s=total - reporting, total_s=total, mib=(peak_kib - base_kib) / 1024, key=key, param=infos.get('index_param'),
+                      measured=measured, faiss=faiss.__version__)))
+'''
+
+def autofaiss_key(kind:str, factory:str, d:int) -> str:
+    "The autofaiss `index_key` of the same FAISS structure as phoalign's `factory`."
+    if kind == 'hnsw': return 'HNSW32'
+    if kind == 'ivf': return factory
+    nlist, m = (int(x) for x in re.match(r'IVF(\d+),PQ(\d+)', factory).groups())
+    return f'OPQ{m}_{(min(d // m, 6) + 1) * m},IVF{nlist}{"_HNSW32" if nlist >= 1000 else ""},PQ{m}x8'   # autofaiss's get_optimal_quantization
+
+def run_child(cmd:list, timeout:float=7200) -> dict:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if r.returncode: raise RuntimeError(f'{" ".join(cmd[:4])}... failed ({r.returncode}):\n{r.stderr[-3000:]}')
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+def recall_table(a):
+    "The recall table: what `tune` reports against what held-out caption queries get, and autofaiss beside it."
+    d, kinds, nq = a.dim or 256, a.kinds or ['ivf', 'hnsw', 'ivfpq'], a.queries or 2000
+    sizes = a.sizes or [100_000]
+    cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.processor())
+    af_version = None
+    if not a.no_autofaiss:
+        r = subprocess.run([a.autofaiss_python, '-c', 'import autofaiss, faiss, numpy; print(getattr(autofaiss, "__version__", "?"), faiss.__version__, numpy.__version__)'],
+                           capture_output=True, text=True)
+        if r.returncode: sys.exit(f'autofaiss does not import with {a.autofaiss_python}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}'
+                                  ' (pass --autofaiss-python, or --no-autofaiss)')
+        af_version = r.stdout.split()
+    rows, af_rows = [], []
+    n_max = max(sizes)
+    base_all, t = timed(lambda: embeddings(n_max, d, a.clusters, 0, a.seed)); log(f'{n_max} x {d} image vectors in {t:.0f}s')
+    with tempfile.TemporaryDirectory(prefix='phoalign-recall-') as tmp:
+        folder = Path(tmp); (folder/'emb').mkdir()
+        for n in sorted(sizes):
+            base = base_all[:n]
+            pick = np.random.default_rng([a.seed, 11]).choice(n, 2 * nq, replace=False)   # captioned images: tuning, then test
+            tune_q = captions_for(base[pick[:nq]], 1, a.seed, a.caption_gap, a.caption_noise)
+            test_q = captions_for(base[pick[nq:]], 2, a.seed, a.caption_gap, a.caption_noise)
+            cosine = float((test_q * base[pick[nq:]]).sum(1).mean())
+            exact = faiss.knn(test_q, base, a.k, metric=faiss.METRIC_INNER_PRODUCT)[1]
+            np.save(folder/'emb'/'base.npy', base); np.save(folder/'tune_q.npy', tune_q); np.save(folder/'test_q.npy', test_q); np.save(folder/'exact_test.npy', exact)
+            for kind in kinds:
+                # IVF-PQ where a user needs it: the floats over the budget (choose_index's rule picks the code for it)
+                factory = factory_for(kind, n, d, memory=int(n * d * 4 * a.pq_budget)) if kind == 'ivfpq' else factory_for(kind, n, d)
+                log(f'n={n} {kind} {factory}: phoalign')
+                r = run_child([sys.executable, __file__, '--child', str(folder), kind, factory, str(a.recall), str(a.k), str(a.threads)])
+                rows.append(dict(n=n, kind=kind, factory=factory, cosine=cosine, **r)); log(f'  {r}')
+                if af_version:
+                    key = autofaiss_key(kind, factory, d)
+                    log(f'n={n} {kind}: autofaiss {key}')
+                    python = a.autofaiss_opq_python if key.startswith('OPQ') and a.autofaiss_opq_python else a.autofaiss_python
+                    try: af = run_child([python, '-c', AUTOFAISS_CHILD, str(folder), key, str(a.threads), str(a.k)])
+                    except RuntimeError as e: af = dict(error=str(e).splitlines()[-1], key=key)
+                    af_rows.append(dict(n=n, kind=kind, ours=r, **af)); log(f'  {af}')
+            gc.collect()
+    print(f'CPU: {cpu}, {os.cpu_count()} cores; {a.threads} threads; faiss {faiss.__version__}, numpy {np.__version__}'
+          + (f'; autofaiss {af_version[0]} (faiss {af_version[1]}, numpy {af_version[2]})' if af_version else ''))
+    print(f'{d}-d clustered image vectors ({a.clusters} clusters, seed {a.seed}); caption vectors = image + gap {a.caption_gap} + noise {a.caption_noise}, '
+          f'mean cosine with their image {rows[0]["cosine"]:.2f}; tuned to recall@{a.k} >= {a.recall} on {nq} captions, '
+          f'measured on {nq} captions of other images against exact search; load average {os.getloadavg()[0]:.2f} at the end\n')
+    print(f'| n | index | factory | tuned | recall@{a.k} reported by `tune` (captions) | measured (held-out captions) ± 1 s.e. | measured − reported | meets {a.recall} | '
+          f'own-vector measure (before): setting, reported | held-out captions at that setting | build s | build MiB |')
+    print('|---:|---|---|---|---:|---:|---:|---|---|---:|---:|---:|')
+    for r in rows:
+        name = 'nprobe' if 'nprobe' in r['tuned'] else 'efSearch'
+        print(f'| {fmt_n(r["n"])} | {r["kind"]} | `{r["factory"]}` | {name}={r["tuned"][name]} | {r["tuned"]["recall"]:.4f} | {r["measured"]:.4f} ± {r["measured_se"]:.4f} | '
+              f'{r["measured"] - r["tuned"]["recall"]:+.4f} | {"yes" if r["measured"] >= a.recall else "no"} | {name}={r["old"][name]}, {r["old"]["recall"]:.4f} | '
+              f'{r["old_measured"]:.4f} | {r["build_s"]:.1f} | {r["mib"]:,.0f} |')
+    if af_rows:
+        print(f'\nautofaiss `build_index` on the same vectors and structure, its own search setting; recall@{a.k} on the same held-out captions; '
+              'ratios phoalign / autofaiss')
+        print(f'| n | index | autofaiss index_key | its setting | recall@{a.k} autofaiss | phoalign | build s autofaiss | phoalign | ratio | build MiB autofaiss | phoalign | ratio |')
+        print('|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|')
+        for r in af_rows:
+            o = r['ours']
+            if 'error' in r: print(f'| {fmt_n(r["n"])} | {r["kind"]} | `{r["key"]}` | failed: {r["error"]} | | {o["measured"]:.4f} | | {o["build_s"]:.1f} | | | {o["mib"]:,.0f} | |'); continue
+            print(f'| {fmt_n(r["n"])} | {r["kind"]} | `{r["key"]}`{"" if r["faiss"] == faiss.__version__ else " (faiss " + r["faiss"] + ")"} | {r["param"]} | {r["measured"]:.4f} | {o["measured"]:.4f} | {r["build_s"]:.1f} | {o["build_s"]:.1f} | '
+                  f'{o["build_s"] / r["build_s"]:.2f} | {r["mib"]:,.0f} | {o["mib"]:,.0f} | {o["mib"] / r["mib"]:.2f} |')
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--sizes', type=int, nargs='+', default=[100_000, 1_000_000])
+    if len(sys.argv) > 1 and sys.argv[1] == '--child':   # one build of the recall table, in its own process
+        return child_phoalign(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]))
+    ap.add_argument('--sizes', type=int, nargs='+', default=None, help='default: 100k and 1M (--recall-table: 100k)')
     ap.add_argument('--kinds', nargs='+', choices=['flat', 'ivf', 'hnsw', 'ivfpq'], default=None,
                     help="default: flat (exact) and the approximate kind choose_index picks for the largest size")
-    ap.add_argument('--dim', type=int, default=512); ap.add_argument('--queries', type=int, default=1000)
+    ap.add_argument('--dim', type=int, default=None, help='default 512 (--recall-table: 256)'); ap.add_argument('--queries', type=int, default=None, help='default 1000 (--recall-table: 2000 to tune, 2000 to test)')
     ap.add_argument('--k', type=int, default=10); ap.add_argument('--add', type=int, default=10_000)
     ap.add_argument('--recall', type=float, default=0.95, help='recall@k the approximate indexes are tuned to')
     ap.add_argument('--clusters', type=int, default=2048); ap.add_argument('--seed', type=int, default=0)
@@ -130,7 +292,18 @@ def main():
     ap.add_argument('--train-raw', action='store_true', help='train the raw IVF index itself instead of cloning phoalign\'s trained one')
     ap.add_argument('--no-incremental', action='store_true'); ap.add_argument('--no-torch', action='store_true', help='skip the torch baseline')
     ap.add_argument('--quick', action='store_true', help='20k and 100k, 3 repeats: a smoke test')
+    ap.add_argument('--recall-table', action='store_true', help='the recall table (tune vs held-out captions, autofaiss beside) instead of the speed tables')
+    ap.add_argument('--caption-gap', type=float, default=0.5); ap.add_argument('--caption-noise', type=float, default=1.0)
+    ap.add_argument('--autofaiss-python', default=os.environ.get('AUTOFAISS_PYTHON', '/tmp/afenv/bin/python'),
+                    help='a Python with autofaiss installed (it wants numpy < 2: its own virtual environment)')
+    ap.add_argument('--autofaiss-opq-python', default=os.environ.get('AUTOFAISS_OPQ_PYTHON'),
+                    help="a Python with autofaiss for its OPQ (IVF-PQ) keys: autofaiss 2.18's faiss.OPQMatrix(d, M=..., d2=...) fails on faiss-cpu 1.15 "
+                         "(TypeError: unexpected keyword argument 'M') and works on 1.8.0")
+    ap.add_argument('--pq-budget', type=float, default=0.25, help='ivfpq rows: the memory budget as a share of the float vectors (0.25: PQ128 at 256-d; 0.1: PQ64)')
+    ap.add_argument('--no-autofaiss', action='store_true')
     a = ap.parse_args()
+    if a.recall_table: return recall_table(a)
+    a.sizes, a.dim, a.queries = a.sizes or [100_000, 1_000_000], a.dim or 512, a.queries or 1000
     if a.quick: a.sizes, a.repeats, a.min_repeats = [20_000, 100_000], 3, 2
     faiss.omp_set_num_threads(a.threads); torch.set_num_threads(a.threads)
     kinds = a.kinds or ['flat', choose_index(max(a.sizes), a.dim)[0]]

@@ -157,7 +157,7 @@ def test_config_show_prints_every_workflow_under_the_names_its_command_reads(tmp
     "What `config show` prints is what the workflow's command takes: the cifar-vit preset's train.epochs works with cifar train."
     import yaml
     shown = yaml.safe_load(phoalign('config', 'show', 'cifar-vit').stdout)
-    assert shown['train']['epochs'] == 50 and shown['model']['freeze'] == ['text_tower']
+    assert shown['train']['epochs'] == 20 and shown['model']['freeze'] == ['text_tower'] and shown['model']['embed_dim'] is None
     cifar = yaml.safe_load(phoalign('config', 'show', '--workflow', 'cifar', 'train.epochs=3').stdout)
     assert cifar['train']['epochs'] == 3 and cifar['data']['different_class_prob'] == 0.5
     assert yaml.safe_load(phoalign('config', 'show', '--workflow', 'cifar', 'training.epochs=4').stdout)['train']['epochs'] == 4   # the seed's name
@@ -172,4 +172,21 @@ def test_config_show_prints_every_workflow_under_the_names_its_command_reads(tmp
     for args, msg in ((('--workflow', 'cifar', 'train.epoch=3'), "did you mean 'epochs'"), (('--workflow', 'cir-finetune'), 'needs a config'),
                       (('--workflow', 'cifr', 'x'), "invalid choice: 'cifr'"), (('tiny', 'model.freeze=[text_towr]'), "did you mean 'text_tower'")):
         r = phoalign('config', 'show', *args)
+        assert r.returncode == 2 and msg in r.stderr and 'Traceback' not in r.stderr, (args, r.stderr)
+
+def test_device_is_a_setting_of_every_scoring_command(tmp_path):
+    "eval and tag take --device: the CPU works, an accelerator that is not there is one line of error, a typo too."
+    import torch
+    assert phoalign('data', 'synth', '--out', 's', '--n', '60', '--lang', 'en', cwd=tmp_path).returncode == 0
+    assert phoalign('train', 'tiny', 'data.path=s/captions_en.json', 'train.epochs=1', 'train.output_dir=run', 'train.batch_size=16', '--no-progress',
+                    cwd=tmp_path).returncode == 0
+    ok = phoalign('eval', 'run', '--data', 's/captions_en.json', '--device', 'cpu', '--json', cwd=tmp_path)
+    assert ok.returncode == 0 and json.loads(ok.stdout)['images'] > 0, ok.stderr
+    (tmp_path/'labels.txt').write_text('circle\nsquare\n')
+    tagged = phoalign('tag', 's/images', '--checkpoint', 'run', '--labels', 'labels.txt', '-k', '1', '--device', 'cpu', '--json', cwd=tmp_path)
+    assert tagged.returncode == 0 and json.loads(tagged.stdout), tagged.stderr
+    missing = [] if torch.cuda.is_available() else [(('eval', 'run', '--data', 's/captions_en.json', '--device', 'cuda'), 'CUDA is not available'),
+                                                    (('tag', 's/images', '--checkpoint', 'run', '--labels', 'labels.txt', '-k', '1', '--device', 'cuda'), 'CUDA is not available')]
+    for args, msg in missing + [(('eval', 'run', '--data', 's/captions_en.json', '--device', 'gpu0'), "use 'auto', 'cpu'")]:
+        r = phoalign(*args, cwd=tmp_path)
         assert r.returncode == 2 and msg in r.stderr and 'Traceback' not in r.stderr, (args, r.stderr)

@@ -39,6 +39,10 @@ def test_validate_matches_the_best_epoch(work):
     assert metrics['arithmetic_mean'] == pytest.approx(best['val_arithmetic_mean']) and metrics['avg'] == pytest.approx(best['val_avg'])
     summed = json.loads(ok('cir', 'validate', '--dataset', 'CIRR', '--data-path', 'shapes', '--clip-model-path', 's1', '--json', cwd=work).stdout)
     assert set(summed) == set(metrics)
+    sub = work/'elsewhere'; sub.mkdir(exist_ok=True)   # the combiner alone: its towers are the ones it records (s1/best.pt, found from any folder)
+    alone = json.loads(ok('cir', 'validate', '--dataset', 'CIRR', '--data-path', '../shapes', '--combining-function', 'moe',
+                          '--combiner-path', '../s2/combiner_best.pt', '--json', '--device', 'cpu', cwd=sub).stdout)
+    assert alone == metrics
 
 def test_submission_files(work):
     from phoalign.cir.metrics import check_cirr_submission
@@ -64,8 +68,9 @@ def test_typos_and_broken_files_are_refused(work):
                     (('--dataset', 'CIRR', '--data-path', 'shapes', '--combiner-path', 's2/combiner_best.pt'), 'not sum'),
                     (('--dataset', 'CIRR', '--data-path', 'shapes', '--clip-model-path', 's1', '--combining-function', 'combiner',
                       '--combiner-path', 's2/combiner_best.pt'), "holds a 'moe' combiner"),
-                    (('--dataset', 'CIRR', '--data-path', 'shapes', '--combining-function', 'moe', '--combiner-path', 's2/combiner_best.pt'),
-                     'was written by another model'),   # the combiner was trained on s1's towers, not fresh tiny ones
+                    (('--dataset', 'CIRR', '--data-path', 'shapes', '--clip-model-name', 'tiny', '--combining-function', 'moe', '--combiner-path',
+                      's2/combiner_best.pt'), 'was written by another model'),   # the combiner was trained on s1's towers, not fresh tiny ones
+                    (('--dataset', 'CIRR', '--data-path', 'shapes'), 'name the towers to score with'),   # no random towers scored in silence
                     (('--dataset', 'CIRR', '--data-path', 'shapes', '--split', 'test'), "invalid choice: 'test'"),
                     (('--dataset', 'FashionIQ', '--data-path', 'shapes'), 'not a FashionIQ folder'),
                     (('--dataset', 'CIRR', '--data-path', 'shapes', '--categories', 'dress'), 'CIRR has none'),

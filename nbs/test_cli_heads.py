@@ -1,7 +1,7 @@
 """Projection heads on pre-encoded embeddings as a user runs them: `encode-pairs` on the bundled photos, `split-embeddings`,
 `heads train` / `heads eval` and `tune` in a fresh folder with relative paths; two processes against one; an interrupted
 study resumed; broken files and typos."""
-import json, os, shutil, signal, sqlite3, subprocess, sys, time
+import json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
 from test_cli_data import phoalign, gallery
@@ -24,6 +24,8 @@ def work(tmp_path_factory):
     assert 'all2017: ' in r.stdout and 'text 384-d' in r.stdout, r.stdout
     r = phoalign('split-embeddings', 'emb', '--val-images', '4', '--test-images', '4', cwd=root)
     assert r.returncode == 0 and 'train_tuning' in r.stdout, r.stdout + r.stderr
+    r = phoalign('split-embeddings', '--help', cwd=root)
+    assert 'default: 1000' in ' '.join(r.stdout.split()) and '5000' not in r.stdout, r.stdout   # the pipeline's held-out images
     (root/'heads.yaml').write_text(HEADS_YAML, encoding='utf-8')
     return root
 
@@ -35,12 +37,13 @@ def test_encode_split_train_eval(work):
     assert (len(ids['val']), len(ids['test']), len(ids['train'])) == (4, 4, 21) and not (ids['train'] & ids['val'] | ids['train'] & ids['test'])
     r = phoalign('heads', 'train', 'heads.yaml', '--no-progress', cwd=work)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert 'epoch 3:' in r.stdout and 'test split (4 images' in r.stdout, r.stdout
+    assert 'epoch 3:' in r.stdout and 'test split (4 images' in r.stdout and ', val loss ' in r.stdout, r.stdout
     run = work/'results'/'small'
     for name in ('best_model.pt', 'last.pt', 'training_curves.png', 'loss_history.json', 'config.yaml',
                  'evaluation_results/metrics.json', 'evaluation_results/tsne.png', 'evaluation_results/pca.png'):
         assert (run/name).is_file(), name
-    assert [row['epoch'] for row in json.loads((run/'loss_history.json').read_text())] == [1, 2, 3]
+    history = json.loads((run/'loss_history.json').read_text())
+    assert [row['epoch'] for row in history] == [1, 2, 3] and all(row['val_loss'] > 0 for row in history), history   # the curves' validation loss
     r = phoalign('heads', 'eval', 'heads.yaml', '--json', cwd=work)
     assert r.returncode == 0, r.stderr
     m = json.loads(r.stdout)
@@ -116,8 +119,11 @@ search_space:
     time.sleep(1.0); p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=300)
     assert p.returncode == 130 and 'run the same command again' in err, out + err
-    db = tmp_path/'small.db'                   # beside the search file
-    assert sqlite3.connect(db).execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
+    import optuna
+    from phoalign.tune import open_storage
+    journal = tmp_path/'small.journal'         # beside the search file, readable and unlocked after the interrupt
+    assert journal.is_file() and not list(tmp_path.glob('small.journal.lock*')) and not (tmp_path/'small.db').exists()
+    assert len(optuna.load_study(study_name='small', storage=open_storage(str(journal))).trials) >= 1
     r = phoalign('tune', 'search.yaml', cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     first = r.stdout.splitlines()[0]

@@ -137,7 +137,8 @@ def test_tag_an_index_and_a_folder(work, tmp_path):
     from_folder = run_json('tag', work/'gallery'/'photos', '--labels', 'labels.txt', '-k', '2', '--checkpoint', work/'model.pt', cwd=tmp_path)
     assert {Path(t['path']).name: t['tags'] for t in from_folder} == {Path(t['path']).name: t['tags'] for t in from_index}
     r = phoalign('tag', 'idx', '--labels', 'labels.txt', cwd=tmp_path)
-    assert r.returncode == 0 and len(r.stdout.splitlines()) == 29 and '(0.' in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 30 and '(0.' in r.stdout, r.stdout + r.stderr
+    assert r.stdout.startswith("scores: softmax of ") and "the model's logit scale" in r.stdout.splitlines()[0], r.stdout   # says how it scored
     (tmp_path/'empty.txt').write_text('# nothing\n\n', encoding='utf-8')
     cases = [(['idx', '--labels', 'nolabels.txt'], 'nolabels.txt'),
              (['idx', '--labels', 'empty.txt'], 'empty.txt'),
@@ -146,3 +147,39 @@ def test_tag_an_index_and_a_folder(work, tmp_path):
              ([work/'gallery'/'photos', '--labels', 'labels.txt'], 'pass --checkpoint'),
              (['idx', '--lables', 'labels.txt'], 'required: --labels')]
     assert_refused(cases, tmp_path, 'tag')
+
+def main_json(*args, cwd):
+    "`phoalign ARGS --json` in this process, its output parsed."
+    code, out, err = run_main(*args, '--json', cwd=cwd)
+    assert code == 0, out + err
+    return json.loads(out)
+
+def test_approximate_index_reports_the_recall_it_measured(work, tmp_path):
+    "`encode --kind ivf --recall` tunes on the gallery's captions; the manifest, `encode --json` and `search --json` say what was measured, and on what."
+    shutil.copy(work/'model.pt', tmp_path/'model.pt'); shutil.copytree(work/'gallery', tmp_path/'gallery')
+    report = main_json('encode', 'model.pt', '--images', 'gallery/captions_vi.json', '--out', 'idx', '--kind', 'ivf', '--recall', '0.9', cwd=tmp_path)
+    queries = f'captions ({report["captions"]})'
+    assert (report['kind'], report['images'], report['recall_k'], report['recall_queries']) == ('ivf', 29, 10, queries), report
+    assert 0.9 <= report['recall'] <= 1
+    manifest = json.loads((tmp_path/'idx'/'manifest.json').read_text(encoding='utf-8'))
+    assert (manifest['recall'], manifest['recall_queries'], manifest['tuned']['target'], manifest['count']) == (report['recall'], queries, 0.9, 29)
+    hits = main_json('search', 'idx', '--text', 'một con mèo nằm trên thảm', '-k', '3', cwd=tmp_path)
+    assert len(hits) == 3 and all((h['recall'], h['recall_k'], h['recall_queries']) == (report['recall'], 10, queries) for h in hits), hits
+    code, out, err = run_main('encode', 'model.pt', '--images', 'gallery/photos', '--out', 'photos-idx', '--kind', 'hnsw', '--no-progress', cwd=tmp_path)
+    assert code == 0 and 'hnsw index (recall@10 ' in out and 'on held-out images (2))' in out, out + err   # no captions
+    hit, = main_json('search', 'photos-idx', '--image', 'gallery/photos/cell.jpg', '-k', '1', cwd=tmp_path)
+    assert Path(hit['path']).name == 'cell.jpg' and hit['recall_queries'] == 'held-out images (2)', hit   # held out, then added
+    main_json('encode', 'model.pt', '--images', 'gallery/photos', '--out', 'flat-idx', cwd=tmp_path)
+    hit, = main_json('search', 'flat-idx', '--image', 'gallery/photos/cell.jpg', '-k', '1', cwd=tmp_path)
+    assert 'recall' not in hit                                  # exact search: nothing to qualify
+
+def test_recall_target_out_of_range_is_refused(work, tmp_path):
+    "A recall target outside (0, 1] is refused in one line before the model is loaded; nothing is written."
+    cases = [(['--recall', '1.5'], '--recall is a share of the exact top-10: give a value in (0, 1], got 1.5'),
+             (['--recall', '0'], 'in (0, 1], got 0.0'), (['--recall', 'nan'], 'in (0, 1], got nan'),
+             (['--recall', 'most'], "invalid float value: 'most'")]
+    assert_refused([([work/'model.pt', '--images', work/'gallery'/'photos', '--out', 'idx', '--kind', 'ivf', *args], msg) for args, msg in cases],
+                   tmp_path, 'encode')
+    assert not (tmp_path/'idx').exists()
+    code, _, err = run_main('encode', work/'model.pt', '--images', work/'gallery'/'photos', '--out', 'idx', '--recall', '1.5', cwd=tmp_path)
+    assert code == 2 and err.splitlines() == ['phoalign: error: --recall is a share of the exact top-10: give a value in (0, 1], got 1.5'], err

@@ -30,10 +30,18 @@ class CIFARSplit:
     def __len__(self): return len(self.labels)
     def __repr__(self): return f'CIFARSplit({len(self)} images of {len(np.unique(self.labels))} of {len(self.classes)} classes, {self.path})'
 
+class _CIFARUnpickler(pickle.Unpickler):
+    "Admits only what the real CIFAR files hold (numpy arrays, their dtypes, builtin containers): a tampered file cannot run code."
+    ALLOWED = {('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'), ('numpy', 'ndarray'), ('numpy', 'dtype'),
+               ('numpy.core.multiarray', 'scalar'), ('numpy._core.multiarray', 'scalar'), ('_codecs', 'encode')}
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED: raise pickle.UnpicklingError(f'it asks for {module}.{name}, which no CIFAR file holds (refused: a pickle can run code)')
+        return super().find_class(module, name)
+
 def _unpickle(path:Path) -> dict:
-    "A CIFAR pickle as a dict with text keys (Python 2 pickles give bytes keys)."
+    "A CIFAR pickle as a dict with text keys (Python 2 pickles give bytes keys), read with `_CIFARUnpickler`."
     try:
-        with open(path, 'rb') as f: d = pickle.load(f, encoding='bytes')
+        with open(path, 'rb') as f: d = _CIFARUnpickler(f, encoding='bytes').load()
     except Exception as e: raise DataError(f'not a CIFAR python pickle ({type(e).__name__}: {str(e)[:120]})', path) from None
     if not isinstance(d, dict): raise DataError(f'expected a pickled dict (the CIFAR python layout), found {type(d).__name__}', path)
     return {k.decode('latin1') if isinstance(k, bytes) else k: v for k, v in d.items()}
@@ -154,7 +162,7 @@ class PairedCIFAR(Dataset):
     "Items `dict(image [3, 32, 64], caption, labels (left, right), image_id, index)`: CIFAR image i beside a drawn partner."
     def __init__(self, split:CIFARSplit, # from `read_cifar100`
                  transform:PairTransform|None=None, # per half (default: to [0, 1], no augmentation)
-                 different_class_prob:float=0.5, # chance the partner is drawn from another class
+                 different_class_prob:float=0.5, # chance the partner is drawn from another class (else from the same class)
                  seed:int=0, # pairs and augmentation follow from it
                  fixed:bool=False, # the same pairs every epoch (evaluation)
                  template:str=CAPTION_TEMPLATE): # the caption, with {left} and {right}
@@ -169,11 +177,13 @@ class PairedCIFAR(Dataset):
         return self.template.format(left=self.split.classes[left], right=self.split.classes[right])
 
     def partner(self, i:int) -> int:
-        "The right-hand image of item i."
+        "The right-hand image of item i: with probability `different_class_prob` from another class, otherwise from its own (another image where it has one)."
         rng = np.random.default_rng(_seed(self.seed, 0 if self.fixed else self.epoch, i, 'partner'))
-        others = [c for c in self.by_class if c != self.split.labels[i]]
+        own = int(self.split.labels[i])
+        others = [c for c in self.by_class if c != own]
         if others and rng.random() < self.p: return int(rng.choice(self.by_class[int(rng.choice(others))]))
-        return int(rng.integers(len(self)))
+        same = self.by_class[own]
+        return int(rng.choice(same[same != i] if len(same) > 1 else same))
 
     def __getitem__(self, i:int) -> dict:
         j, epoch = self.partner(i), 0 if self.fixed else self.epoch
@@ -267,13 +277,16 @@ def _seed_keys(d:dict) -> dict:
         section = SEED_SECTIONS.get(section, section)
         if not isinstance(values, dict): set_key(out, SEED_KEYS.get(section, section), values, merge=True); continue
         out.setdefault(section, {})
-        for k, v in values.items(): set_key(out, SEED_KEYS[k] if k in SEED_KEYS and k not in _fields(section) else f'{section}.{k}', v, merge=True)
+        for k, v in values.items():
+            target = SEED_KEYS[k] if k in SEED_KEYS and k not in _fields(section) else f'{section}.{k}'
+            for key, value in (flat_items(v, target + '.') if isinstance(v, dict) and v else [(target, v)]): set_key(out, key, value)   # leaf by leaf: nothing set is lost
     return out
 
 # %% ../nbs/12a_cifar.ipynb #987a4dcc
-def read_cifar_config(src=None, # a JSON or YAML file, a dict, or None for the `cifar-vit` preset's settings
+def read_cifar_config(src=None, # a JSON or YAML file, a dict, or None for the preset's settings
                       *overrides:str, # `section.key=value` (or the seed's names: `num_epochs=3`)
-                      where:str|None=None): # where it came from, for the errors
+                      where:str|None=None, # where it came from, for the errors
+                      preset:str='cifar-vit'): # the settings a file starts from: 'cifar-vit' (the seed's) or 'cifar-vit-quick' (a CPU run)
     "The checked `CifarConfig` and the phoalign `Config` it makes."
     from phoalign.model import _preset_dict
     from phoalign.core import Config
@@ -286,7 +299,8 @@ def read_cifar_config(src=None, # a JSON or YAML file, a dict, or None for the `
         try: user = json.loads(text) if p.suffix == '.json' else load_yaml(text)
         except Exception as e: raise ConfigError(f'{p}: not valid {"JSON" if p.suffix == ".json" else "YAML"} ({str(e).splitlines()[0]})') from None
         if not isinstance(user, dict): raise ConfigError(f'{p}: expected an object with model, train (the seed calls it training), loss and data sections')
-    preset = _preset_dict('cifar-vit')
+    if preset not in ('cifar-vit', 'cifar-vit-quick'): raise ConfigError(f"preset must be 'cifar-vit' or 'cifar-vit-quick', got {preset!r}")
+    preset = _preset_dict(preset)
     base = dict(model=preset['model'], train={**preset['train'], 'monitor': 'top10', 'output_dir': 'output/cifar'}, loss=preset['loss'], data=asdict(CifarData()))
     user = _seed_keys(user)
     for k in user:
@@ -362,7 +376,7 @@ def train_cifar(config=None, # a JSON / YAML file, a dict or a `CifarConfig`; No
                      f'{row["val_top100"]:.2f} % ({row["seconds"]:.0f}s)')
     out = dict(run_dir=run_dir, history=trainer.history)
     if main:
-        out['metrics'] = test.evaluate_with(load_model(run_dir/'best.pt'), cfg.train.batch_size)
+        out['metrics'] = test.evaluate_with(load_model(run_dir/'best.pt', trainer.accelerator.device), cfg.train.batch_size)   # on the training device
         _write_results(run_dir/'evaluation_results.json', out['metrics'], cc, best_epoch=trainer.monitor.best_row(trainer.history)['epoch'],
                        epochs=len(trainer.history), history=trainer.history)
         say(_accuracy_line(out['metrics']))

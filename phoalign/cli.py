@@ -220,7 +220,7 @@ def train(args:argparse.Namespace, # the parsed command line (`build_parser().pa
         return 130
     if not main_process: return 0
     if 'test' in splits:
-        metrics = evaluate_pairs(load_model(trainer.run_dir/'best.pt'), splits['test'], cfg)
+        metrics = evaluate_pairs(load_model(trainer.run_dir/'best.pt', trainer.accelerator.device), splits['test'], cfg)   # on the training device
         print(f'test split ({_measured_line(metrics)}):\n' + format_metrics(metrics))
         with atomic_write(trainer.run_dir/'metrics.json', 'w') as f: json.dump(_measured(metrics, 'test'), f, indent=1)
     print(f'checkpoints, metrics and curves in {trainer.run_dir}')
@@ -240,7 +240,8 @@ def _checkpoint_path(path:str) -> Path:
          arg('--format', default=None, help='reader name (default: the one in the checkpoint config, or detect)'),
          arg('--images', default=None, help='image root'),
          arg('--split', default='test', help="split to evaluate, as the training run made it, or 'all'"),
-         arg('--json', action='store_true', help='print the metrics as JSON'))
+         arg('--json', action='store_true', help='print the metrics as JSON'),
+         arg('--device', default=None, help="'cuda', 'cuda:N', 'cpu', 'mps' (default: the accelerator when there is one)"))
 def evaluate(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
              ) -> int: # the exit code
     "`phoalign eval`: metrics of a checkpoint on a split of a data set."
@@ -250,7 +251,7 @@ def evaluate(args:argparse.Namespace, # the parsed command line (`build_parser()
     from phoalign.train import prepare_data, evaluate_pairs
     from phoalign.metrics import format_metrics
     from phoalign.core import ConfigError
-    model = load_model(_checkpoint_path(args.checkpoint))
+    model = load_model(_checkpoint_path(args.checkpoint), args.device or 'auto')
     cfg = copy.deepcopy(model.config)
     cfg.data.path, cfg.data.images = args.data, args.images
     cfg.data.format = args.format or cfg.data.format
@@ -313,6 +314,8 @@ def _skipped_line(skipped:list, show:int=3) -> str:
          arg('--workers', type=int, default=None, help='decoding processes (default: up to 8 for large galleries)'),
          arg('--kind', default='auto', choices=['auto', 'flat', 'ivf', 'hnsw', 'ivfpq'],
              help='FAISS index of a new index folder: auto = exact below 100k images, approximate above'),
+         arg('--recall', type=float, default=0.95,
+             help="recall@10 an approximate index is tuned to, in (0, 1]: measured against exact search on the gallery's captions (else on images held out of the index)"),
          arg('--format', default='auto', help='caption file reader (default: detect)'),
          arg('--image-root', default=None, help="image root, when a caption file's images are not beside it"),
          arg('--device', default=None, help="'cuda', 'cpu', ... (default: the best available)"),
@@ -326,14 +329,17 @@ def encode(args:argparse.Namespace, # the parsed command line (`build_parser().p
     from phoalign.search import encode_gallery
     from phoalign.core import ConfigError, get_device
     if args.batch_size < 1: raise ConfigError(f'--batch-size must be at least 1, got {args.batch_size}')
+    if not 0 < args.recall <= 1: raise ConfigError(f'--recall is a share of the exact top-10: give a value in (0, 1], got {args.recall}')
     checkpoint = _checkpoint_path(args.checkpoint)
     model = load_model(checkpoint, device=get_device(args.device or 'auto'))
-    report = encode_gallery(model, args.images, args.out, checkpoint=checkpoint, kind=args.kind, overwrite=args.overwrite,
+    report = encode_gallery(model, args.images, args.out, checkpoint=checkpoint, kind=args.kind, recall=args.recall, overwrite=args.overwrite,
                             batch_size=args.batch_size, workers=args.workers, device=args.device, format=args.format,
                             images=args.image_root, progress=not (args.no_progress or args.json))
     if args.json: print(json.dumps(report, ensure_ascii=False)); return 0
     captions = f', {report["captions"]} captions ({report["captions_encoded"]} encoded)' if report['captions'] else ''
-    print(f'{_shown(report["folder"])}: {report["images"]} images{captions}, {report["kind"]} index; encoded {report["encoded"]}, '
+    measured = (f' (recall@{report["recall_k"]} {report["recall"]:.3f} on {report["recall_queries"]})'
+                if report['kind'] != 'flat' and report['recall'] is not None else '')
+    print(f'{_shown(report["folder"])}: {report["images"]} images{captions}, {report["kind"]} index{measured}; encoded {report["encoded"]}, '
           f'reused {report["reused"]}, removed {report["removed"]} gone from disk ({report["seconds"]:.1f}s)')
     if report['skipped']: print(_skipped_line(report['skipped']))
     return 0
@@ -348,7 +354,8 @@ def encode(args:argparse.Namespace, # the parsed command line (`build_parser().p
          arg('--checkpoint', default=None, help='the model, when the checkpoint named in the index has moved'),
          arg('--combiner', default=None, help='composed query (--image REF --text CHANGE): a combiner of phoalign cir combiner (default: the element-wise sum)'),
          arg('--show', default=None, help='also save a grid of the results to this PNG'),
-         arg('--json', action='store_true', help='print a JSON list of {"path", "score"} (and "caption" when known)'))
+         arg('--json', action='store_true', help='print a JSON list of {"path", "score"} (and "caption" when known; an approximate index adds '
+                                                 '"recall", "recall_k" and "recall_queries": the recall its tuning measured, and on which queries)'))
 def search(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
            ) -> int: # the exit code
     "`phoalign search`: a ranked table (or JSON) of the best matches."
@@ -377,7 +384,8 @@ def search(args:argparse.Namespace, # the parsed command line (`build_parser().p
     for w in caught: print(f'phoalign: warning: {w.message}', file=sys.stderr)
     image_col = 'path' if 'path' in matches else 'image'
     if args.json:
-        rows = [dict(path=r[image_col], score=round(float(r.score), 6), **({'caption': r.caption} if isinstance(r.get('caption'), str) else {}))
+        measured = index.recall_info if index.kind != 'flat' else {}   # how far an approximate answer can be trusted
+        rows = [dict(path=r[image_col], score=round(float(r.score), 6), **({'caption': r.caption} if isinstance(r.get('caption'), str) else {}), **measured)
                 for _, r in matches.iterrows()]
         print(json.dumps(rows, ensure_ascii=False))
     else:
@@ -397,7 +405,8 @@ def search(args:argparse.Namespace, # the parsed command line (`build_parser().p
          arg('--checkpoint', default=None, help='the model (needed for an image folder; an index folder names its own)'),
          arg('--templates', default=None, help="prompt templates: 'vi', 'en' or a file with one template a line ({} = label); default: the text tower's language"),
          arg('--batch-size', type=int, default=64, help='images per forward pass'),
-         arg('--json', action='store_true', help='print a JSON list of {"path", "tags", "scores"}'))
+         arg('--json', action='store_true', help='print a JSON list of {"path", "tags", "scores"}'),
+         arg('--device', default=None, help="'cuda', 'cuda:N', 'cpu', 'mps' (default: the accelerator when there is one)"))
 def tag(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
         ) -> int: # the exit code
     "`phoalign tag`: the best `k` labels of each image, with their probabilities."
@@ -407,15 +416,19 @@ def tag(args:argparse.Namespace, # the parsed command line (`build_parser().pars
     from phoalign.core import ConfigError
     source = Path(args.images)
     is_index = (source/'manifest.json').exists()
-    if args.checkpoint: model = load_model(_checkpoint_path(args.checkpoint))
-    elif is_index: model = index_model(source)
+    if args.checkpoint: model = load_model(_checkpoint_path(args.checkpoint), args.device or 'auto')
+    elif is_index: model = index_model(source, args.device)
     else: raise ConfigError(f'{args.images} is not an index folder: pass --checkpoint (the model that tags), or encode it first')
     templates = args.templates if args.templates in (None, 'vi', 'en') else Path(args.templates)
     tags = tag_images(model, source, Path(args.labels), k=args.k, templates=templates, batch_size=args.batch_size,
-                      progress=not args.json and not is_index)
+                      progress=not args.json and not is_index, device=args.device)
+    how = tags.attrs['scoring']
+    line = f"scores: {how['activation']} of {how['scale']:.4g} x cosine" + (f" {how['bias']:+.4g}" if how['bias'] else '') + f" ({how['source']})"
     if args.json:
         print(json.dumps([dict(path=r.path, tags=r.tags, scores=[round(x, 4) for x in r.scores]) for r in tags.itertuples()], ensure_ascii=False))
+        print(line, file=sys.stderr)
         return 0
+    print(line)
     width = min(48, max(len(_shown(p)) for p in tags.path))
     for r in tags.itertuples(): print(f'{_shown(r.path):<{width}}  ' + ', '.join(f'{t} ({s:.2f})' for t, s in zip(r.tags, r.scores)))
     if tags.attrs.get('skipped'): print(_skipped_line(tags.attrs['skipped']))
@@ -450,11 +463,12 @@ _CIR_DATA = (arg('--dataset', required=True, type=lambda s: {'cirr': 'CIRR', 'fa
                  help='CIRR or FashionIQ (the embedded shapes triplets are in the CIRR layout: phoalign data synth --cirr)'),
              arg('--data-path', required=True, help='the dataset root (CIRR: cirr/, train/, dev/, test1/; FashionIQ: captions/, image_splits/, images/)'),
              arg('--categories', default=None, help='FashionIQ categories, comma-separated (default: dress,shirt,toptee)'))
-_CIR_MODEL = (arg('--clip-model-name', default='tiny', help="the towers: a phoalign preset or YAML, or OpenAI CLIP's name (RN50x4, RN50x16, ViT-B/32, ViT-B/16: open_clip, its weights downloaded on a connected machine)"),
+_CIR_MODEL = (arg('--clip-model-name', default=None, help="the towers: a phoalign preset or YAML, or OpenAI CLIP's name (RN50x4, RN50x16, ViT-B/32, ViT-B/16: open_clip, its weights downloaded on a connected machine); training starts from tiny by default, scoring needs the towers named (or recorded in the combiner)"),
               arg('--clip-model-path', default=None, help='the towers from a checkpoint (phoalign train or cir finetune); wins over --clip-model-name'),
               arg('--transform', default=None, choices=['targetpad', 'squarepad'], help="image preprocessing (default: targetpad, or the combiner's)"),
               arg('--target-ratio', type=float, default=None, help='targetpad ratio (default: 1.25, or the combiner\'s)'),
               arg('--clip-bs', type=int, default=32, help='batch size when encoding images and texts'))
+_CIR_DEVICE = arg('--device', default=None, help="where the towers encode: 'cuda', 'cuda:N', 'cpu', 'mps' (default: the accelerator when there is one)")
 _CIR_RUN = (arg('--output-dir', default=None, help='the run folder (default: runs/cir-<stage>-<dataset>)'),
             arg('--num-epochs', type=int, default=None, help='epochs'),
             arg('--batch-size', type=int, default=None, help='triplets per process and optimiser step'),
@@ -486,11 +500,35 @@ def _cir_split(args, split:str):
                            f'first: {data.missing[0]})', file=sys.stderr)
     return data
 
-def _cir_towers(args, captions:list[str]):
-    "`(model, checkpoint path or None)` from `--clip-model-path` or `--clip-model-name`."
+def _cir_towers(args, captions:list[str], scoring:bool=False):
+    "`(model, checkpoint path or None)` from `--clip-model-path`, `--clip-model-name`, or (scoring) the towers a combiner records."
     from phoalign.model import create_model, load_model
-    if args.clip_model_path: return load_model(_checkpoint_path(args.clip_model_path)), _checkpoint_path(args.clip_model_path)
-    return create_model(args.clip_model_name, captions=captions), None
+    from phoalign.core import ConfigError
+    from phoalign.core import get_device
+    device = get_device(getattr(args, 'device', None) or 'auto')
+    if args.clip_model_path: return load_model(_checkpoint_path(args.clip_model_path), device), _checkpoint_path(args.clip_model_path)
+    if args.clip_model_name: return create_model(args.clip_model_name, captions=captions).to(device), None
+    if not scoring: return create_model('tiny', captions=captions), None   # training starts from the tiny preset
+    recorded = _recorded_towers(args)
+    if recorded is None:
+        raise ConfigError('name the towers to score with: --clip-model-path (a checkpoint of phoalign train or cir finetune) or --clip-model-name '
+                          '(a preset, or CLIP\'s name with its pretrained weights); fresh random towers would score nothing')
+    return load_model(recorded, device), recorded
+
+def _recorded_towers(args):
+    "The towers' checkpoint a trained combiner records (`--combiner-path`), when that file still exists."
+    from phoalign.cir.combiners import read_combiner_checkpoint
+    from phoalign.core import ConfigError
+    if args.combining_function != 'sum' and not getattr(args, 'combiner_path', None):
+        raise ConfigError(f'--combining-function {args.combining_function} needs --combiner-path (a combiner_best.pt of phoalign cir combiner)')
+    if args.combining_function == 'sum' and getattr(args, 'combiner_path', None):
+        raise ConfigError("--combiner-path is for --combining-function combiner or moe, not sum (which has no weights)")
+    if not getattr(args, 'combiner_path', None) or args.combining_function == 'sum': return None
+    path = Path(args.combiner_path)/'combiner_best.pt' if Path(args.combiner_path).is_dir() else _checkpoint_path(args.combiner_path)
+    ck = read_combiner_checkpoint(path).get('cir', {}).get('model', {}).get('checkpoint')
+    if ck and not Path(ck).is_file():
+        raise ConfigError(f'{args.combiner_path} was trained on the towers of {ck}, which no longer exists: pass --clip-model-path')
+    return Path(ck) if ck else None
 
 def _cir_config(args, stage:int, model, **flags):
     "The stage's settings tree: CLIP4Cir's recipe, the command's flags (by CLIP4Cir's names), then `--set` overrides."
@@ -574,7 +612,7 @@ def _cir_combining(args, model):
     return combiner, dict(transform=args.transform or info.get('transform', 'targetpad'), target_ratio=args.target_ratio or info.get('target_ratio', 1.25))
 
 @command('cir validate', 'composed retrieval recalls of a combining function on a validation split (CIRR or FashionIQ)',
-         *_CIR_DATA, *_CIR_MODEL,
+         *_CIR_DATA, *_CIR_MODEL, _CIR_DEVICE,
          arg('--combining-function', default='sum', choices=['sum', 'combiner', 'moe'], help='how the reference and the text combine'),
          arg('--combiner-path', default=None, help='the trained combiner (combiner or moe)'),
          arg('--split', default='val', choices=['val', 'train'], help='the split to rank'),
@@ -585,15 +623,15 @@ def cir_validate(args:argparse.Namespace, # the parsed command line (`build_pars
     from phoalign.cir.train import encode_split, validate
     from phoalign.cir.data import cir_transform_for
     data = _cir_split(args, args.split)
-    model, _ = _cir_towers(args, data.triplets.caption.tolist())
+    model, _ = _cir_towers(args, data.triplets.caption.tolist(), scoring=True)
     combiner, tf = _cir_combining(args, model)
-    feats = encode_split(model, data, cir_transform_for(model, tf['transform'], tf['target_ratio']), args.clip_bs)
+    feats = encode_split(model, data, cir_transform_for(model, tf['transform'], tf['target_ratio']), args.clip_bs, device=args.device)
     metrics = validate(combiner, feats, data)
     print(json.dumps(metrics, indent=1) if args.json else f'{args.dataset} {args.split} ({len(feats)} queries, {len(feats.names)} images): {_cir_result(metrics)}')
     return 0
 
 @command('cir submit', 'write the CIRR test server\'s two files (recall and recall_subset) from a combining function',
-         *_CIR_DATA[1:2], *_CIR_MODEL,
+         *_CIR_DATA[1:2], *_CIR_MODEL, _CIR_DEVICE,
          arg('--combining-function', default='combiner', choices=['sum', 'combiner', 'moe'], help='how the reference and the text combine'),
          arg('--combiner-path', default=None, help='the trained combiner (combiner or moe)'),
          arg('--submission-name', required=True, help='the name in recall_submission_NAME.json'),
@@ -604,9 +642,9 @@ def cir_submit(args:argparse.Namespace, # the parsed command line (`build_parser
     from phoalign.cir.train import submit
     args.dataset, args.categories = 'CIRR', None
     test = _cir_split(args, 'test')
-    model, _ = _cir_towers(args, test.triplets.caption.tolist())
+    model, _ = _cir_towers(args, test.triplets.caption.tolist(), scoring=True)
     combiner, tf = _cir_combining(args, model)
-    for p in submit(model, combiner, test, args.out, args.submission_name, tf['transform'], tf['target_ratio'], args.clip_bs):
+    for p in submit(model, combiner, test, args.out, args.submission_name, tf['transform'], tf['target_ratio'], args.clip_bs, device=args.device):
         print(f'{_shown(p)} ({p.stat().st_size / 1e6:.2f} MB)')
     return 0
 
@@ -638,7 +676,7 @@ def encode_pairs_command(args:argparse.Namespace, # the parsed command line (`bu
 @command('split-embeddings', 'cut an encoded set into image-level train/val/test splits and a train_tuning subset',
          arg('dir', help='the embeddings folder'),
          arg('--source', default=None, help='the split to cut (default: the one split there not named train/val/test)'),
-         arg('--val-images', type=int, default=None, help='images in val (default: 5000, or a tenth if fewer)'),
+         arg('--val-images', type=int, default=None, help='images in val (default: 1000, as the projection-heads pipeline holds out, or a tenth of the images if fewer)'),
          arg('--test-images', type=int, default=None, help='images in test (default as --val-images)'),
          arg('--tuning-samples', type=int, default=None, help='training rows copied to train_tuning (default: 100000 or all; 0: none)'),
          arg('--seed', type=int, default=42, help='shuffling seed'), arg('--overwrite', action='store_true', help='replace existing splits'))
@@ -688,7 +726,7 @@ def heads_eval(args:argparse.Namespace, # the parsed command line (`build_parser
     if args.json: print(json.dumps(m))
     return 0
 
-@command('tune', 'Optuna search over heads, losses and settings from a YAML search space (SQLite storage, resumable)',
+@command('tune', 'Optuna search over heads, losses and settings from a YAML search space (stored in a journal file, resumable; n_jobs processes)',
          arg('search', help='a search YAML file or a shipped search name (default, siglip, clip, attention, mlp)'),
          arg('overrides', nargs='*', help='key=value, e.g. n_trials=3 fixed.data.dir=emb'))
 def tune(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
@@ -711,6 +749,7 @@ _SEED_FLAGS = [('batch_size', int, 'train.batch_size'), ('num_epochs', int, 'tra
          arg('--config', default=None, help='a JSON (or YAML) file with model, train (the seed\'s training), loss and data sections'),
          arg('--data-dir', default=None, help='the folder holding cifar-100-python/ (data.data_dir)'),
          arg('--resume', default=None, help="continue from 'last', 'best', 'latest' or a checkpoint; with --eval-only: the checkpoint to evaluate"),
+         arg('--quick', action='store_true', help='start from cifar-vit-quick (a smaller ViT, 5 epochs: a CPU run) instead of the seed\'s cifar-vit'),
          arg('--eval-only', action='store_true', help='evaluate the checkpoint (--resume, default the run folder\'s best.pt) instead of training'),
          arg('--no-plotting', action='store_true', help='no learning curves (no notebook display, no curves.png)'),
          arg('--overwrite', action='store_true', help='start afresh in a used output folder'),
@@ -726,7 +765,7 @@ def cifar_train(args:argparse.Namespace, # the parsed command line (`build_parse
     flags = [f'{key}={getattr(args, name)}' for name, _, key in _SEED_FLAGS if getattr(args, name) is not None]
     if args.use_augmentation: flags.append('data.use_augmentation=true')
     if args.data_dir: flags.append(f'data.data_dir={args.data_dir}')
-    settings = read_cifar_config(args.config, *args.overrides, *flags)
+    settings = read_cifar_config(args.config, *args.overrides, *flags, preset='cifar-vit-quick' if args.quick else 'cifar-vit')
     try: train_cifar(settings, resume=args.resume, eval_only=args.eval_only, plotting=not args.no_plotting, overwrite=args.overwrite,
                      progress=not args.no_progress, log=lambda m: print(m, flush=True) if _is_main() else None)
     except KeyboardInterrupt:

@@ -172,10 +172,11 @@ def get_device(device:str|None='auto'): # 'auto' picks CUDA, then Apple MPS, the
     "The `torch.device` to run on."
     import torch
     if device not in (None, 'auto'):
-        dev = torch.device(device)
-        if dev.type == 'cuda' and not torch.cuda.is_available(): raise RuntimeError(f'device={device!r} asked for, but CUDA is not available')
+        try: dev = torch.device(device)
+        except (RuntimeError, TypeError): raise ConfigError(f"device={device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+        if dev.type == 'cuda' and not torch.cuda.is_available(): raise ConfigError(f'device={device!r} asked for, but CUDA is not available here (--device cpu, or leave it out)')
         if dev.type == 'mps' and not (hasattr(torch.backends, 'mps') and torch.backends.mps.is_available()):
-            raise RuntimeError(f'device={device!r} asked for, but MPS is not available')
+            raise ConfigError(f'device={device!r} asked for, but MPS is not available here (--device cpu, or leave it out)')
         return dev
     if torch.cuda.is_available(): return torch.device('cuda')
     if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
@@ -307,7 +308,7 @@ class ModelConfig:
     image_tower:str = 'resnet50'  # registered image tower name
     text_tower:str = 'phobert-base' # registered text tower name
     head:str = 'mlp'              # registered head name
-    embed_dim:int = 512           # size of the shared embedding space
+    embed_dim:int|None = 512      # size of the shared embedding space; null: the text tower's width (a tower option `embed_dim` follows it)
     image_checkpoint:str|None = None # local weights for the image tower
     text_checkpoint:str|None = None  # local weights (or folder) for the text tower
     pretrained:bool = True        # load pretrained tower weights when available

@@ -5,6 +5,7 @@
 # %% ../nbs/11_embeddings.ipynb #20dcbf7f
 from __future__ import annotations
 import json, math, mmap, os, difflib, warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Callable
@@ -14,10 +15,11 @@ from fastcore.basics import patch
 from .core import parse_assignments, set_key, flat_items, UserError, DataError, ConfigError, UnknownNameError, atomic_write, get_device, load_yaml, coerce_value, from_dict, _unknown_key
 
 # %% auto #0
-__all__ = ['SPLIT_FILES', 'DTYPES', 'LOSS_ALIASES', 'PIPELINE_KEYS', 'HEADS_KEYS', 'HEADS_OWN', 'split_files', 'list_splits',
-           'EmbeddingSplit', 'load_split', 'SplitWriter', 'write_rows', 'split_embeddings', 'EmbeddingPairs', 'Encoder',
-           'load_encoder', 'encode_pairs', 'HeadsData', 'HeadsTraining', 'HeadsEvaluation', 'HeadsConfig',
-           'heads_configs', 'read_heads_config', 'heads_model_config', 'HeadsTrainer', 'train_heads', 'evaluate_heads']
+__all__ = ['SPLIT_FILES', 'DTYPES', 'WHOLE_KEYS', 'HELD_OUT_IMAGES', 'LOSS_ALIASES', 'PIPELINE_KEYS', 'HEADS_KEYS', 'HEADS_OWN',
+           'split_files', 'list_splits', 'EmbeddingSplit', 'load_split', 'SplitWriter', 'write_rows',
+           'split_embeddings', 'EmbeddingPairs', 'Encoder', 'load_encoder', 'encode_pairs', 'HeadsData',
+           'HeadsTraining', 'HeadsEvaluation', 'HeadsConfig', 'heads_configs', 'read_heads_config',
+           'heads_model_config', 'HeadsTask', 'HeadsTrainer', 'train_heads', 'evaluate_heads']
 
 # %% ../nbs/11_embeddings.ipynb #a97f3117
 SPLIT_FILES = dict(image='{split}_image_embeddings.pt', text='{split}_text_embeddings.pt', metadata='{split}_metadata.json')
@@ -145,10 +147,12 @@ class SplitWriter:
             for p in self.tmp.values(): p.unlink(missing_ok=True)
 
 # %% ../nbs/11_embeddings.ipynb #368c347d
+WHOLE_KEYS = ('left_out',)   # metadata lists about the split, not one entry per row, whatever their length
+
 @patch
 def _finish(self:SplitWriter):
     "Compact out the dropped rows, then give the files their names: tensors first, the metadata (what makes a split) last."
-    per_row = {k: v for k, v in self.metadata.items() if isinstance(v, list) and len(v) == self.rows}
+    per_row = {k: v for k, v in self.metadata.items() if k not in WHOLE_KEYS and isinstance(v, list) and len(v) == self.rows}
     if self.dropped:
         keep = torch.tensor(sorted(set(range(self.rows)) - self.dropped), dtype=torch.long)
         if not len(keep): raise DataError(f'every one of the {self.rows} rows was dropped: nothing to write', self.folder)
@@ -185,13 +189,15 @@ def write_rows(source:EmbeddingSplit, # the split rows are copied from
             w.image[s:s + len(r)], w.text[s:s + len(r)] = source.image[r], source.text[r]
         idx = rows.tolist()
         per_row = dict(image_ids=source.image_ids, caption_ids=source.caption_ids,
-                       **{k: v for k, v in source.metadata.items() if isinstance(v, list) and len(v) == len(source)})
+                       **{k: v for k, v in source.metadata.items() if k not in WHOLE_KEYS and isinstance(v, list) and len(v) == len(source)})
         w.metadata = {k: [v[i] for i in idx] for k, v in per_row.items()}
         w.metadata.update({k: v for k, v in source.metadata.items() if k not in per_row and k != 'left_out'})
         w.metadata['source'] = source.name
     return load_split(folder, split)
 
 # %% ../nbs/11_embeddings.ipynb #451c6b54
+HELD_OUT_IMAGES = 1000   # images in `val` and in `test` by default, as the projection-heads pipeline holds out (a tenth of the images when fewer)
+
 def _count(value, name:str, default:int, limit:int, what:str) -> int:
     if value is None: return default
     if isinstance(value, bool) or not isinstance(value, int) or value < 0: raise ConfigError(f'{name}: expected a whole number >= 0, got {value!r}')
@@ -200,7 +206,7 @@ def _count(value, name:str, default:int, limit:int, what:str) -> int:
 
 def split_embeddings(folder:str|Path, # the embeddings folder
                      source:str|None=None, # the split to cut (default: the folder's one split not named train/val/test/train_tuning)
-                     val_images:int|None=None, # images in `val` (default: 5000, or a tenth of the images if fewer)
+                     val_images:int|None=None, # images in `val` (default: `HELD_OUT_IMAGES`, 1000, or a tenth of the images if fewer)
                      test_images:int|None=None, # images in `test` (default as `val_images`)
                      tuning_samples:int|None=None, # rows of `train` copied to `train_tuning` (default: 100000 or all; 0: none)
                      seed:int=42, # shuffling seed
@@ -220,7 +226,7 @@ def split_embeddings(folder:str|Path, # the embeddings folder
     src = load_split(folder, source)
     codes, ids = pd.factorize(pd.Series(src.image_ids, dtype=object))
     n = len(ids)
-    default = min(5000, n // 10)
+    default = min(HELD_OUT_IMAGES, n // 10)
     n_val = _count(val_images, 'val_images', default, n, f'images in {source!r}')
     n_test = _count(test_images, 'test_images', default, n, f'images in {source!r}')
     if n_val + n_test >= n: raise ConfigError(f'{n_val} validation + {n_test} test images leave none of the {n} images of {source!r} to train on')
@@ -278,15 +284,53 @@ class EmbeddingPairs(Dataset):
 @torch.no_grad()
 def encode_with(self:EmbeddingPairs,
                 model, # the model whose heads project the embeddings
-                batch_size:int=1024, # rows per step
+                batch_size:int=1024, # images, then captions, per forward call
                ) -> dict:
     "Each image (once) and each caption through `model`'s heads: what `phoalign.train.encode_dataset` returns for image data."
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f'batch_size must be a whole number >= 1, got {batch_size!r}')
     model.eval()
-    bs, sp = max(batch_size, 1024), self.split
+    bs, sp = batch_size, self.split
     images = torch.cat([model.encode_image(sp.image[self.first_row[s:s + bs]].float()) for s in range(0, len(self.first_row), bs)])
     texts = torch.cat([model.encode_text(sp.text[s:s + bs].float()) for s in range(0, len(sp), bs)])
     return dict(images=images, texts=texts, owner=self.image_index.to(texts.device), image_paths=list(self.ids),
                 captions=sp.metadata.get('captions', sp.caption_ids), left_out=[])
+
+# %% ../nbs/11_embeddings.ipynb #b60121c6
+@contextmanager
+def _one_process(loss_fn):
+    "The loss of this process's batches alone: nothing gathered from other processes (validation runs on the main process only)."
+    mods = [m for m in loss_fn.modules() if hasattr(m, '_world_size')]
+    saved = [(m._rank, m._world_size) for m in mods]
+    for m in mods: m._rank, m._world_size = 0, 1
+    try: yield
+    finally:
+        for m, (r, w) in zip(mods, saved): m._rank, m._world_size = r, w
+
+@patch
+@torch.no_grad()
+def loss_with(self:EmbeddingPairs,
+              model, # gives `AlignModel.forward`'s outputs for a batch of image and text embeddings
+              loss_fn, # the contrastive loss (a phoalign loss)
+              batch_size:int=512, # pairs per batch, as in training
+              seed:int=0, # the shuffle of the rows into batches: fixed, so each epoch is measured on the same batches
+             ) -> float:
+    "The mean contrastive loss over the split's pairs in shuffled batches of about `batch_size`, model and loss in evaluation mode (a queue is read, never fed)."
+    from phoalign.losses import loss_inputs
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f'batch_size must be a whole number >= 1, got {batch_size!r}')
+    if not len(self): raise DataError(f'the {self.split.name!r} split has no rows to measure a loss on', self.split.folder)
+    order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+    batches = torch.tensor_split(order, math.ceil(len(order) / batch_size))   # even sizes: no last batch of a few pairs
+    inputs, dev, was = loss_inputs(loss_fn), next(model.parameters()).device, (model.training, loss_fn.training)
+    model.eval(); loss_fn.eval()
+    total = 0.0
+    try:
+        with _one_process(loss_fn):
+            for rows in batches:
+                b = self.__getitems__(rows.tolist())
+                out = model(b['image'].to(dev), b['text'].to(dev))
+                total += float(loss_fn(**{k: out[k] for k in inputs if k in out}, output_dict=True)['loss']) * len(rows)
+    finally: model.train(was[0]); loss_fn.train(was[1])
+    return total / len(order)
 
 # %% ../nbs/11_embeddings.ipynb #227c409b
 @dataclass
@@ -356,6 +400,19 @@ def _progress(it, total, desc, enabled):
     from tqdm.auto import tqdm
     return tqdm(it, total=total, desc=desc, leave=False)
 
+def _check_image_ids(pairs:pd.DataFrame):
+    "One image file, one image id, and the other way round: else rows would be keyed to another image's embedding."
+    from phoalign.data.datasets import _file_rows
+    u = pairs.drop_duplicates(['image', 'image_id'])
+    for col, other, what in (('image', 'image_id', 'image ids'), ('image_id', 'image', 'image files')):
+        dup = u[u[col].duplicated(keep=False)]
+        if len(dup):
+            first = dup[dup[col] == dup[col].iloc[0]].iloc[:2]
+            files, rows = _file_rows(first, pairs.attrs.get('path'))
+            where = [f'{other} {v!r} in {"row " + str(r) if f is None else f"{f} (row {r})"}' for v, f, r in zip(first[other], files, rows)]
+            raise DataError(f'{col} {first[col].iloc[0]!r} has two {what}: {where[0]} and {where[1]}; each image needs exactly one id, '
+                            'or its captions would be paired with another image', files.iloc[1], rows.iloc[1])
+
 # %% ../nbs/11_embeddings.ipynb #6690e96b
 def encode_pairs(pairs, # a pairs table (`read_pairs`) or a caption file / folder
                  image_encoder:Encoder|str, # an `Encoder`, or what `load_encoder` takes
@@ -377,8 +434,11 @@ def encode_pairs(pairs, # a pairs table (`read_pairs`) or a caption file / folde
     from phoalign.data.datasets import readable_pairs
     source = pairs if isinstance(pairs, (str, Path)) else pairs.attrs.get('path')
     if isinstance(pairs, (str, Path)): pairs = read_pairs(pairs)
+    _check_image_ids(pairs)
+    n_captions = pairs.image.value_counts()
     pairs, report = readable_pairs(pairs, decode=False)
-    if report['dropped_images'] and log: log(f'{source}: {report["summary"]}')
+    left_out = [dict(image=p, reason='image file not found', captions=int(n_captions[p])) for p in report['missing']]
+    left_out += [dict(image=u['image'], reason=u['reason'], captions=int(n_captions[u['image']])) for u in report['unreadable']]
     _dtype(dtype)
     if split_files(out_dir, split)['metadata'].exists() and not overwrite:
         raise UserError(f'{out_dir} already holds the {split!r} split: pass --overwrite to replace it')
@@ -388,31 +448,30 @@ def encode_pairs(pairs, # a pairs table (`read_pairs`) or a caption file / folde
     group = pairs.groupby('image', sort=False).ngroup().to_numpy()
     pairs = pairs.iloc[np.argsort(group, kind='stable')].reset_index(drop=True)   # each image's captions together
     images = pairs.image.drop_duplicates().tolist()
-    counts = torch.tensor(pairs.groupby('image', sort=False).size().loc[images].to_numpy())
-    starts = torch.cumsum(counts, 0) - counts
+    rows_of = {image: torch.as_tensor(r, dtype=torch.long) for image, r in pairs.groupby('image', sort=False).indices.items()}   # by file, not by position
     captions = pairs.caption.tolist()
-    left_out = []
     with SplitWriter(out_dir, split, len(pairs), img_enc.dim, txt_enc.dim, dtype, dtype, overwrite) as w, torch.no_grad():
         loader = DataLoader(_ImageFiles(images, img_enc.transform), batch_size=batch_size, num_workers=num_workers, collate_fn=_image_batch)
         for items in _progress(loader, len(loader), 'images', progress):
-            ok = [(i, x) for i, x, _ in items if x is not None]
+            ok = [(images[i], x) for i, x, _ in items if x is not None]
             for i, _, why in items:
-                if why is not None: left_out.append(dict(image=images[i], reason=why)); w.drop(range(starts[i], starts[i] + counts[i]))
+                if why is not None: left_out.append(dict(image=images[i], reason=why, captions=len(rows_of[images[i]]))); w.drop(rows_of[images[i]].tolist())
             if not ok: continue
-            pos = torch.tensor([i for i, _ in ok])
             feats = img_enc.encode(torch.stack([x for _, x in ok]).to(dev)).float().cpu()
-            rows = torch.cat([torch.arange(starts[i], starts[i] + counts[i]) for i in pos.tolist()])
-            w.image[rows] = feats.repeat_interleave(counts[pos], 0).to(w.image.dtype)
+            for (image, _), f in zip(ok, feats): w.image[rows_of[image]] = f.to(w.image.dtype)   # the image's own rows, wherever they are
         for s in _progress(range(0, len(captions), text_batch_size), math.ceil(len(captions) / text_batch_size), 'captions', progress):
             w.text[s:s + text_batch_size] = txt_enc.encode(captions[s:s + text_batch_size]).float().cpu().to(w.text.dtype)
-        ids = pairs.image_id.tolist()
-        w.metadata = dict(image_ids=ids, caption_ids=pairs['row'].tolist() if 'row' in pairs else list(range(len(pairs))), captions=captions,
-                          image_files=dict(zip(map(str, pairs.image_id.drop_duplicates()), images)),
+        gone = {d['image'] for d in left_out}
+        kept = pairs.drop_duplicates('image')
+        w.metadata = dict(image_ids=pairs.image_id.tolist(), caption_ids=pairs['row'].tolist() if 'row' in pairs else list(range(len(pairs))), captions=captions,
+                          image_files={str(i): p for p, i in zip(kept.image, kept.image_id) if p not in gone},
                           encoders=dict(image=img_enc.name, text=txt_enc.name), source=str(source) if source else None, left_out=left_out)
     out = load_split(out_dir, split)
     if log:
+        n, c = len(left_out), sum(d['captions'] for d in left_out)
         log(f'{split}: {len(out)} captions of {out.n_images} images -> {Path(out_dir)} (image {img_enc.dim}-d, text {txt_enc.dim}-d, {dtype})' +
-            (f'; left out {len(left_out)} unreadable image{"s" * (len(left_out) > 1)} and their captions (first: {left_out[0]["image"]}: {left_out[0]["reason"]})' if left_out else ''))
+            (f'; left out {n} image{"s" * (n > 1)} and {"its" if n == 1 else "their"} {c} caption{"s" * (c != 1)} that could not be read '
+             f'(first: {left_out[0]["image"]}: {left_out[0]["reason"]})' if left_out else ''))
     return out
 
 # %% ../nbs/11_embeddings.ipynb #edf43956
@@ -577,11 +636,28 @@ def heads_model_config(hc:HeadsConfig, # a checked heads config
     return Config.from_dict(d, f'heads config {hc.experiment_name}')
 
 # %% ../nbs/11_embeddings.ipynb #22d0d3c3
-from .train import Trainer
+from .train import Trainer, PairsTask
+
+class HeadsTask(PairsTask):
+    "The `PairsTask` of heads on `EmbeddingPairs`: its validation also measures `loss`, the training loss on the validation split in evaluation mode."
+    def evaluate(self, model, data) -> dict:
+        "The retrieval metrics of `model` on `data` and, for `EmbeddingPairs`, their contrastive `loss`."
+        out = PairsTask.evaluate(self, model, data)
+        if hasattr(data, 'loss_with'): out['loss'] = data.loss_with(model, self.loss_fn, self.trainer.config.train.batch_size)
+        return out
 
 class HeadsTrainer(Trainer):
-    "The `Trainer`, with the projection-head pipeline's file names and a `loss_history.json` rewritten each epoch."
+    "The `Trainer` with `HeadsTask`, the projection-head pipeline's file names and a `loss_history.json` rewritten each epoch."
     files = dict(best='best_model.pt', last='last.pt', curves='training_curves.png')
+    def __init__(self,
+                 model, # the heads' `AlignModel` (`EmbeddingTower`s)
+                 train_data, # the training `EmbeddingPairs`
+                 val_data=None, # the validation `EmbeddingPairs` (metrics and `val_loss` each epoch)
+                 config=None, # the run config (default: `model.config`)
+                 loss=None, # the loss (default: the config's `loss` section)
+                 task=None, # default: `HeadsTask(loss)`
+                 **kwargs): # the `Trainer`'s other arguments (`progress`, `live`, `overwrite`, `log`, ...)
+        super().__init__(model, train_data, val_data, config, loss if task is not None else None, task if task is not None else HeadsTask(loss), **kwargs)
 
 @patch
 def _end_epoch(self:HeadsTrainer, train_row:dict, t0:float) -> dict:
@@ -631,8 +707,8 @@ def train_heads(config, # a heads YAML file, a shipped config's name, a dict or 
     for row in trainer.fit_epochs():
         if main:
             if row['epoch'] == 1 or resume: (hc.run_dir/'config.yaml').write_text(hc.to_yaml(), encoding='utf-8')
-            say(f'epoch {row["epoch"]}: loss {row["train_loss"]:.4f}' + (f', val {hc.training.monitor} {row["val_" + hc.training.monitor]:.2f}'
-                if 'val_' + hc.training.monitor in row else '') + f' ({row["seconds"]:.1f}s)')
+            say(f'epoch {row["epoch"]}: loss {row["train_loss"]:.4f}' + (f', val loss {row["val_loss"]:.4f}' if 'val_loss' in row else '') +
+                (f', val {hc.training.monitor} {row["val_" + hc.training.monitor]:.2f}' if 'val_' + hc.training.monitor in row else '') + f' ({row["seconds"]:.1f}s)')
         if on_epoch: on_epoch(row)
     out = dict(run_dir=hc.run_dir, history=trainer.history, best=trainer.best, stopped=trainer.stopped, config=hc)
     if evaluate and hc.data.test and main: out['metrics'] = evaluate_heads(hc, log=log)

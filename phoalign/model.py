@@ -228,6 +228,10 @@ def check_model_config(cfg:Config, # the whole config
     loss_from_config(lc)                         # the loss's own options
     return logit_settings(lc)
 
+def _shared_width(options:dict, width:int) -> dict:
+    "Tower options with the value 'embed_dim' (`proj_dim: embed_dim`) replaced by the shared width."
+    return {k: width if v == 'embed_dim' else v for k, v in options.items()}
+
 def _has_weights(name:str) -> bool:
     "Whether image tower `name` has published weights (`model.pretrained` starts the others, trained from scratch, at random)."
     from phoalign.vision.towers import vision_models
@@ -251,9 +255,12 @@ def create_model(config:Config|str|Path='tiny', # a Config, a preset name or a Y
     for part in ('image', 'text'):
         if getattr(m, f'{part}_tower') == 'embeddings' and getattr(m, f'{part}_checkpoint'):
             raise ConfigError(f'model.{part}_checkpoint: the embeddings tower has no weights to load')
-    if m.image_tower == 'embeddings': image = _build('model.options.image', lambda _, **kw: EmbeddingTower(**kw), 'embeddings', **opts.get('image', {}))
-    else: image = _build('model.options.image', ImageTower, m.image_tower, pretrained=use_pretrained and m.image_checkpoint is None and _has_weights(m.image_tower),
-                         checkpoint=m.image_checkpoint if local else None, **opts.get('image', {}))
+    def build_image(image_opts):
+        if m.image_tower == 'embeddings': return _build('model.options.image', lambda _, **kw: EmbeddingTower(**kw), 'embeddings', **image_opts)
+        return _build('model.options.image', ImageTower, m.image_tower, pretrained=use_pretrained and m.image_checkpoint is None and _has_weights(m.image_tower),
+                      checkpoint=m.image_checkpoint if local else None, **image_opts)
+    follows = m.embed_dim is None   # the shared width is the text tower's: build it first
+    image = None if follows else build_image(_shared_width(opts.get('image', {}), m.embed_dim))
     extra = dict(assets=text_assets) if text_assets else {}
     text_opts = dict(opts.get('text', {}))
     source = text_opts.pop('name_or_path', None)   # where the text model comes from (a hub name or a folder), like text_checkpoint
@@ -270,6 +277,11 @@ def create_model(config:Config|str|Path='tiny', # a Config, a preset name or a Y
     if getattr(text, 'config_options', None):  # what rebuilds this tower without the captions (the scratch tower's vocab size)
         cfg = copy.deepcopy(cfg)
         cfg.model.options = {**opts, 'text': {**opts.get('text', {}), **text.config_options}}
+    if follows:   # a checkpoint keeps the numbers: it rebuilds the same model whatever the text tower
+        cfg = copy.deepcopy(cfg)
+        cfg.model.embed_dim = text.out_dim
+        cfg.model.options = {**cfg.model.options, 'image': _shared_width(opts.get('image', {}), text.out_dim)}
+        image, m = build_image(cfg.model.options['image']), cfg.model
     model = AlignModel(image, text, embed_dim=m.embed_dim, head=m.head, head_options=opts.get('head', {}),
                        init_logit_scale=logits['init_logit_scale'], learn_logit_scale=logits['learn_logit_scale'],
                        init_logit_bias=logits['init_logit_bias'], local_dim=opts.get('local_dim', 0), config=cfg)
@@ -338,7 +350,7 @@ def read_checkpoint(path:str|Path, # a checkpoint file
     return ck
 
 def load_model(path:str|Path, # a checkpoint written by `save_model` or the Trainer
-               device:str|torch.device='cpu', # where to put the model
+               device:str|torch.device='auto', # where to put the model ('auto': the accelerator when there is one, as training does)
               ) -> AlignModel:
     "Rebuild and load a model from a checkpoint, with nothing but the file."
     ck = read_checkpoint(path)
@@ -346,4 +358,5 @@ def load_model(path:str|Path, # a checkpoint written by `save_model` or the Trai
     cfg = Config.from_dict(ck['config'], str(path))
     model = create_model(cfg, pretrained=False, text_assets=ck.get('text_assets'))
     model.load_state_dict(state, strict=True)
-    return model.to(device).eval()
+    from phoalign.core import get_device
+    return model.to(get_device(device) if isinstance(device, str) else device).eval()

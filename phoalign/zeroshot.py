@@ -15,7 +15,7 @@ from .search import (EmbeddingIndex, encode_images, encode_texts, gallery_table,
 from .metrics import topk_accuracy
 
 # %% auto #0
-__all__ = ['LANGUAGES', 'templates', 'read_labels', 'zero_shot_classifier', 'tag_images', 'zero_shot_accuracy']
+__all__ = ['LANGUAGES', 'templates', 'read_labels', 'zero_shot_classifier', 'scoring', 'tag_images', 'zero_shot_accuracy']
 
 # %% ../nbs/09a_zeroshot.ipynb #34a1a796
 LANGUAGES = ('vi', 'en')
@@ -124,10 +124,23 @@ def zero_shot_classifier(model, # an `AlignModel`
     return torch.cat(cols).T.contiguous()
 
 # %% ../nbs/09a_zeroshot.ipynb #3a45a96e
-def _logit_scale(model) -> float:
-    "The model's (exponentiated) logit scale, or open_clip's 100 for a model without one."
-    s = getattr(model, 'logit_scale', None)
-    return 100.0 if s is None else float(s.detach().float().exp())
+def scoring(model, # an `AlignModel`
+           ) -> dict:
+    "How label scores come from cosines, as the model was trained: `scale`, `bias` (SigLIP), `activation` ('softmax' or 'sigmoid') and `source` (in words)."
+    s, b = getattr(model, 'logit_scale', None), getattr(model, 'logit_bias', None)
+    if s is not None: scale, source = float(s.detach().float().exp()), "the model's logit scale"
+    else:   # a loss with a fixed temperature (phoclip): the one it trained with
+        from phoalign.losses import losses
+        lc = getattr(getattr(model, 'config', None), 'loss', None)
+        t = lc.temperature if lc is not None else None
+        if t is None and lc is not None and lc.name in losses:   # the loss's own default temperature
+            import inspect
+            fn = losses.get(lc.name)
+            p = inspect.signature(fn.__init__ if isinstance(fn, type) else fn).parameters.get('temperature')
+            t = losses.get(lc.name)._registry_meta.get('temperature') or (p.default if p is not None and p.default is not inspect.Parameter.empty else None)
+        scale, source = (1 / t, f'the training temperature {t:g}') if t else (100.0, "open_clip's 100 (the model holds no scale and names no temperature)")
+    if b is not None: return dict(scale=scale, bias=float(b.detach().float()), activation='sigmoid', source=source + ' and logit bias, a sigmoid per label (SigLIP)')
+    return dict(scale=scale, bias=0.0, activation='softmax', source=source + ', a softmax over the labels')
 
 def _gallery(model, images):
     "An image index checked against `model`, or the gallery table of `images`."
@@ -158,9 +171,11 @@ def _check_classifier(classifier:torch.Tensor, model, n_classes:int) -> torch.Te
     if classifier.shape[1] != n_classes: raise ConfigError(f'the classifier has {classifier.shape[1]} classes and there are {n_classes} labels')
     return classifier.detach().float().cpu()
 
-def _probabilities(embeddings:torch.Tensor, classifier:torch.Tensor, scale:float, chunk_size:int=8192) -> torch.Tensor:
-    "Softmax over classes of `scale * embeddings @ classifier`, a chunk of rows at a time."
-    return torch.cat([(scale * c @ classifier).softmax(-1) for c in embeddings.split(chunk_size)]) if len(embeddings) else embeddings.new_zeros(0, classifier.shape[1])
+def _probabilities(embeddings:torch.Tensor, classifier:torch.Tensor, how:dict, chunk_size:int=8192) -> torch.Tensor:
+    "The labels' probabilities of `scoring(model)`: `scale * cosine + bias` through a softmax over labels or a sigmoid per label, a chunk of rows at a time."
+    if not len(embeddings): return embeddings.new_zeros(0, classifier.shape[1])
+    act = (lambda z: z.softmax(-1)) if how['activation'] == 'softmax' else torch.sigmoid
+    return torch.cat([act(how['scale'] * c @ classifier + how['bias']) for c in embeddings.split(chunk_size)])
 
 # %% ../nbs/09a_zeroshot.ipynb #6366cccc
 def tag_images(model, # the `AlignModel` (that wrote the index, for an index)
@@ -173,7 +188,7 @@ def tag_images(model, # the `AlignModel` (that wrote the index, for an index)
                device:str|None=None, # default: the best available
                progress:bool=False, # show a progress bar
               ) -> pd.DataFrame:
-    "One row per image: `id`, `path`, `tags` (the best `k` labels, best first), `scores` (their softmax probabilities)."
+    "One row per image: `id`, `path`, `tags` (the best `k` labels, best first), `scores` (their probabilities, as `scoring(model)` says: `attrs['scoring']`)."
     names = read_labels(labels) if isinstance(labels, (str, Path)) else _check_classnames(labels)
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1: raise ConfigError(f'k={k!r}: ask for at least 1 tag')
     if k > len(names): raise ConfigError(f'k={k}: there are only {len(names)} labels; ask for k <= {len(names)}')
@@ -184,12 +199,12 @@ def tag_images(model, # the `AlignModel` (that wrote the index, for an index)
     elif templates is not None: raise ConfigError('templates and classifier both given: the classifier was already built with its templates')
     else: classifier, used = _check_classifier(classifier, model, len(names)), None
     emb, table, skipped = _embeddings(model, gallery, batch_size, device, progress)
-    scale = _logit_scale(model)
-    scores, order = _probabilities(emb, classifier, scale).sort(dim=1, descending=True, stable=True)
+    how = scoring(model)
+    scores, order = _probabilities(emb, classifier, how).sort(dim=1, descending=True, stable=True)
     out = table.reset_index(drop=True)
     out['tags'] = [[names[j] for j in row] for row in order[:, :k].tolist()]
     out['scores'] = scores[:, :k].tolist()
-    out.attrs.update(skipped=skipped, labels=names, templates=used, logit_scale=scale)
+    out.attrs.update(skipped=skipped, labels=names, templates=used, logit_scale=how['scale'], scoring=how)
     return out
 
 # %% ../nbs/09a_zeroshot.ipynb #56a00068

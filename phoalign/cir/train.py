@@ -54,13 +54,14 @@ def encode_split(model:AlignModel, # the (frozen) towers
                  train:bool=False, # FashionIQ's four caption forms, and only the images the triplets use (validation: the whole index)
                  device:str|None=None, # default: the best available
                  progress:bool=False, # show progress bars
+                 amp:bool|None=None, # mixed precision on CUDA (None: on CUDA; a run passes its `train.precision` != 'no')
                 ) -> SplitFeatures:
     "Raw image features of every image of `data` and the text features of each of its triplets."
     transform = transform or cir_transform_for(model)
     used = set(data.triplets.reference) | set(data.triplets.target.dropna())
     names = [n for n in data.images if n in used] if train else list(data.images)   # training needs only the triplets' images
     enc = encode_images(model, [data.images[n] for n in names], batch_size=batch_size, transform=transform, device=device,
-                        progress=progress, normalize=False, workers=0 if len(names) < 512 else None)
+                        progress=progress, normalize=False, workers=0 if len(names) < 512 else None, amp=amp)
     row_of_path = {p: i for i, p in enumerate(enc.table.id)}
     by_name = {n: row_of_path[str(Path(data.images[n]).resolve())] for n in names if str(Path(data.images[n]).resolve()) in row_of_path}
     t = data.triplets
@@ -70,7 +71,7 @@ def encode_split(model:AlignModel, # the (frozen) towers
     t = t[ok].reset_index(drop=True)
     forms = caption_forms(CIRData(**{**data.__dict__, 'triplets': t}), train)
     flat = [f for fs in forms for f in fs]
-    text = encode_texts(model, flat, batch_size=max(batch_size, 64), device=device, normalize=False).view(len(t), len(forms[0]), -1)
+    text = encode_texts(model, flat, batch_size=max(batch_size, 64), device=device, normalize=False, amp=amp).view(len(t), len(forms[0]), -1)
     rows = [by_name[n] for n in names if n in by_name]   # keep the image order of `names`
     pos = {r: k for k, r in enumerate(rows)}
     return SplitFeatures(enc.embeddings[rows], [n for n in names if n in by_name], text,
@@ -215,6 +216,10 @@ class FinetuneTask(TrainTask):
         self.image_transform = cir_transform_for(model, transform, target_ratio)
 
 # %% ../../nbs/10c_cir.train.ipynb #234cdf5e
+def _amp(precision:str, device) -> bool:
+    "Mixed precision for encoding: the run's `train.precision`, on CUDA only (autocast is slower on a CPU)."
+    return precision != 'no' and torch.device(device).type == 'cuda'
+
 @patch
 def setup(self:FinetuneTask, trainer):
     _check_cir_config(trainer.config); TrainTask.setup(self, trainer)
@@ -236,7 +241,9 @@ def compute_loss(self:FinetuneTask, model:nn.Module, batch:dict) -> dict:
     return dict(loss=composed_loss(*model(batch['reference'], text, batch['target']), 1 / self.trainer.config.loss.temperature))
 @patch
 def evaluate(self:FinetuneTask, model:nn.Module, data:CIRData) -> dict:
-    return validate('sum', encode_split(self.align, data, self.image_transform, self.clip_bs, device=str(self.trainer.accelerator.device)), data)
+    device = self.trainer.accelerator.device
+    return validate('sum', encode_split(self.align, data, self.image_transform, self.clip_bs, device=str(device),
+                                        amp=_amp(self.trainer.config.train.precision, device)), data)
 @patch
 def checkpoint(self:FinetuneTask, model:nn.Module) -> dict:
     "A phoalign model checkpoint of the towers, with the stage's settings and the epoch's row under `cir`."
@@ -295,11 +302,11 @@ def _epoch_line(trainer:Trainer, row:dict, tag:str, log):
         (f'  experts {"/".join(f"{v:.2f}" for v in shares)}' if shares else '') + f'  ({row["seconds"]:.1f}s)')
 
 # %% ../../nbs/10c_cir.train.ipynb #4be2501e
-def _features_key(model, data:CIRData, transform:str, target_ratio:float, train:bool) -> str:
+def _features_key(model, data:CIRData, transform:str, target_ratio:float, train:bool, amp:bool=False) -> str:
     fp = model_fingerprint(model)
     t = data.triplets
     texts = t.captions.tolist() if train and 'captions' in t else t.caption.tolist()   # edited captions: other features
-    what = [fp['weights_hash'], fp['config_hash'], data.dataset, data.split, transform, target_ratio, train, len(t), sorted(data.images), texts]
+    what = [fp['weights_hash'], fp['config_hash'], data.dataset, data.split, transform, target_ratio, train, len(t), sorted(data.images), texts, amp]
     return hashlib.sha256(json.dumps(what, default=str).encode()).hexdigest()[:16]
 
 def cached_split_features(state, # Accelerate's `PartialState` (`process_state(config)`): the main process encodes, the others wait
@@ -311,12 +318,13 @@ def cached_split_features(state, # Accelerate's `PartialState` (`process_state(c
                           train:bool, # training features (every caption form) or validation
                           folder:Path, # where the features are cached
                           progress:bool=False, # show progress bars
+                          amp:bool=False, # encode in mixed precision (CUDA)
                          ) -> SplitFeatures:
     "`encode_split` on the main process, saved in `folder` (reused while model, data, captions and transform are the same); loaded by every process."
-    key = _features_key(model, data, transform, target_ratio, train)
+    key = _features_key(model, data, transform, target_ratio, train, amp)
     path = Path(folder)/f'features_{data.dataset}_{data.split}_{key}.pt'
     if state.is_main_process and not path.exists():
-        f = encode_split(model, data, cir_transform_for(model, transform, target_ratio), clip_bs, train=train, device=str(state.device), progress=progress)
+        f = encode_split(model, data, cir_transform_for(model, transform, target_ratio), clip_bs, train=train, device=str(state.device), progress=progress, amp=amp)
         atomic_save(dict(f.__dict__, triplets=f.triplets.to_dict('list')), path)
     state.wait_for_everyone()
     d = torch.load(path, weights_only=True)
@@ -437,14 +445,15 @@ def train_combiner(model:AlignModel, # the frozen towers (stage 1's checkpoint, 
     state = process_state(cfg)
     model.requires_grad_(False).eval().to(state.device)
     folder = Path(cfg.train.output_dir)/'features'
-    tr = cached_split_features(state, model, train, transform, target_ratio, clip_bs, True, folder, progress)
-    va = None if val is None else cached_split_features(state, model, val, transform, target_ratio, clip_bs, False, folder, progress)
+    amp = _amp(cfg.train.precision, state.device)
+    tr = cached_split_features(state, model, train, transform, target_ratio, clip_bs, True, folder, progress, amp)
+    va = None if val is None else cached_split_features(state, model, val, transform, target_ratio, clip_bs, False, folder, progress, amp)
     if (tr.target < 0).any(): raise DataError(f'the {train.dataset} {train.split} split has no targets: it cannot train a combiner')
     seed_everything(cfg.train.seed)
     combiner = create_combiner(combining_function, tr.image_features.shape[1], projection_dim=projection_dim, hidden_dim=hidden_dim,
                                **(combiner_options or {}))
     info = dict(stage=2, dataset=train.dataset, combining_function=combining_function, transform=transform, target_ratio=target_ratio,
-                model=model_fingerprint(model, model_path))
+                model=model_fingerprint(model, Path(model_path).resolve() if model_path else None))   # absolute: `cir validate` finds the towers from anywhere
     trainer = Trainer(CombinerStep(combiner), train, va, config=cfg, task=CombinerTask(tr, val, balance_weight, info), live=False,
                       progress=progress, overwrite=overwrite, log=log)
     if resume: _resumed(trainer, resume, log)

@@ -176,17 +176,21 @@ def targetpad(image:np.ndarray, # an RGB array `[H, W, 3]`
     return _pad(image, max(int((scaled - w) / 2), 0), max(int((scaled - h) / 2), 0))
 
 class PadTransform:
-    "`squarepad`/`targetpad`, then resize (bicubic) + centre crop to `dim` and normalisation (CLIP's by default)."
+    "`squarepad`/`targetpad`, then resize (PIL's antialiased bicubic, as torchvision) + centre crop to `dim` and normalisation (CLIP's by default)."
     def __init__(self,
                  dim:int, # output side
                  target_ratio:float|None=None, # targetpad's ratio; None: squarepad
                  normalize:str|tuple='clip'): # a normalisation name or a (mean, std) pair (the tower's)
         self.dim, self.target_ratio, self.normalize = dim, target_ratio, normalization(normalize)
     def __call__(self, image:np.ndarray, seed:int|None=None) -> torch.Tensor:
+        from PIL import Image
         img = squarepad(image) if self.target_ratio is None else targetpad(image, self.target_ratio)
-        h, w = img.shape[:2]; s = self.dim / min(h, w)
-        img = cv2.resize(img, (max(self.dim, round(w * s)), max(self.dim, round(h * s))), interpolation=cv2.INTER_CUBIC)
-        top, left = (img.shape[0] - self.dim) // 2, (img.shape[1] - self.dim) // 2
+        h, w = img.shape[:2]
+        if img.dtype != np.uint8: raise DataError(f'PadTransform takes an RGB uint8 array (read_image gives one), got {img.dtype}')
+        # torchvision's Resize(dim) of a PIL image, as CLIP4Cir: the shorter side to `dim`, the longer truncated; PIL's bicubic (antialiased)
+        size = (self.dim, int(self.dim * w / h)) if h <= w else (int(self.dim * h / w), self.dim)
+        if size != (h, w): img = np.array(Image.fromarray(img).resize(size[::-1], Image.BICUBIC))
+        top, left = int(round((img.shape[0] - self.dim) / 2)), int(round((img.shape[1] - self.dim) / 2))   # torchvision's CenterCrop
         return to_tensor(img[top:top + self.dim, left:left + self.dim], self.normalize)
 
 def squarepad_transform(dim:int, # output side
