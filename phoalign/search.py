@@ -242,7 +242,7 @@ def choose_index(n:int, # vectors to index
                  memory:int|None=None, # bytes the index may use (default: half the available memory, `MemAvailable`)
                  flat_below:int=100_000, # exact search below this many vectors
                 ) -> tuple[str, str]:
-    "`(kind, faiss factory string)` for `n` vectors of `dim` dimensions: exact, else IVF-Flat when the floats fit `memory`, else IVF-PQ (`_pq_code`)."
+    "`(kind, faiss factory string)` for `n` vectors of `dim` dimensions: exact, else IVF-Flat when the floats fit `memory`, else IVF-PQ with the code size of the one PQ rule (`factory_for` uses it too)."
     if n < flat_below: return 'flat', 'Flat'
     memory = memory if memory is not None else _available_memory() // 2
     if n * dim * 4 * 1.1 <= memory: return 'ivf', factory_for('ivf', n, dim)
