@@ -40,8 +40,9 @@ For scale: a plain torch top-10 over 1M x 512 bf16 embeddings answers 1,000 quer
 
 Recall table (`--recall-table`; instead of the speed tables): is the recall `tune` reports the recall a user gets?
 
-    python benchmarks/search_speed.py --recall-table --autofaiss-python ENV/bin/python --autofaiss-opq-python ENV2/bin/python   # 100k x 256-d
-    python benchmarks/search_speed.py --recall-table --sizes 100000 1000000     # and 1M (about an hour more on 2 cores)
+    python benchmarks/search_speed.py --recall-table --autofaiss-python ENV/bin/python --autofaiss-opq-python ENV2/bin/python
+        # 100k x 256-d, ivf/hnsw/ivfpq: ~35 min on 2 cores, 20 of them autofaiss's OPQ training
+    python benchmarks/search_speed.py --recall-table --sizes 1000000 --kinds ivf hnsw   # 1M: ~10 min on 2 cores (ivfpq at 1M: hours of PQ/OPQ training)
     python benchmarks/search_speed.py --recall-table --no-autofaiss             # phoalign only
 
 - indexes: `factory_for(kind, n, d)`; the ivfpq rows get the code `factory_for` picks for a budget of `--pq-budget` times

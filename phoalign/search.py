@@ -514,8 +514,9 @@ def tune(self:EmbeddingIndex,
             if self.kind == 'ivfpq' and got - before < 0.001: break   # the codes cap it: more probes cost and find nothing
             before = got
         if not reached:
-            warnings.warn(f'{self.factory}: recall@{k} on {what} reached {got:.3f} at {name}={self.params[name]}, short of {recall} '
-                          '(product quantisation caps it): use kind="ivf" or "flat", or give the index more memory')
+            why = ('its graph caps it: use kind="ivf" or "flat"' if self.kind == 'hnsw' else
+                   'product quantisation caps it: use kind="ivf" or "flat", or give the index more memory')
+            warnings.warn(f'{self.factory}: recall@{k} on {what} reached {got:.3f} at {name}={self.params[name]}, short of {recall} ({why})')
     self.tuned = dict(recall=round(got, 4), k=k, target=recall, queries=f'{what} ({len(q)})', **{name: self.params[name]})
     return dict(self.tuned)
 
