@@ -342,7 +342,10 @@ def evaluate(self:PairsTask, model:AlignModel, data) -> dict: return evaluate_pa
 @patch
 def checkpoint(self:PairsTask, model:AlignModel) -> dict: return model_checkpoint(model)
 @patch
-def load_checkpoint(self:PairsTask, model:AlignModel, ck:dict, path:Path):
+def load_checkpoint(self:PairsTask, model:AlignModel, ck:dict, path:Path): load_model_weights(model, ck, path)
+
+def load_model_weights(model:AlignModel, ck:dict, path:Path):
+    "Load a model checkpoint's weights into `model`; a mismatch names what the checkpoint holds (every task with an `AlignModel`)."
     try: model.load_state_dict(ck['state_dict'])
     except RuntimeError as e:
         was = ck['config']['model']

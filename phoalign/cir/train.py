@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from fastcore.basics import patch
 from ..core import Config, TrainConfig, LossConfig, CIR_MONITORS, ConfigError, DataError, UserError, atomic_save, seed_everything, _unknown_key
 from ..model import AlignModel, model_checkpoint, read_checkpoint
-from ..train import Trainer, TrainTask, PairsTask, process_state
+from ..train import Trainer, TrainTask, process_state, load_model_weights
 from ..losses import gather_features, _world
 from ..search import encode_images, encode_texts, model_fingerprint
 from .data import CIRData, CIRDataset, cir_collate, cir_transform_for, fashioniq_caption_forms
@@ -251,7 +251,7 @@ def checkpoint(self:FinetuneTask, model:nn.Module) -> dict:
     return dict(model_checkpoint(self.align), cir=dict(stage=1, dataset=self.data.dataset, encoder=self.encoder, transform=self.transform,
                                                        target_ratio=self.target_ratio, epoch=row.get('epoch', 0), metrics=row))
 @patch
-def load_checkpoint(self:FinetuneTask, model:nn.Module, ck:dict, path:Path): PairsTask.load_checkpoint(self, self.align, ck, path)
+def load_checkpoint(self:FinetuneTask, model:nn.Module, ck:dict, path:Path): load_model_weights(self.align, ck, path)
 
 # %% ../../nbs/10c_cir.train.ipynb #ab355c98
 def _stage_config(config, stage:int, dataset:str, base:Config|None) -> Config:
