@@ -260,9 +260,9 @@ def recall_table(a):
           f'own-vector measure (before): setting, reported | held-out captions at that setting | build s | build MiB |')
     print('|---:|---|---|---|---:|---:|---:|---|---|---:|---:|---:|')
     for r in rows:
-        name = 'nprobe' if 'nprobe' in r['tuned'] else 'efSearch'
-        print(f'| {fmt_n(r["n"])} | {r["kind"]} | `{r["factory"]}` | {name}={r["tuned"][name]} | {r["tuned"]["recall"]:.4f} | {r["measured"]:.4f} ± {r["measured_se"]:.4f} | '
-              f'{r["measured"] - r["tuned"]["recall"]:+.4f} | {"yes" if r["measured"] >= a.recall else "no"} | {name}={r["old"][name]}, {r["old"]["recall"]:.4f} | '
+        setting = lambda t: ', '.join(f'{name}={t[name]}' for name in ('nprobe', 'efSearch', 'k_factor') if name in t)   # k_factor: IVF-PQ's re-ranking
+        print(f'| {fmt_n(r["n"])} | {r["kind"]} | `{r["factory"]}` | {setting(r["tuned"])} | {r["tuned"]["recall"]:.4f} | {r["measured"]:.4f} ± {r["measured_se"]:.4f} | '
+              f'{r["measured"] - r["tuned"]["recall"]:+.4f} | {"yes" if r["measured"] >= a.recall else "no"} | {setting(r["old"])}, {r["old"]["recall"]:.4f} | '
               f'{r["old_measured"]:.4f} | {r["build_s"]:.1f} | {r["mib"]:,.0f} |')
     if af_rows:
         print(f'\nautofaiss `build_index` on the same vectors and structure, its own search setting; recall@{a.k} on the same held-out captions; '

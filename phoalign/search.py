@@ -17,10 +17,10 @@ from .data.formats import read_pairs, IMAGE_SUFFIXES
 from .data.transforms import read_image
 
 # %% auto #0
-__all__ = ['KINDS', 'INDEX_FORMAT', 'INDEX_VERSION', 'list_images', 'gallery_table', 'EncodedImages', 'encode_images',
-           'encode_texts', 'model_fingerprint', 'check_same_model', 'choose_index', 'factory_for', 'EmbeddingIndex',
-           'encode_gallery', 'guess_language', 'query_warning', 'check_combiner', 'find_matches', 'index_model',
-           'show_matches']
+__all__ = ['KINDS', 'HNSW_EF_CONSTRUCTION', 'RERANK', 'RERANK_FACTORS', 'INDEX_FORMAT', 'INDEX_VERSION', 'SAME_IMAGE',
+           'list_images', 'gallery_table', 'EncodedImages', 'encode_images', 'encode_texts', 'model_fingerprint',
+           'check_same_model', 'choose_index', 'factory_for', 'EmbeddingIndex', 'encode_gallery', 'guess_language',
+           'query_warning', 'check_combiner', 'composed_search', 'find_matches', 'index_model', 'show_matches']
 
 # %% ../nbs/09_search.ipynb #ae4c0c5e
 def list_images(folder:str|Path, # the folder to search
@@ -313,6 +313,7 @@ def _new_faiss(index:EmbeddingIndex, n:int):
     import faiss
     index.factory = index.factory or factory_for(index.kind, n, index.dim)
     base = faiss.index_factory(index.dim, index.factory, faiss.METRIC_INNER_PRODUCT)
+    if hasattr(base, 'hnsw'): base.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     return base if index.kind in ('ivf', 'ivfpq') else faiss.IndexIDMap2(base)
 
 def _train(index:EmbeddingIndex, x:np.ndarray):
@@ -327,10 +328,19 @@ def _train(index:EmbeddingIndex, x:np.ndarray):
         index._faiss.train(sample)
     if index.params: _apply_params(index, index.params)
 
+# FAISS's default, 40, builds a graph that caps caption → image recall@10 near 0.93 at 1M (efSearch 2048); at 300k, 80
+# lifts efSearch 512 from 0.96 to 1.00 for 1.5× the build time (benchmarks/search_speed.py's vectors; hnswlib uses 200)
+HNSW_EF_CONSTRUCTION = 80
+RERANK = 'k_factor'   # FAISS's name (IndexRefine): an IVF-PQ search takes k × k_factor candidates, re-scored with the kept floats
+RERANK_FACTORS = (1, 2, 4, 8, 16)   # tried in turn by `tune`: 16 × k float rows a query is still far less than a scan
+
 def _apply_params(index:EmbeddingIndex, params:dict):
     import faiss
+    if RERANK in params and (index.kind != 'ivfpq' or int(params[RERANK]) < 1):
+        raise ConfigError(f'{RERANK}={params[RERANK]}: re-ranking is for kind="ivfpq" (the others score with the floats already), with k_factor >= 1')
     ps = faiss.ParameterSpace()
-    for k, v in params.items(): ps.set_index_parameter(index._faiss, k, v)
+    for k, v in params.items():
+        if k != RERANK: ps.set_index_parameter(index._faiss, k, v)
     index.params.update(params); index._gpu = None
 
 # %% ../nbs/09_search.ipynb #4194154b
@@ -399,7 +409,8 @@ def _search_index(index:EmbeddingIndex):
     if index._gpu is None:
         import faiss
         index._gpu = faiss.index_cpu_to_all_gpus(index._faiss)
-        for k, v in index.params.items(): faiss.GpuParameterSpace().set_index_parameter(index._gpu, k, v)
+        for k, v in index.params.items():
+            if k != RERANK: faiss.GpuParameterSpace().set_index_parameter(index._gpu, k, v)
     return index._gpu
 
 @patch
@@ -411,12 +422,27 @@ def search_rows(self:EmbeddingIndex,
     q = _as_float32(queries, self.dim, 'queries')
     if not len(self): raise DataError('the index is empty: add vectors before searching')
     if k < 1: raise ValueError(f'k must be at least 1, got {k}')
-    scores, keys = _search_index(self).search(q, min(k, len(self)))
+    k = min(k, len(self))
+    rerank = self.kind == 'ivfpq'   # PQ scores are approximate: the kept floats give the true ones, and the order
+    scores, keys = _search_index(self).search(q, min(k * int(self.params.get(RERANK, 1)), len(self)) if rerank else k)
     found = keys >= 0
     first = self._keys[0]
     if self._keys[-1] - first == len(self) - 1: rows = np.where(found, keys - first, -1)   # no gaps (nothing removed): a key is its row
     else: rows = np.where(found, np.searchsorted(self._keys, np.where(found, keys, 0)), -1)
+    if rerank: return _rescored(self, q, rows, k)
     return np.where(found, scores, -np.inf).astype(np.float32), rows
+
+def _rescored(index:EmbeddingIndex, q:np.ndarray, rows:np.ndarray, k:int) -> tuple[np.ndarray, np.ndarray]:
+    "The best `k` of the candidate `rows` of each query by their exact inner product with the stored floats (read from disk when memory-mapped)."
+    found = rows >= 0
+    wanted = np.unique(rows[found])                               # sorted: a memory-mapped file is read in order, once a row
+    exact = np.full(rows.shape, -np.inf, np.float32)
+    vectors = np.asarray(index.vectors[wanted])
+    at = np.searchsorted(wanted, rows[found])
+    exact[found] = np.einsum('nd,nd->n', vectors[at], np.repeat(q, found.sum(1), axis=0))
+    order = np.argsort(-exact, axis=1, kind='stable')[:, :k]
+    rows = np.take_along_axis(np.where(found, rows, -1), order, axis=1)
+    return np.take_along_axis(exact, order, axis=1), rows
 
 @patch
 def search(self:EmbeddingIndex,
@@ -491,7 +517,8 @@ def tune(self:EmbeddingIndex,
          what:str|None=None, # what the queries are, for `tuned['queries']` (default: 'queries', or 'held-out images')
          seed:int=0, # which vectors are held out
         ) -> dict:
-    "Set `nprobe` (IVF) or `efSearch` (HNSW) to the smallest value reaching `recall` on queries not in the index (two standard errors to spare)."
+    """Set `nprobe` (IVF) or `efSearch` (HNSW) to the smallest value reaching `recall` on queries not in the index (two
+    standard errors to spare); IVF-PQ also re-ranks `k_factor` × k candidates with the kept floats, the fewest that reach it."""
     if not 0 < recall <= 1: raise ConfigError(f'recall is a share of the exact top-k: give a value in (0, 1], got {recall}')
     if self.kind == 'flat': return dict(recall=1.0, k=k, queries='exact search')
     import faiss
@@ -504,20 +531,24 @@ def tune(self:EmbeddingIndex,
     with _holding_out(self, held):
         k = min(k, len(self) - len(held))
         exact = _exact_rows(self, q, k, held)
-        before = -1.0
-        for v in values:
-            _apply_params(self, {name: max(v, k) if name == 'efSearch' else v})
-            per_query = _per_query_recall(self.search_rows(q, k)[1], exact)
-            got = float(per_query.mean())
-            # two standard errors of margin, so that new queries, not only these, reach the target
-            if (reached := got - 2 * per_query.std() / np.sqrt(len(per_query)) >= recall): break
-            if self.kind == 'ivfpq' and got - before < 0.001: break   # the codes cap it: more probes cost and find nothing
-            before = got
+        for factor in (RERANK_FACTORS if self.kind == 'ivfpq' else (None,)):
+            if factor: _apply_params(self, {RERANK: factor})
+            before = -1.0
+            for v in values:
+                _apply_params(self, {name: max(v, k) if name == 'efSearch' else v})
+                per_query = _per_query_recall(self.search_rows(q, k)[1], exact)
+                got = float(per_query.mean())
+                # two standard errors of margin, so that new queries, not only these, reach the target
+                if (reached := got - 2 * per_query.std() / np.sqrt(len(per_query)) >= recall): break
+                if self.kind == 'ivfpq' and got - before < 0.001: break   # the codes cap it at this k_factor: more probes find nothing
+                before = got
+            if reached: break
         if not reached:
             why = ('its graph caps it: use kind="ivf" or "flat"' if self.kind == 'hnsw' else
-                   'product quantisation caps it: use kind="ivf" or "flat", or give the index more memory')
+                   f'product quantisation caps it even re-ranking {RERANK_FACTORS[-1]}×k candidates: use kind="ivf" or "flat", or give the index more memory')
             warnings.warn(f'{self.factory}: recall@{k} on {what} reached {got:.3f} at {name}={self.params[name]}, short of {recall} ({why})')
-    self.tuned = dict(recall=round(got, 4), k=k, target=recall, queries=f'{what} ({len(q)})', **{name: self.params[name]})
+    self.tuned = dict(recall=round(got, 4), k=k, target=recall, queries=f'{what} ({len(q)})', **{name: self.params[name]},
+                      **({RERANK: self.params[RERANK]} if self.kind == 'ivfpq' else {}))
     return dict(self.tuned)
 
 @patch(as_prop=True)
@@ -748,11 +779,15 @@ def _query_embedding(model, query, index:EmbeddingIndex) -> torch.Tensor:
         if not query.strip(): raise DataError('the query is empty: give some words to search for')
         if (why := query_warning(model, query)): warnings.warn(why, stacklevel=3)
         return encode_texts(model, [query])
-    if isinstance(query, Path): img = read_image(query)   # a missing or unreadable image: its own error, naming the file
-    elif isinstance(query, (np.ndarray, torch.Tensor)) and query.ndim == 3:
-        img = query if isinstance(query, np.ndarray) else query.permute(1, 2, 0).mul(255).byte().numpy()
-    else: raise TypeError(f'query: a string (text), a Path (image file) or an [H, W, 3] image array, not {type(query).__name__}')
-    return _image_features(model, img, image_transforms(model)[1])
+    return _image_features(model, _as_image(query, 'query'), image_transforms(model)[1])
+
+def _as_image(image, name:str) -> np.ndarray:
+    "A decoded `[H, W, 3]` uint8 image from a file path or an image array (a `[3, H, W]` tensor in 0..1 too)."
+    if isinstance(image, (str, Path)): return read_image(Path(image))   # a missing or unreadable image: its own error, naming the file
+    if isinstance(image, np.ndarray) and image.ndim == 3: return image
+    if isinstance(image, torch.Tensor) and image.ndim == 3: return image.permute(1, 2, 0).mul(255).byte().numpy()
+    raise TypeError(f'{name}: a string (text), a Path (image file) or an [H, W, 3] image array, not {type(image).__name__}' if name == 'query'
+                    else f'{name}: a Path (image file) or an [H, W, 3] image array, not {type(image).__name__}')
 
 def _composed_embedding(model, text:str, reference_image, combiner, checked:bool=False) -> torch.Tensor:
     "The query of a reference image (a file or an `[H, W, 3]` array) changed by `text`: the towers' raw features through `combiner`."
@@ -763,8 +798,7 @@ def _composed_embedding(model, text:str, reference_image, combiner, checked:bool
     combiner = create_combiner('sum') if combiner is None else combiner
     info = getattr(combiner, 'checkpoint_extra', {}).get('cir', {})   # what `phoalign cir combiner` recorded
     if not checked: check_combiner(model, combiner)
-    img = reference_image if isinstance(reference_image, np.ndarray) else read_image(Path(reference_image))
-    image = _image_features(model, img, cir_transform_for(model, info.get('transform', 'targetpad'), info.get('target_ratio', 1.25)), normalize=False)
+    image = _image_features(model, _as_image(reference_image, 'reference_image'), cir_transform_for(model, info.get('transform', 'targetpad'), info.get('target_ratio', 1.25)), normalize=False)
     dev = next(combiner.parameters(), torch.empty(0)).device
     with torch.no_grad():
         return combiner.eval().combine_features(image.to(dev), encode_texts(model, [text], normalize=False).to(dev)).float().cpu()
@@ -775,11 +809,41 @@ def check_combiner(model, # the `AlignModel` whose towers' features the combiner
     info = getattr(combiner, 'checkpoint_extra', {}).get('cir', {})
     if info.get('model'): check_same_model(info['model'], model_fingerprint(model), 'the combiner (trained on other towers\' features)')
 
+# %% ../nbs/09_search.ipynb #adc9f240
+SAME_IMAGE = 0.999   # cosine at which a gallery vector is the reference image itself (the same pixels, encoded again)
+
+def composed_search(model, # the `AlignModel` that wrote `index`
+                    index:EmbeddingIndex, # an image index
+                    text:str, # what to change in the reference image
+                    reference_image, # a `Path` to an image file, or an image array `[H, W, 3]`
+                    combiner=None, # a trained combiner (`load_combiner`); default the element-wise sum
+                    k:int=10, # results wanted
+                    checked:bool=False, # the combiner was already checked against `model`
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    "`(scores, rows)` `[1, k]` of a composed query, leaving out the reference image itself (CIRR's protocol, CLIP4Cir's demo)."
+    from phoalign.model import image_transforms
+    if k < 1: raise ValueError(f'k must be at least 1, got {k}')
+    image = _as_image(reference_image, 'reference_image')
+    query = _composed_embedding(model, text, image, combiner, checked)
+    itself = _image_features(model, image, image_transforms(model)[1])[0].numpy()   # as the gallery stored it
+    path = str(Path(reference_image).resolve()) if isinstance(reference_image, (str, Path)) and 'path' in index.meta else None
+    want = min(k + 1, len(index))
+    while True:   # more than one copy of the reference may be in the gallery: ask for more until k others are found
+        scores, rows = index.search_rows(query, want)
+        found = rows[0] >= 0
+        same = np.zeros_like(found)
+        same[found] = index.vectors[rows[0][found]] @ itself >= SAME_IMAGE
+        if path is not None: same[found] |= index.meta.path.to_numpy()[rows[0][found]] == path
+        keep = np.flatnonzero(~same)[:k]
+        if len(keep) == k or want >= len(index) or not found.all(): return scores[:, keep], rows[:, keep]
+        want = min(2 * want, len(index))
+
+# %% ../nbs/09_search.ipynb #71921085
 def find_matches(model, # the `AlignModel` that wrote the index
                  query, # a string (text query), a `Path` to an image, or an image array `[H, W, 3]`
                  index:EmbeddingIndex|str|Path, # an index, or its folder
                  n:int=25, # matches to return
-                 reference_image:str|Path|None=None, # composed query: this image changed as the text `query` says
+                 reference_image:str|Path|np.ndarray|None=None, # composed query: this image (a file or an array) changed as the text `query` says
                  combiner=None, # composed query: a trained combiner (`load_combiner`); default the element-wise sum
                 ) -> pd.DataFrame:
     "The `n` best matches of `query` in `index`: `rank`, `score`, `id`, `path`/`caption` and the index's other metadata."
@@ -787,11 +851,7 @@ def find_matches(model, # the `AlignModel` that wrote the index
     check_same_model(index.model, model_fingerprint(model), getattr(index, 'folder', 'the index'))
     if combiner is not None and reference_image is None: raise ValueError('combiner= combines a reference image with the text: pass reference_image=')
     if reference_image is None: scores, rows = index.search_rows(_query_embedding(model, query, index), n)
-    else:   # the reference itself is no answer (CIRR leaves it out of the ranking too)
-        scores, rows = index.search_rows(_composed_embedding(model, query, reference_image, combiner), n + 1)
-        if 'path' in index.meta: keep = [j for j, r in enumerate(rows[0]) if r < 0 or index.meta.path.iloc[r] != str(Path(reference_image).resolve())][:n]
-        else: keep = list(range(n))
-        scores, rows = scores[:, keep], rows[:, keep]
+    else: scores, rows = composed_search(model, index, query, reference_image, combiner, n)
     found = rows[0] >= 0
     out = index.meta.iloc[rows[0][found]].reset_index(drop=True)
     out.insert(0, 'score', scores[0][found]); out.insert(0, 'rank', np.arange(1, found.sum() + 1))

@@ -12,8 +12,8 @@ import numpy as np
 from fastcore.basics import patch
 from fastapi import Request   # at module level: FastAPI resolves the routes' (string) annotations here
 from .core import ConfigError, DataError, get_device
-from .search import (EmbeddingIndex, check_combiner, encode_texts, guess_language, index_model, query_warning,
-                             _composed_embedding, _query_embedding)
+from .search import (EmbeddingIndex, check_combiner, composed_search, encode_texts, guess_language, index_model, query_warning,
+                             _query_embedding)
 
 # %% auto #0
 __all__ = ['LANGUAGES', 'MAX_PIXELS', 'THUMB_SIZES', 'SearchService', 'QueryBatcher', 'caption_in', 'Refused', 'check_query',
@@ -220,9 +220,8 @@ def search_image(self:SearchService, data:bytes, # an uploaded image file
         raise Refused(400, 'this server has no combiner, so it cannot change an image by a text: start it with --combiner FILE (or --combiner sum)')
     image = decode_image(data)
     with self._lock:
-        if not text: query = _query_embedding(self.model, image, self.index)
-        else: query = _composed_embedding(self.model, text, image, self.combiner, checked=True)   # checked when loaded
-        scores, rows = self.index.search_rows(query, k)
+        if not text: scores, rows = self.index.search_rows(_query_embedding(self.model, image, self.index), k)
+        else: scores, rows = composed_search(self.model, self.index, text, image, self.combiner, k, checked=True)   # the upload itself left out
     return _rows_to_results(self, scores[0], rows[0], lang)
 
 # %% ../nbs/13a_serve.ipynb #91bee832
