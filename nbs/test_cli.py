@@ -116,7 +116,7 @@ def test_train_in_a_fresh_folder_with_two_processes(tmp_path):
     metrics = json.loads((tmp_path/'run'/'metrics.json').read_text())
     assert list(metrics)[:len(RECALL_KEYS)] == RECALL_KEYS
     rows = [json.loads(l) for l in (tmp_path/'run'/'metrics.jsonl').read_text().splitlines()]
-    assert [row['epoch'] for row in rows] == [1, 2]
+    assert [(row['epoch'], row.get('split')) for row in rows] == [(1, None), (2, None), (2, 'test')]   # the epochs, then the test split
     assert torch.load(tmp_path/'run'/'last.pt', weights_only=True)['processes'] == 2   # one run of two processes, not two runs
     ev = phoalign('eval', 'run', '--data', 'shapes/captions_vi.json', cwd=tmp_path)   # a run folder: its best.pt
     assert ev.returncode == 0 and 'test split of' in ev.stdout and 'captions' in ev.stdout, ev.stderr
@@ -139,9 +139,10 @@ def test_resume_and_overwrite(tmp_path):
     assert phoalign(*args, cwd=tmp_path).returncode == 0
     r = phoalign(*args[:3], 'train.epochs=2', *args[4:], '--resume', 'last', cwd=tmp_path)
     assert r.returncode == 0 and 'resumed from' in r.stdout and 'epoch 2:' in r.stdout and 'epoch 1:' not in r.stdout, r.stdout + r.stderr
-    assert len((tmp_path/'run'/'metrics.jsonl').read_text().splitlines()) == 2
+    logged = lambda: [(row['epoch'], row.get('split')) for row in map(json.loads, (tmp_path/'run'/'metrics.jsonl').read_text().splitlines())]
+    assert logged() == [(1, None), (2, None), (2, 'test')]        # the first run's test row made way for the resumed run's
     r = phoalign(*args, '--overwrite', cwd=tmp_path)
-    assert r.returncode == 0 and len((tmp_path/'run'/'metrics.jsonl').read_text().splitlines()) == 1
+    assert r.returncode == 0 and logged() == [(1, None), (1, 'test')]
     bad = phoalign('train', 'tiny', 'data.path=s/captions_en.json', 'train.output_dir=run', 'model.embed_dim=64', '--resume', 'last', cwd=tmp_path)
     assert bad.returncode == 2 and 'does not fit this model' in bad.stderr and 'Traceback' not in bad.stderr, bad.stderr
 
@@ -190,3 +191,59 @@ def test_device_is_a_setting_of_every_scoring_command(tmp_path):
     for args, msg in missing + [(('eval', 'run', '--data', 's/captions_en.json', '--device', 'gpu0'), "use 'auto', 'cpu'")]:
         r = phoalign(*args, cwd=tmp_path)
         assert r.returncode == 2 and msg in r.stderr and 'Traceback' not in r.stderr, (args, r.stderr)
+
+def write_images(folder:Path, names):
+    "Small distinct images under `folder`, one per name (the suffix gives the format)."
+    import numpy as np, cv2
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, n in enumerate(names):
+        img = np.full((32, 32, 3), (i * 37) % 256, np.uint8); img[:, :i % 32 + 1] = 255 - (i * 11) % 256
+        assert cv2.imwrite(str(folder/n), img)
+
+def test_train_refuses_a_damaged_file_unless_data_strict_false(tmp_path):
+    "A quote left open on row 6 of 30: training stops naming the row; data.strict=false skips it, counts it and trains on the 29 others."
+    write_images(tmp_path/'img', [f'{i}.png' for i in range(1, 31)])
+    rows = [f'img/{i}.png,' + (f'"ảnh số {i}' if i == 6 else f'ảnh số {i} màu {i * 7 % 30}') for i in range(1, 31)]
+    (tmp_path/'thirty.csv').write_text('image,caption\n' + '\n'.join(rows) + '\n', encoding='utf-8')
+    args = ['train', 'tiny', 'data.path=thirty.csv', 'train.epochs=1', 'train.output_dir=run', 'train.batch_size=16', '--no-progress']
+    r = phoalign(*args, cwd=tmp_path)
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stdout + r.stderr
+    assert ('thirty.csv: 1 damaged row, read otherwise than the file says:\n  row 7: a quote opened on line 7 is never closed: '
+            'lines 7-31 would be read as one row') in r.stderr and 'data.strict=false' in r.stderr, r.stderr
+    assert not (tmp_path/'run').exists()                            # refused before anything was written
+    ok = phoalign(*args, 'data.strict=false', cwd=tmp_path)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert 'thirty.csv: skipped 1 row (1 damaged)\n  row 7: a quote opened on line 7' in ok.stdout, ok.stdout
+    assert 'skipped 1 row' not in ok.stderr                          # a line of the report, not a warning
+    assert 'train: 23 images' in ok.stdout and 'rows of thirty.csv skipped while reading: 1' in ok.stdout, ok.stdout
+    ev = phoalign('eval', 'run', '--data', 'thirty.csv', cwd=tmp_path)   # the run's data.strict=false
+    assert ev.returncode == 0 and 'skipped 1 row (1 damaged)' in ev.stdout and 'test split of thirty.csv: 3 images' in ev.stdout, ev.stdout + ev.stderr
+    strict = phoalign('eval', 'run', '--data', 'thirty.csv', '--strict', 'true', cwd=tmp_path)
+    assert strict.returncode == 2 and 'thirty.csv (row 7): a quote opened on line 7' in strict.stderr, strict.stderr
+
+def test_skipped_images_of_every_split_are_reported(tmp_path):
+    "Three text files named .jpg among 33 rows, one in each split: each split's count and first paths, in metrics.jsonl and the summary."
+    names = [f'{i:02d}.jpg' for i in range(33)]
+    split = lambda i: 'train' if i < 23 else 'val' if i < 28 else 'test'
+    fakes = (0, 23, 28)                                              # the first image of each split
+    write_images(tmp_path/'img', [n for i, n in enumerate(names) if i not in fakes])
+    for i in fakes: (tmp_path/'img'/names[i]).write_text('a text file, whatever its name says')
+    (tmp_path/'set.jsonl').write_text(''.join(json.dumps({'image': f'img/{n}', 'caption': f'ảnh số {i} màu {i * 7 % 33}', 'split': split(i)},
+                                                         ensure_ascii=False) + '\n' for i, n in enumerate(names)), encoding='utf-8')
+    r = phoalign('train', 'tiny', 'data.path=set.jsonl', 'train.epochs=1', 'train.output_dir=run', 'train.batch_size=16', '--no-progress', cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    named = lambda xs: [Path(x['image']).name for x in xs]
+    epoch, test = [json.loads(l) for l in (tmp_path/'run'/'metrics.jsonl').read_text().splitlines()]
+    assert (epoch['train_skipped'], named(epoch['train_skipped_images'])) == (1, ['00.jpg']), epoch
+    assert (epoch['val_skipped'], named(epoch['val_skipped_images']), epoch['val_images']) == (1, ['23.jpg'], 4), epoch
+    assert (test['split'], test['test_skipped'], named(test['test_skipped_images']), test['test_images']) == ('test', 1, ['28.jpg'], 4), test
+    metrics = json.loads((tmp_path/'run'/'metrics.json').read_text())
+    assert (metrics['skipped'], named(metrics['skipped_images']), metrics['images']) == (1, ['28.jpg'], 4), metrics
+    assert 'test split (4 images, 4 captions; 1 unreadable image left out)' in r.stdout, r.stdout
+    assert 'unreadable images skipped: train 1, val 1, test 1' in r.stdout, r.stdout
+    for s, i in zip(('train', 'val', 'test'), fakes): assert f'  {s}: {Path("img")/names[i]}: ' in r.stdout, r.stdout
+    ev = phoalign('eval', 'run', '--data', 'set.jsonl', '--split', 'val', cwd=tmp_path)
+    assert ev.returncode == 0 and 'val split of set.jsonl: 4 images, 4 captions; 1 unreadable image left out' in ev.stdout, ev.stdout + ev.stderr
+    assert 'unreadable images skipped: val 1' in ev.stdout and f'  val: {Path("img")/"23.jpg"}: ' in ev.stdout, ev.stdout
+    js = json.loads(phoalign('eval', 'run', '--data', 'set.jsonl', '--json', cwd=tmp_path).stdout)
+    assert (js['split'], js['images'], js['skipped'], named(js['skipped_images'])) == ('test', 4, 1, ['28.jpg']), js

@@ -1,6 +1,6 @@
 """`phoalign cifar` as a user runs it: CIFAR-format pickles and a toy CLIP text model in a fresh folder, relative paths, a
 JSON config in the seed's words, the seed's flags; two processes against one; broken files and typos."""
-import json, os, pickle, subprocess, sys
+import json, os, pickle, shlex, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
 from test_cli_data import phoalign
@@ -13,11 +13,10 @@ CONFIG = {'model': {'num_layers': 1, 'num_heads': 4, 'options': {'text': {'name_
 @pytest.fixture(scope='module')
 def work(tmp_path_factory):
     "A fresh folder: data/cifar-100-python (tiny, in CIFAR's layout), toy-clip/ (a CLIP text model) and cfg.json."
-    from phoalign.cifar import _write_cifar100, CIFAR100_CLASSES, CAPTION_TEMPLATE
-    from phoalign.text import build_tiny_clip_text
+    from phoalign.cifar import write_synthetic_cifar100, write_toy_clip_text
     root = tmp_path_factory.mktemp('cifar')
-    _write_cifar100(root/'data', n_train=256, n_test=64)
-    build_tiny_clip_text(root/'toy-clip', [CAPTION_TEMPLATE.format(left=c, right=c) for c in CIFAR100_CLASSES], projection_dim=512)
+    write_synthetic_cifar100(root/'data', n_train=256, n_test=64, n_classes=10)
+    write_toy_clip_text(root/'toy-clip')
     (root/'cfg.json').write_text(json.dumps(CONFIG), encoding='utf-8')
     return root
 
@@ -50,6 +49,8 @@ def test_errors(work, tmp_path):
     (bad/'train').write_bytes((work/'data'/'cifar-100-python'/'train').read_bytes())
     assert_refused([(['--data-dir', str(tmp_path/'cifar')], "no 'meta' file")], work, 'cifar', 'train', '--config', 'cfg.json')
     (bad/'meta').write_bytes((work/'data'/'cifar-100-python'/'meta').read_bytes())
+    assert_refused([(['--data-dir', str(tmp_path/'cifar')], "no 'test' file")], work, 'cifar', 'train', '--config', 'cfg.json')   # both splits, before the run
+    (bad/'test').write_bytes((work/'data'/'cifar-100-python'/'test').read_bytes())
     d = pickle.load(open(bad/'train', 'rb'), encoding='bytes'); d[b'fine_labels'][7] = 100
     pickle.dump(d, open(bad/'train', 'wb'), protocol=2)
     assert_refused([(['--data-dir', str(tmp_path/'cifar')], 'train (row 7): 1 fine labels outside 0..99')], work, 'cifar', 'train', '--config', 'cfg.json')
@@ -76,3 +77,37 @@ def test_two_processes_match_one(work):
         if not torch.is_tensor(v) or not v.is_floating_point(): continue
         torch.testing.assert_close(w2['state_dict'][k], v, rtol=1e-3, atol=1e-3)
         assert ((w2['state_dict'][k] - v).abs() > 1e-4).float().mean() < 0.02, k
+
+def test_synth_then_quick_train_offline(tmp_path):
+    "The first hour: phoalign data synth --cifar writes the data and a toy text model, and the command it prints trains offline (one epoch here)."
+    r = phoalign('data', 'synth', '--cifar', 'data', '--n', '200', cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert '200 training and 40 test images' in r.stdout and '-> data/cifar-100-python' in r.stdout and '-> data/toy-clip' in r.stdout, r.stdout
+    from phoalign.cifar import read_cifar100
+    train = read_cifar100(tmp_path/'data', 'train')
+    assert len(train) == 200 and sorted(set(train.labels.tolist())) == list(range(100))   # two per class
+    command = shlex.split(r.stdout.split('next: ')[1].splitlines()[0])
+    assert command[:4] == ['phoalign', 'cifar', 'train', '--quick'], command
+    t = phoalign(*command[1:], 'train.epochs=1', '--no-progress', '--no-plotting', cwd=tmp_path)
+    assert t.returncode == 0, t.stdout[-3000:] + t.stderr[-3000:]
+    # 200 images in batches of 128 are 2 optimiser steps: cifar-vit-quick's 100-step warmup is capped at a tenth of them
+    assert "warmup 0 steps instead of 100: at most a tenth of this run's 2 optimiser steps" in t.stdout, t.stdout
+    assert 'test pairs (40, 10000 candidate captions)' in t.stdout, t.stdout
+    again = phoalign('data', 'synth', '--cifar', 'data', '--n', '100', cwd=tmp_path)   # its own files may be replaced
+    assert again.returncode == 0 and len(read_cifar100(tmp_path/'data', 'train')) == 100, again.stderr
+
+def test_missing_data_and_text_model_named_before_any_model_loads(tmp_path):
+    t0 = time.time()
+    r = phoalign('cifar', 'train', '--data-dir', 'data', cwd=tmp_path)   # nothing here: the default text model (the Hub's) is not even looked for
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr
+    assert r.stderr.startswith('phoalign: error: CIFAR-100 folder data does not exist') and r.stderr.count('\n') == 1, r.stderr
+    assert 'phoalign data synth --cifar data' in r.stderr and time.time() - t0 < 60
+    from phoalign.cifar import write_synthetic_cifar100
+    write_synthetic_cifar100(tmp_path/'data', 20, 10)
+    r = phoalign('cifar', 'train', '--data-dir', 'data', 'model.options.text.name_or_path=data/toy-clip', cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == ('phoalign: error: text model folder data/toy-clip does not exist (model.options.text.name_or_path); '
+                                                      'phoalign data synth --cifar DIR writes a toy CLIP text model in DIR/toy-clip'), r.stderr
+    r = phoalign('cifar', 'train', '--data-dir', 'data', 'model.options.text.name_or_path=nobody/no-such-clip', cwd=tmp_path)   # HF_HUB_OFFLINE=1 here
+    assert r.returncode == 2 and 'nobody/no-such-clip is not in the Hugging Face cache' in r.stderr, r.stderr
+    r = phoalign('cifar', 'eval', 'run', '--data-dir', 'elsewhere', cwd=tmp_path)   # the data is checked before the checkpoint is read
+    assert r.returncode == 2 and 'CIFAR-100 folder elsewhere does not exist' in r.stderr, r.stderr

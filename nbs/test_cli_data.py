@@ -74,3 +74,35 @@ def test_folder_rows_are_caption_file_lines(tmp_path):
     report = check('g', cwd=tmp_path, rc=1)
     [u] = report['unreadable_images']
     assert (u['file'], u['rows']) == (str(Path('g')/'captions'/'horse.txt'), [1, 2]), u
+
+def write_images(folder:Path, names):
+    "Small distinct images under `folder`, one per name (the suffix gives the format)."
+    import numpy as np, cv2
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, n in enumerate(names):
+        img = np.full((32, 32, 3), (i * 37) % 256, np.uint8); img[:, :i % 32 + 1] = 255 - (i * 11) % 256
+        assert cv2.imwrite(str(folder/n), img)
+
+def test_a_quote_left_open_is_named_not_read_as_one_caption(tmp_path):
+    "The issue's printf example: `data check` said '1 pairs ... OK' and exited 0, rows 3-4 swallowed into one caption."
+    write_images(tmp_path, ['a.png', 'b.png', 'c.png'])
+    (tmp_path/'t.csv').write_bytes(b'image,caption\na.png,"oops\nb.png,hai\nc.png,ba\n')
+    human = phoalign('data', 'check', 't.csv', cwd=tmp_path)
+    assert human.returncode == 1 and human.stderr == '', human.stdout + human.stderr    # a report, not a warning
+    assert 't.csv (csv): 2 pairs, 2 images, 2 captions' in human.stdout, human.stdout
+    assert 't.csv row 2: a quote opened on line 2 is never closed: lines 2-4 would be read as one row' in human.stdout, human.stdout
+    assert 'OK' not in human.stdout
+    report = check('t.csv', cwd=tmp_path, rc=1)
+    assert [(d['file'], d['row'], d['kind']) for d in report['damaged_rows']] == [('t.csv', 2, 'open_quote')]
+
+def test_thirty_rows_with_a_quote_left_open(tmp_path):
+    "A 30-row file whose row 6 (line 7) opens a quote: the other 29 rows are read, the damaged one is named by file and row."
+    write_images(tmp_path/'img', [f'{i}.png' for i in range(1, 31)])
+    rows = [f'img/{i}.png,' + (f'"ảnh số {i}' if i == 6 else f'ảnh số {i}') for i in range(1, 31)]
+    (tmp_path/'thirty.csv').write_text('image,caption\n' + '\n'.join(rows) + '\n', encoding='utf-8')
+    human = phoalign('data', 'check', 'thirty.csv', cwd=tmp_path)
+    assert human.returncode == 1, human.stdout + human.stderr
+    assert 'thirty.csv (csv): 29 pairs, 29 images, 29 captions' in human.stdout, human.stdout
+    assert 'thirty.csv row 7: a quote opened on line 7 is never closed: lines 7-31 would be read as one row' in human.stdout, human.stdout
+    report = check('thirty.csv', cwd=tmp_path, rc=1)
+    assert (report['rows'], [d['row'] for d in report['damaged_rows']], report['missing_images'], report['unreadable_images']) == (29, [7], [], [])

@@ -128,6 +128,7 @@ search_space:
     assert r.returncode == 0, r.stdout + r.stderr
     first = r.stdout.splitlines()[0]
     assert 'of 4 trials finished' in first and not first.split(': ')[1].startswith('0 of'), first
+    assert '[I ' not in r.stdout + r.stderr and '[I ' not in out + err, r.stderr   # Optuna's own log lines stay quiet
     summary = json.loads((tmp_path/'optuna_results'/'small'/'summary.json').read_text())
     assert summary['counts'].get('complete', 0) + summary['counts'].get('pruned', 0) == 4, summary
     best = tmp_path/'optuna_results'/'small'/'best_small.yaml'

@@ -56,6 +56,7 @@ def test_encode_then_search_from_another_folder(work):
     assert Path(same[0]['path']).name == 'chelsea.jpg' and abs(same[0]['score'] - 1) < 1e-4
     captions = run_json('search', str(work/'idx'), '--image', 'gallery/photos/coffee.jpg', '--captions', '-k', '2', cwd=work)
     assert len(captions) == 2 and all(c['caption'] for c in captions)
+    assert all(h['path'].startswith('gallery/photos/') for h in run_json('search', 'idx', '--text', 'con mèo', cwd=work))   # as text mode shows them
     r = phoalign('search', 'idx', '--text', 'một tách cà phê', '--show', 'grid.png', cwd=work)
     assert r.returncode == 0 and (work/'grid.png').stat().st_size > 0, r.stderr
     rank, score, path, *caption = r.stdout.splitlines()[0].split()
@@ -183,3 +184,16 @@ def test_recall_target_out_of_range_is_refused(work, tmp_path):
     assert not (tmp_path/'idx').exists()
     code, _, err = run_main('encode', work/'model.pt', '--images', work/'gallery'/'photos', '--out', 'idx', '--recall', '1.5', cwd=tmp_path)
     assert code == 2 and err.splitlines() == ['phoalign: error: --recall is a share of the exact top-10: give a value in (0, 1], got 1.5'], err
+
+def test_encode_refuses_a_damaged_caption_file_or_skips_its_rows(work, tmp_path):
+    photos = sorted((work/'gallery'/'photos').glob('*.jpg'))[:4]
+    rows = [f'{p},"ảnh số {i}"' for i, p in enumerate(photos)]
+    rows[1] = f'{photos[1]},"ảnh số 1'             # a quote left open: without the check it swallows the rows after it
+    (tmp_path/'caps.csv').write_text('image,caption\n' + '\n'.join(rows) + '\n', encoding='utf-8')
+    r = phoalign('encode', work/'model.pt', '--images', 'caps.csv', '--out', 'idx', cwd=tmp_path)
+    assert r.returncode == 2 and 'caps.csv' in r.stderr and 'row 3' in r.stderr and 'Traceback' not in r.stderr, r.stdout + r.stderr
+    assert not (tmp_path/'idx').exists()            # refused before anything was written
+    report = run_json('encode', work/'model.pt', '--images', 'caps.csv', '--out', 'idx', '--strict', 'false', cwd=tmp_path)
+    assert (report['images'], report['rows_skipped']) == (3, 1), report
+    r = phoalign('encode', work/'model.pt', '--images', 'caps.csv', '--out', 'idx2', '--strict', 'false', cwd=tmp_path)
+    assert r.returncode == 0 and 'left out 1 rows of the caption file' in r.stdout, r.stdout + r.stderr

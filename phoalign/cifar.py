@@ -12,12 +12,12 @@ import numpy as np, torch, cv2
 from torch.utils.data import Dataset, DataLoader
 from fastcore.basics import patch
 from .core import parse_assignments, set_key, flat_items, DataError, ConfigError, _unknown_key, from_dict, load_yaml, atomic_write
-from .data.datasets import _seed
 
 # %% auto #0
 __all__ = ['CIFAR100_CLASSES', 'CAPTION_TEMPLATE', 'SEED_SECTIONS', 'SEED_KEYS', 'CIFARSplit', 'cifar_folder', 'read_cifar100',
-           'PairTransform', 'PairedCIFAR', 'CifarData', 'CifarConfig', 'read_cifar_config', 'cifar_datasets',
-           'train_cifar', 'evaluate_cifar', 'demo_plotting']
+           'write_synthetic_cifar100', 'PairTransform', 'PairedCIFAR', 'write_toy_clip_text', 'CifarData',
+           'CifarConfig', 'read_cifar_config', 'short_run_warmup', 'cifar_datasets', 'train_cifar', 'evaluate_cifar',
+           'demo_plotting']
 
 # %% ../nbs/12a_cifar.ipynb #1dc8b353
 @dataclass
@@ -52,17 +52,25 @@ def cifar_folder(folder:str|Path, # a folder holding `cifar-100-python/`, or tha
     p = Path(folder)
     return p/'cifar-100-python' if (p/'cifar-100-python').is_dir() else p
 
+def _check_cifar_folder(folder:str|Path, splits=('train', 'test')) -> Path:
+    "The CIFAR-100 folder, or an error naming what is missing and how to get it (cheap: nothing is read)."
+    root = cifar_folder(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"CIFAR-100 folder {folder} does not exist (data.data_dir, --data-dir): download CIFAR-100 into it with "
+                                f"torchvision.datasets.CIFAR100('{folder}', download=True), or write a small synthetic one with phoalign data synth --cifar {folder}")
+    if not (root/'meta').is_file():
+        raise DataError("no 'meta' file (the class names): expected CIFAR-100's python version, a cifar-100-python/ folder with train, test and meta", root)
+    for split in splits:
+        if not (root/split).is_file(): raise DataError(f'no {split!r} file in the CIFAR-100 folder', root)
+    return root
+
 def read_cifar100(folder:str|Path, # `cifar-100-python/` or the folder holding it
                   split:str='train', # 'train' or 'test'
                  ) -> CIFARSplit:
     "A CIFAR-100 split from its python pickles."
     if split not in ('train', 'test'): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    root = cifar_folder(folder)
-    if not root.is_dir(): raise FileNotFoundError(f'CIFAR-100 folder {folder} does not exist')
+    root = _check_cifar_folder(folder, (split,))
     meta_path, data_path = root/'meta', root/split
-    if not meta_path.is_file():
-        raise DataError("no 'meta' file (the class names): expected CIFAR-100's python version, a cifar-100-python/ folder with train, test and meta", root)
-    if not data_path.is_file(): raise DataError(f'no {split!r} file in the CIFAR-100 folder', root)
     names = _unpickle(meta_path).get('fine_label_names')
     if not isinstance(names, list) or not names: raise DataError('no fine_label_names list: not the CIFAR-100 meta file', meta_path)
     classes = [n.decode('latin1') if isinstance(n, bytes) else str(n) for n in names]
@@ -89,8 +97,10 @@ CIFAR100_CLASSES = ('apple aquarium_fish baby bear beaver bed bee beetle bicycle
 
 class _Py2Str(bytes): "Text as Python 2 pickled its `str`: bytes that load as `str` with `encoding='latin1'`, as bytes with 'bytes'."
 
+_SYNTHETIC = 'phoalign_synthetic'   # a key of the meta file phoalign writes: its own files may be replaced
+
 class _Py2Pickler(pickle._Pickler):
-    "Test helper: writes `_Py2Str` with the opcodes of a Python 2 `str`, as the real CIFAR files hold their keys and names."
+    "Writes `_Py2Str` with the opcodes of a Python 2 `str`, as the real CIFAR files hold their keys and names."
     dispatch = dict(pickle._Pickler.dispatch)
     def save_py2str(self, obj):
         n = len(obj)
@@ -101,14 +111,26 @@ class _Py2Pickler(pickle._Pickler):
 def _dump_py2(obj, path:Path):
     with open(path, 'wb') as f: _Py2Pickler(f, protocol=2).dump(obj)
 
-def _write_cifar100(folder, n_train:int=200, n_test:int=100, n_classes:int=10, seed:int=0) -> Path:
-    "Test helper: `folder/cifar-100-python/` with train, test and meta pickles in CIFAR's layout; images of the first `n_classes` classes."
-    root = Path(folder)/'cifar-100-python'; root.mkdir(parents=True, exist_ok=True)
+def write_synthetic_cifar100(folder, # the folder to write `cifar-100-python/` into (what `read_cifar100` and torchvision's `CIFAR100` read)
+                             n_train:int=1000, # training images, spread evenly over the classes
+                             n_test:int=200, # test images, spread evenly over the classes
+                             n_classes:int=100, # the images are of CIFAR-100's first `n_classes` classes (`meta` names all 100)
+                             seed:int=0, # images and labels follow from it
+                            ) -> Path:
+    "Write `folder/cifar-100-python/` (train, test, meta) in CIFAR-100's python layout, with images whose colour and stripes follow their class."
+    if not 1 <= n_classes <= 100: raise ConfigError(f'n_classes must be 1 to 100 (CIFAR-100 has 100), got {n_classes}')
+    for name, n in (('n_train', n_train), ('n_test', n_test)):
+        if n < 1: raise ConfigError(f'{name} must be at least 1, got {n}')
+    root = Path(folder)/'cifar-100-python'
+    for d in (Path(folder), root):   # files in the folder itself would be shadowed by the new cifar-100-python/
+        if (_SYNTHETIC not in _unpickle(d/'meta')) if (d/'meta').is_file() else any((d/s).is_file() for s in ('train', 'test')):
+            raise ConfigError(f'{d} holds CIFAR files that phoalign did not write (the real CIFAR-100?): write the synthetic set into another folder')
+    root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     colours = rng.integers(30, 226, size=(n_classes, 3))
     S = lambda t: _Py2Str(t.encode())
     def images(n):
-        labels = rng.integers(0, n_classes, n)
+        labels = rng.permutation(np.arange(n) % n_classes)   # as even as n allows
         yy, xx = np.mgrid[:32, :32]
         out = np.empty((n, 32, 32, 3), np.uint8)
         for i, c in enumerate(labels):
@@ -119,7 +141,8 @@ def _write_cifar100(folder, n_train:int=200, n_test:int=100, n_classes:int=10, s
         data, labels = images(n)
         _dump_py2({S('filenames'): [S(f'{split}_{i}.png') for i in range(n)], S('batch_label'): S(f'{split} batch'),
                    S('fine_labels'): labels.tolist(), S('coarse_labels'): (labels // 5).tolist(), S('data'): data}, root/split)
-    _dump_py2({S('fine_label_names'): [S(c) for c in CIFAR100_CLASSES], S('coarse_label_names'): [S(f'group{i}') for i in range(20)]}, root/'meta')
+    _dump_py2({S('fine_label_names'): [S(c) for c in CIFAR100_CLASSES], S('coarse_label_names'): [S(f'group{i}') for i in range(20)],
+               S(_SYNTHETIC): True}, root/'meta')
     return root
 
 # %% ../nbs/12a_cifar.ipynb #09ae2a34
@@ -178,6 +201,7 @@ class PairedCIFAR(Dataset):
 
     def partner(self, i:int) -> int:
         "The right-hand image of item i: with probability `different_class_prob` from another class, otherwise from its own (another image where it has one)."
+        from phoalign.data.datasets import _seed   # here, not at the top: that module loads timm, which a CLI error should not wait for
         rng = np.random.default_rng(_seed(self.seed, 0 if self.fixed else self.epoch, i, 'partner'))
         own = int(self.split.labels[i])
         others = [c for c in self.by_class if c != own]
@@ -186,6 +210,7 @@ class PairedCIFAR(Dataset):
         return int(rng.choice(same[same != i] if len(same) > 1 else same))
 
     def __getitem__(self, i:int) -> dict:
+        from phoalign.data.datasets import _seed
         j, epoch = self.partner(i), 0 if self.fixed else self.epoch
         halves = [self.transform(self.split.images[k], seed=_seed(self.seed, epoch, i, side)) for k, side in ((i, 'left'), (j, 'right'))]
         left, right = int(self.split.labels[i]), int(self.split.labels[j])
@@ -235,6 +260,16 @@ def evaluate_with(self:PairedCIFAR,
                top1_different_class=100.0 * hit[~same].mean().item() if (~same).any() else float('nan'),
                images=len(lab), candidates=C * C, **{f'chance_top{k}': 100.0 * min(k, C * C) / (C * C) for k in ks})
     return out
+
+# %% ../nbs/12a_cifar.ipynb #2a11701b
+def write_toy_clip_text(folder, # the folder to write (config, weights, tokenizer)
+                        projection_dim:int=512, # the embedding width (OpenAI CLIP ViT-B/32's text tower: 512)
+                        template:str=CAPTION_TEMPLATE, # the caption, with {left} and {right}: the tokenizer learns its words
+                        classes:list=CIFAR100_CLASSES, # the class names the captions use
+                       ) -> Path:
+    "Write a toy CLIP text model (random weights) whose tokenizer knows every word of the paired-CIFAR captions; returns its folder."
+    from phoalign.text import build_tiny_clip_text
+    return build_tiny_clip_text(folder, [template.format(left=c, right=c) for c in classes], projection_dim=projection_dim)
 
 # %% ../nbs/12a_cifar.ipynb #0da82328
 @dataclass
@@ -322,6 +357,32 @@ def read_cifar_config(src=None, # a JSON or YAML file, a dict, or None for the p
                                 data=dict(path=dc.data_dir, image_size=[32, 64], augment='none', num_workers=dc.num_workers)), where)
     return cc, cfg
 
+# %% ../nbs/12a_cifar.ipynb #6dd201b3
+def _check_text_model(cfg):
+    "An error naming the text model when it is a folder that is not there, or a Hub name not cached while HF_HUB_OFFLINE forbids downloads."
+    import os
+    key, name = 'model.options.text.name_or_path', (cfg.model.options.get('text') or {}).get('name_or_path')
+    if name is None and cfg.model.text_tower == 'clip-text':   # the tower's default: OpenAI's ViT-B/32 text tower
+        import inspect
+        from phoalign.text import CLIPTextTower
+        name = inspect.signature(CLIPTextTower).parameters['name_or_path'].default
+    if name is None or Path(name).expanduser().exists(): return
+    if name.startswith(('.', '/', '~', '\\')) or name.count('/') != 1 or Path(name).parent.is_dir():   # a path, not a Hub `org/name`
+        raise FileNotFoundError(f'text model folder {name} does not exist ({key}); phoalign data synth --cifar DIR writes a toy CLIP text model in DIR/toy-clip')
+    if os.environ.get('HF_HUB_OFFLINE', '').upper() in ('1', 'ON', 'YES', 'TRUE'):
+        from huggingface_hub import try_to_load_from_cache
+        if not isinstance(try_to_load_from_cache(name, 'config.json'), str):
+            raise FileNotFoundError(f'text model {name} is not in the Hugging Face cache, and HF_HUB_OFFLINE=1 downloads nothing ({key}): '
+                                    'run once online, or use a local folder (phoalign data synth --cifar DIR writes a toy one in DIR/toy-clip)')
+
+def short_run_warmup(warmup_steps:int, # the warmup asked for (`train.warmup_steps`)
+                     total_steps:int, # the run's optimiser steps
+                     share:float=0.1, # the largest share of the run the warmup may take
+                    ) -> int:
+    "The warmup a run gets: `warmup_steps`, capped at `share` of the run's steps so that a short run reaches its learning rate."
+    if not 0 <= share <= 1: raise ValueError(f'share must be in [0, 1], got {share}')
+    return min(warmup_steps, int(share * total_steps))
+
 # %% ../nbs/12a_cifar.ipynb #9f9d65f2
 def _first(split:CIFARSplit, n:int|None) -> CIFARSplit:
     return split if n is None else CIFARSplit(split.images[:n], split.labels[:n], split.classes, split.path)
@@ -353,21 +414,28 @@ def train_cifar(config=None, # a JSON / YAML file, a dict or a `CifarConfig`; No
                ) -> dict:
     "Train (or evaluate) the paired-CIFAR model; returns `run_dir`, `history` and the test `metrics` (also in `evaluation_results.json`)."
     from phoalign.model import load_model, create_model
-    from phoalign.train import Trainer
+    from phoalign.train import Trainer, warmup_schedule
     from phoalign.viz import LiveCurves
     cc, cfg = config if isinstance(config, tuple) else read_cifar_config(config, *overrides)
     say, run_dir = log or (lambda *a, **k: None), Path(cfg.train.output_dir)
+    _check_cifar_folder(cc.data.data_dir, ('test',) if eval_only else ('train', 'test'))   # what is missing is named before any model loads
     if eval_only:
         ck = Path(resume) if resume and resume not in ('last', 'best', 'latest') else run_dir/f'{resume or "best"}.pt'
         metrics = evaluate_cifar(ck, cc.data.data_dir, cc.data.test_samples, cfg.train.batch_size, cc.data.caption_template)
         _write_results(run_dir/'evaluation_results.json', metrics, cc, checkpoint=str(ck))
         say(_accuracy_line(metrics))
         return dict(run_dir=run_dir, history=[], metrics=metrics)
+    _check_text_model(cfg)
     model = create_model(cfg)
     train, test = cifar_datasets(cc, model)
     trainer = Trainer(model, train, test, config=cfg, live=None if plotting else False, progress=progress, overwrite=overwrite, log=say)
     if not plotting: trainer.curves = LiveCurves(None, live=False)
-    main = trainer.accelerator.is_main_process
+    main, tc = trainer.accelerator.is_main_process, cfg.train
+    if (warmup := short_run_warmup(tc.warmup_steps, trainer.total_steps)) < tc.warmup_steps:
+        if main: say(f'warmup {warmup} step{"s" * (warmup != 1)} instead of {tc.warmup_steps}: at most a tenth of this run\'s {trainer.total_steps} optimiser steps')
+        for c in (cfg, model.config): c.train.warmup_steps = warmup   # the trainer's, and the checkpoints' (a copy when the width follows the text tower)
+        trainer.scheduler = warmup_schedule(trainer.optimizer.optimizer, warmup, trainer.total_steps, tc.schedule)
+        trainer.last_lr = trainer.optimizer.param_groups[0]['lr']
     if resume:
         trainer.resume(resume)
         if main: say(f'resumed from {trainer.resumed_from} at epoch {trainer.epoch + 1}')
@@ -391,6 +459,7 @@ def evaluate_cifar(checkpoint:str|Path, # a checkpoint of a paired-CIFAR run, or
     "Top-1/10/100 caption retrieval (and the rest of `evaluate_with`) of a checkpoint on the fixed test pairs."
     from phoalign.model import load_model
     ck = Path(checkpoint)
+    _check_cifar_folder(data_dir, ('test',))
     model = load_model(ck/'best.pt' if ck.is_dir() else ck)
     pc = model.image_tower.pretrained_cfg
     test = PairedCIFAR(_first(read_cifar100(data_dir, 'test'), test_samples), PairTransform(pc['mean'], pc['std']), 0.5,
@@ -407,12 +476,10 @@ def demo_plotting(epochs:int=4, # a short run
                  ) -> list[dict]:
     "The live learning curves (loss, accuracy, learning rate, progress summary) on a short run over tiny CIFAR-format data and a toy CLIP text model."
     import tempfile, shutil
-    from phoalign.text import build_tiny_clip_text
     work = Path(folder) if folder else Path(tempfile.mkdtemp())
     try:
-        _write_cifar100(work/'data', n_train=400, n_test=100)
-        words = [CAPTION_TEMPLATE.format(left=a, right=a) for a in CIFAR100_CLASSES]
-        clip = build_tiny_clip_text(work/'toy-clip', words, projection_dim=512)
+        write_synthetic_cifar100(work/'data', n_train=400, n_test=100, n_classes=10)
+        clip = write_toy_clip_text(work/'toy-clip')
         return train_cifar({'data': {'data_dir': str(work/'data')}, 'model': {'options': {'text': {'name_or_path': str(clip)}, 'image': dict(
             img_size=[32, 64], patch_size=8, depth=2, embed_dim=64, num_heads=4, proj_dim=512)}},
             'train': {'epochs': epochs, 'batch_size': 32, 'lr': 1e-3, 'warmup_steps': 0, 'output_dir': str(work/'run')}}, progress=False)['history']

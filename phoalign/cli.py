@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_cli.ipynb #99e41a88
 from __future__ import annotations
-import argparse, json, os, sys, time
+import argparse, json, os, shlex, sys, time
 from pathlib import Path
 import phoalign
 from .core import UserError
@@ -90,31 +90,58 @@ def data_check(args:argparse.Namespace, # the parsed command line (`build_parser
     "`phoalign data check`: print a data report; exit 1 if the set has problems."
     from phoalign.data.formats import read_pairs
     from phoalign.data.datasets import check_pairs, format_report
-    import warnings
-    with warnings.catch_warnings():  # the report lists skipped rows itself
-        warnings.simplefilter('ignore')
-        pairs = read_pairs(args.path, format=args.format, images=args.images)
+    pairs = read_pairs(args.path, format=args.format, images=args.images, strict=False, log=None)   # every bad row goes in the report
     report = check_pairs(pairs, decode=not args.no_decode)
     print(json.dumps(report, ensure_ascii=False, indent=2, default=str) if args.json else format_report(report))
     return 0 if report['ok'] else 1
 
 # %% ../nbs/14_cli.ipynb #da763385
-@command('data synth', 'write the embedded synthetic shapes dataset (COCO JSON, optionally CIRR layout)',
-         arg('--out', default='outputs/shapes', help='output folder'),
-         arg('--n', type=int, default=2000, help='number of images'),
-         arg('--size', type=int, default=64, help='image side in pixels'),
+@command('data synth', 'write the embedded synthetic shapes dataset (COCO JSON, optionally CIRR layout), or with --cifar a small CIFAR-100 and a toy CLIP text model',
+         arg('--out', default=None, help='output folder (default: outputs/shapes)'),
+         arg('--n', type=int, default=None, help='number of images (default 2000; with --cifar: training images, default 1000, and a fifth as many test images)'),
+         arg('--size', type=int, default=None, help='image side in pixels (default 64)'),
          arg('--seed', type=int, default=0, help='random seed'),
-         arg('--lang', default='both', choices=['en', 'vi', 'both'], help='caption language(s)'),
-         arg('--cirr', action='store_true', help='also write composed-retrieval triplets in the CIRR layout'))
+         arg('--lang', default=None, choices=['en', 'vi', 'both'], help='caption language(s) (default both)'),
+         arg('--cirr', action='store_true', help='also write composed-retrieval triplets in the CIRR layout'),
+         arg('--triplets', type=int, default=None, help='with --cirr: how many triplets (an edit of a reference image, its target among the --n images; default: half of --n)'),
+         arg('--cifar', default=None, metavar='DIR', help="instead of the shapes: DIR/cifar-100-python (CIFAR-100's python layout, synthetic images of its "
+             "100 classes) and DIR/toy-clip (a toy CLIP text model), for phoalign cifar train offline"))
 def data_synth(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
                ) -> int: # the exit code
-    "`phoalign data synth`: generate the shapes set and write it to `--out`."
+    "`phoalign data synth`: generate the shapes set and write it to `--out` (or paired-CIFAR data to `--cifar`)."
+    from phoalign.core import ConfigError
+    if args.cifar is not None:
+        given = [f'--{k}' for k in ('out', 'size', 'lang', 'triplets') if getattr(args, k) is not None] + ['--cirr'] * args.cirr
+        if given: raise ConfigError(f'--cifar writes paired-CIFAR data, which {" and ".join(given)} do{"es" * (len(given) == 1)} not apply to (they are the shapes set\'s)')
+        return _synth_cifar(args.cifar, 1000 if args.n is None else args.n, args.seed)
     from phoalign.data.synthetic import make_shapes, write_coco, write_cirr
+    n, size, out = 2000 if args.n is None else args.n, 64 if args.size is None else args.size, args.out or 'outputs/shapes'
+    if args.triplets is not None and not args.cirr: raise ConfigError('--triplets is the number of CIRR triplets: add --cirr')
+    triplets = (n // 2 if args.triplets is None else args.triplets) if args.cirr else None
+    if triplets is not None and not 1 <= triplets <= n // 2:
+        raise ConfigError(f'--triplets must be 1 to {n // 2} (half of --n {n}): each triplet\'s target is one of the --n images')
     t0 = time.time()
-    shapes = make_shapes(args.n, size=args.size, seed=args.seed)
-    written = write_coco(shapes, args.out, lang=args.lang)
-    print(f'{len(shapes.images)} images of {args.size}x{args.size} in {time.time()-t0:.1f}s -> {written}')
-    if args.cirr: print(f'CIRR layout -> {write_cirr(shapes, args.out)}')
+    shapes = make_shapes(n, size=size, seed=args.seed, n_triplets=triplets)
+    written = write_coco(shapes, out, lang=args.lang or 'both')
+    print(f'{len(shapes.images)} images of {size}x{size} in {time.time()-t0:.1f}s -> {", ".join(_shown(p) for p in (written if isinstance(written, list) else [written]))}')
+    if args.cirr:
+        by_split = shapes.triplets.split.value_counts()
+        print(f'{len(shapes.triplets)} composed-retrieval triplets ({", ".join(f"{s} {by_split.get(s, 0)}" for s in ("train", "val", "test"))}) '
+              f'in the CIRR layout -> {_shown(write_cirr(shapes, out))}')
+        print(f'next: phoalign cir finetune --dataset CIRR --data-path {shlex.quote(_shown(out))}')
+    return 0
+
+def _synth_cifar(folder:str, n:int, seed:int) -> int:
+    "Write the synthetic CIFAR-100 and the toy CLIP text model into `folder`; print the command that trains on them."
+    from phoalign.cifar import write_synthetic_cifar100, write_toy_clip_text
+    from transformers.utils import logging as hf_logging
+    t0 = time.time()
+    root = write_synthetic_cifar100(folder, n, max(1, n // 5), seed=seed)
+    hf_logging.disable_progress_bar()   # no "writing shards" bar for a toy model
+    clip = write_toy_clip_text(Path(folder)/'toy-clip')
+    print(f'{n} training and {max(1, n // 5)} test images of the 100 CIFAR-100 classes in its python layout in {time.time()-t0:.1f}s -> {_shown(root)}')
+    print(f'a toy CLIP text model (random weights, 512-d, standing in for OpenAI\'s ViT-B/32 text tower) -> {_shown(clip)}')
+    print(f'next: phoalign cifar train --quick --data-dir {shlex.quote(_shown(folder))} model.options.text.name_or_path={shlex.quote(_shown(clip))}')
     return 0
 
 # %% ../nbs/14_cli.ipynb #63f5c73c
@@ -177,10 +204,16 @@ def _config_keys() -> str:
 def _measured(metrics:dict, split:str) -> dict:
     "The recalls and what they were measured on, as `metrics.json` and `eval --json` give them."
     return dict({k: round(metrics[k], 4) for k in RECALL_KEYS}, split=split, images=metrics['images'], captions=metrics['captions'],
-                left_out=metrics['left_out'])
+                skipped=metrics['skipped'], skipped_images=metrics['skipped_images'])
 
 def _measured_line(m:dict) -> str:
-    return f'{m["images"]} images, {m["captions"]} captions' + (f' ({m["left_out"]} unreadable images left out)' if m['left_out'] else '')
+    n = m['skipped']
+    return f'{m["images"]} images, {m["captions"]} captions' + (f'; {n} unreadable image{"s" * (n > 1)} left out' if n else '')
+
+def _rows_skipped_line(pairs, path) -> str:
+    "A line counting the rows skipped while reading `path` ('' when none); they were named when it was read."
+    n = len(pairs.attrs.get('problems', []))
+    return f'rows of {path} skipped while reading: {n} (named when it was read)' if n else ''
 
 def _is_main() -> bool: return int(os.environ.get('RANK', '0')) == 0
 
@@ -194,7 +227,7 @@ def train(args:argparse.Namespace, # the parsed command line (`build_parser().pa
           ) -> int: # the exit code
     "`phoalign train`: train, then evaluate the best checkpoint on the test split."
     from phoalign.model import load_config, create_model, load_model, check_model_config
-    from phoalign.train import Trainer, prepare_data, evaluate_pairs
+    from phoalign.train import Trainer, prepare_data, evaluate_pairs, format_skipped
     from phoalign.metrics import format_metrics
     from phoalign.core import atomic_write, ConfigError
     if args.resume and args.overwrite: raise ConfigError('--resume and --overwrite contradict each other: choose one')
@@ -202,7 +235,9 @@ def train(args:argparse.Namespace, # the parsed command line (`build_parser().pa
     check_model_config(cfg)                       # a wrong setting is reported before any data is read
     splits = prepare_data(cfg, verbose=_is_main())
     if _is_main(): print(', '.join(f'{k}: {v.image_id.nunique()} images' for k, v in sorted(splits.items())), flush=True)
-    model = create_model(cfg, captions=splits['train'].caption.tolist())
+    from phoalign.text import loading_progress
+    with loading_progress(not args.no_progress):   # the libraries' bars (downloads, "Loading weights") follow --no-progress too
+        model = create_model(cfg, captions=splits['train'].caption.tolist())
     trainer = Trainer(model, splits['train'], splits.get('val'), progress=not args.no_progress, live=False, overwrite=args.overwrite)
     main_process = trainer.accelerator.is_main_process
     if args.resume:
@@ -221,8 +256,10 @@ def train(args:argparse.Namespace, # the parsed command line (`build_parser().pa
     if not main_process: return 0
     if 'test' in splits:
         metrics = evaluate_pairs(load_model(trainer.run_dir/'best.pt', trainer.accelerator.device), splits['test'], cfg)   # on the training device
+        trainer.log_split('test', metrics)   # metrics.jsonl's last row
         print(f'test split ({_measured_line(metrics)}):\n' + format_metrics(metrics))
         with atomic_write(trainer.run_dir/'metrics.json', 'w') as f: json.dump(_measured(metrics, 'test'), f, indent=1)
+    print('\n'.join(s for s in (format_skipped(trainer.skipped()), _rows_skipped_line(splits['train'], cfg.data.path)) if s))
     print(f'checkpoints, metrics and curves in {trainer.run_dir}')
     return 0
 
@@ -241,6 +278,8 @@ def _checkpoint_path(path:str) -> Path:
          arg('--images', default=None, help='image root'),
          arg('--split', default='test', help="split to evaluate, as the training run made it, or 'all'"),
          arg('--json', action='store_true', help='print the metrics as JSON'),
+         arg('--strict', default=None, choices=['true', 'false'], help="data.strict for this data: false skips damaged rows (counted), "
+             "true stops at the first bad row or unreadable image (default: the run's setting)"),
          arg('--device', default=None, help="'cuda', 'cuda:N', 'cpu', 'mps' (default: the accelerator when there is one)"))
 def evaluate(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
              ) -> int: # the exit code
@@ -248,19 +287,23 @@ def evaluate(args:argparse.Namespace, # the parsed command line (`build_parser()
     import copy
     import pandas as pd
     from phoalign.model import load_model
-    from phoalign.train import prepare_data, evaluate_pairs
+    from phoalign.train import prepare_data, evaluate_pairs, format_skipped
     from phoalign.metrics import format_metrics
     from phoalign.core import ConfigError
     model = load_model(_checkpoint_path(args.checkpoint), args.device or 'auto')
     cfg = copy.deepcopy(model.config)
     cfg.data.path, cfg.data.images = args.data, args.images
     cfg.data.format = args.format or cfg.data.format
+    if args.strict: cfg.data.strict = args.strict == 'true'
     splits = prepare_data(cfg, verbose=not args.json)
     pairs = pd.concat(splits.values()) if args.split == 'all' else splits.get(args.split)
     if pairs is None: raise ConfigError(f'--split: no {args.split!r} split in {args.data} (splits: {", ".join(sorted(splits))}, all)')
     metrics = evaluate_pairs(model, pairs, cfg)
+    from phoalign.search import captions_warning
+    if (why := captions_warning(model, pairs.caption.tolist())): print(f'warning: {why}', file=sys.stderr)   # as `search` warns for one query
     if args.json: print(json.dumps(_measured(metrics, args.split)))
-    else: print(f'{args.split} split of {args.data}: {_measured_line(metrics)}\n' + format_metrics(metrics))
+    else: print(f'{args.split} split of {args.data}: {_measured_line(metrics)}\n' + format_metrics(metrics) + '\n' +
+                '\n'.join(s for s in (format_skipped({args.split: metrics}), _rows_skipped_line(pairs, args.data)) if s))
     return 0
 
 WORKFLOWS = ('pairs', 'heads', 'cifar', 'cir-finetune', 'cir-combiner')
@@ -318,6 +361,8 @@ def _skipped_line(skipped:list, show:int=3) -> str:
              help="recall@10 an approximate index is tuned to, in (0, 1]: measured against exact search on the gallery's captions (else on images held out of the index)"),
          arg('--format', default='auto', help='caption file reader (default: detect)'),
          arg('--image-root', default=None, help="image root, when a caption file's images are not beside it"),
+         arg('--strict', default=None, choices=['true', 'false'], help="data.strict for a caption file: false skips damaged rows (counted), "
+             "true stops at the first bad row (default: a damaged file is refused)"),
          arg('--device', default=None, help="'cuda', 'cpu', ... (default: the best available)"),
          arg('--overwrite', action='store_true', help='replace an index written by another model'),
          arg('--json', action='store_true', help='print what was done as JSON'),
@@ -334,7 +379,8 @@ def encode(args:argparse.Namespace, # the parsed command line (`build_parser().p
     model = load_model(checkpoint, device=get_device(args.device or 'auto'))
     report = encode_gallery(model, args.images, args.out, checkpoint=checkpoint, kind=args.kind, recall=args.recall, overwrite=args.overwrite,
                             batch_size=args.batch_size, workers=args.workers, device=args.device, format=args.format,
-                            images=args.image_root, progress=not (args.no_progress or args.json))
+                            images=args.image_root, strict=None if args.strict is None else args.strict == 'true',
+                            progress=not (args.no_progress or args.json))
     if args.json: print(json.dumps(report, ensure_ascii=False)); return 0
     captions = f', {report["captions"]} captions ({report["captions_encoded"]} encoded)' if report['captions'] else ''
     measured = (f' (recall@{report["recall_k"]} {report["recall"]:.3f} on {report["recall_queries"]})'
@@ -342,6 +388,7 @@ def encode(args:argparse.Namespace, # the parsed command line (`build_parser().p
     print(f'{_shown(report["folder"])}: {report["images"]} images{captions}, {report["kind"]} index{measured}; encoded {report["encoded"]}, '
           f'reused {report["reused"]}, removed {report["removed"]} gone from disk ({report["seconds"]:.1f}s)')
     if report['skipped']: print(_skipped_line(report['skipped']))
+    if report['rows_skipped']: print(f'left out {report["rows_skipped"]} rows of the caption file (named above)')
     return 0
 
 # %% ../nbs/14_cli.ipynb #d94e19a5
@@ -385,7 +432,7 @@ def search(args:argparse.Namespace, # the parsed command line (`build_parser().p
     image_col = 'path' if 'path' in matches else 'image'
     if args.json:
         measured = index.recall_info if index.kind != 'flat' else {}   # how far an approximate answer can be trusted
-        rows = [dict(path=r[image_col], score=round(float(r.score), 6), **({'caption': r.caption} if isinstance(r.get('caption'), str) else {}), **measured)
+        rows = [dict(path=_shown(r[image_col]), score=round(float(r.score), 6), **({'caption': r.caption} if isinstance(r.get('caption'), str) else {}), **measured)
                 for _, r in matches.iterrows()]
         print(json.dumps(rows, ensure_ascii=False))
     else:
@@ -425,7 +472,7 @@ def tag(args:argparse.Namespace, # the parsed command line (`build_parser().pars
     how = tags.attrs['scoring']
     line = f"scores: {how['activation']} of {how['scale']:.4g} x cosine" + (f" {how['bias']:+.4g}" if how['bias'] else '') + f" ({how['source']})"
     if args.json:
-        print(json.dumps([dict(path=r.path, tags=r.tags, scores=[round(x, 4) for x in r.scores]) for r in tags.itertuples()], ensure_ascii=False))
+        print(json.dumps([dict(path=_shown(r.path), tags=r.tags, scores=[round(x, 4) for x in r.scores]) for r in tags.itertuples()], ensure_ascii=False))
         print(line, file=sys.stderr)
         return 0
     print(line)
@@ -657,6 +704,8 @@ def cir_submit(args:argparse.Namespace, # the parsed command line (`build_parser
          arg('--out', default='pretrain_encoded', help='the embeddings folder'),
          arg('--split', default=None, help="the files' prefix (default: the caption file's name, e.g. captions_train2017 -> train2017)"),
          arg('--format', default='auto', help='reader name'), arg('--images', default=None, help='image root'),
+         arg('--strict', default=None, choices=['true', 'false'], help="data.strict for the caption file: false skips damaged rows (counted), "
+             "true stops at the first bad row (default: a damaged file is refused)"),
          arg('--batch-size', type=int, default=64, help='images per step'), arg('--text-batch-size', type=int, default=256, help='captions per step'),
          arg('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16'], help='storage type of the embeddings'),
          arg('--device', default='auto', help="'auto', 'cpu', 'cuda', 'cuda:N', 'mps'"),
@@ -667,7 +716,7 @@ def encode_pairs_command(args:argparse.Namespace, # the parsed command line (`bu
     "`phoalign encode-pairs`: one split's embeddings, streamed to disk."
     from phoalign.embeddings import encode_pairs
     from phoalign.data.formats import read_pairs
-    pairs = read_pairs(args.data, format=args.format, images=args.images)
+    pairs = read_pairs(args.data, format=args.format, images=args.images, strict=None if args.strict is None else args.strict == 'true')
     split = args.split or Path(args.data).stem.removeprefix('captions_') or 'train'
     encode_pairs(pairs, args.image_encoder, args.text_encoder, args.out, split, args.batch_size, args.text_batch_size, args.dtype, args.device,
                  args.num_workers, args.image_weights, args.overwrite, not args.no_progress)
@@ -747,9 +796,9 @@ _SEED_FLAGS = [('batch_size', int, 'train.batch_size'), ('num_epochs', int, 'tra
 @command('cifar train', 'train the small ViT against a frozen CLIP text encoder on paired CIFAR-100 images (top-1/10/100 caption retrieval)',
          arg('overrides', nargs='*', help='section.key=value, e.g. train.epochs=5 model.options.text.name_or_path=DIR (the seed\'s training.epochs=5 too)'),
          arg('--config', default=None, help='a JSON (or YAML) file with model, train (the seed\'s training), loss and data sections'),
-         arg('--data-dir', default=None, help='the folder holding cifar-100-python/ (data.data_dir)'),
+         arg('--data-dir', default=None, help='the folder holding cifar-100-python/ (data.data_dir; phoalign data synth --cifar DIR writes a small synthetic one)'),
          arg('--resume', default=None, help="continue from 'last', 'best', 'latest' or a checkpoint; with --eval-only: the checkpoint to evaluate"),
-         arg('--quick', action='store_true', help='start from cifar-vit-quick (a smaller ViT, 5 epochs: a CPU run) instead of the seed\'s cifar-vit'),
+         arg('--quick', action='store_true', help='start from cifar-vit-quick (a smaller ViT, 5 epochs: a CPU run) instead of the seed\'s cifar-vit; a short run\'s warmup is capped at a tenth of its steps'),
          arg('--eval-only', action='store_true', help='evaluate the checkpoint (--resume, default the run folder\'s best.pt) instead of training'),
          arg('--no-plotting', action='store_true', help='no learning curves (no notebook display, no curves.png)'),
          arg('--overwrite', action='store_true', help='start afresh in a used output folder'),
@@ -788,11 +837,20 @@ def cifar_eval(args:argparse.Namespace, # the parsed command line (`build_parser
     return 0
 
 # %% ../nbs/14_cli.ipynb #67d46ced
+def _check_demo_folder(out:Path, overwrite:bool):
+    "Refuse a folder that holds a demo (or anything else) unless `overwrite`, naming the next free folder."
+    if not out.exists() or not any(out.iterdir()) or overwrite: return
+    i = 2
+    while (free := out.with_name(f'{out.name}-{i}')).exists(): i += 1
+    from phoalign.train import RunFolderInUseError
+    raise RunFolderInUseError(f'{out} is not empty (a previous demo?): run with --out {free}, or --overwrite to replace it')
+
 @command('demo', 'train the tiny preset on the embedded shapes set and search with it (CPU, a few minutes)',
          arg('--out', default='outputs/demo', help='output folder'),
          arg('--n', type=int, default=2000, help='images in the generated set'),
          arg('--epochs', type=int, default=8, help='training epochs'),
-         arg('--lang', default='vi', choices=['vi', 'en'], help='caption language'))
+         arg('--lang', default='vi', choices=['vi', 'en'], help='caption language'),
+         arg('--overwrite', action='store_true', help='start afresh in an output folder that holds a demo'))
 def demo(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
          ) -> int: # the exit code
     "`phoalign demo`: generate, train, evaluate, save and search."
@@ -802,12 +860,13 @@ def demo(args:argparse.Namespace, # the parsed command line (`build_parser().par
     from phoalign.metrics import format_metrics, retrieval_metrics
     from phoalign.core import atomic_write
     out, t0 = Path(args.out), time.time()
+    _check_demo_folder(out, args.overwrite)   # before anything is written: a used folder is refused as `train` refuses it
     caps = write_coco(make_shapes(args.n, size=64, seed=0), out/'data', lang=args.lang)
     cfg = load_config('tiny', f'data.path={caps}', f'train.epochs={args.epochs}', f'train.output_dir={out}')
     splits = prepare_data(cfg)
     print(f'1. {args.n} images with {args.lang} captions in {time.time() - t0:.0f}s; ' + ', '.join(f'{k} {v.image_id.nunique()}' for k, v in sorted(splits.items())), flush=True)
     trainer = Trainer(create_model(cfg, captions=splits['train'].caption.tolist()), splits['train'], splits['val'], progress=False,
-                      live=False, overwrite=True)   # the demo's folder is its own: a second demo starts afresh
+                      live=False, overwrite=args.overwrite)
     for row in trainer.fit_epochs():
         print(f'2. epoch {row["epoch"]}/{args.epochs}: loss {row["train_loss"]:.3f}, val T2I R@5 {row["val_t2i_r5"]:.1f}, {row["seconds"]:.0f}s', flush=True)
     model = load_model(out/'best.pt')

@@ -299,7 +299,7 @@ class DataConfig:
     tune_frac:float = 0.0         # share of training images kept aside for tuning
     seed:int = 42                 # split seed
     num_workers:int = 0           # DataLoader workers
-    strict:bool = False           # raise on an unreadable image instead of replacing (training) or leaving it out (evaluation)
+    strict:bool|None = None       # bad input: unset refuses a damaged caption file (a quote left open, rows run together) and skips unusable rows and unreadable images (replaced in training, left out in evaluation), counted; false skips damaged rows too, counted; true raises on the first bad row or unreadable image
 
 @dataclass
 class ModelConfig:

@@ -443,8 +443,10 @@ def encode_pairs(pairs, # a pairs table (`read_pairs`) or a caption file / folde
     if split_files(out_dir, split)['metadata'].exists() and not overwrite:
         raise UserError(f'{out_dir} already holds the {split!r} split: pass --overwrite to replace it')
     dev = get_device(device)
-    img_enc = image_encoder if isinstance(image_encoder, Encoder) else load_encoder(image_encoder, 'image', dev, image_weights)
-    txt_enc = text_encoder if isinstance(text_encoder, Encoder) else load_encoder(text_encoder, 'text', dev)
+    from phoalign.text import loading_progress
+    with loading_progress(progress):   # the libraries' bars (downloads, "Loading weights") follow `progress` too
+        img_enc = image_encoder if isinstance(image_encoder, Encoder) else load_encoder(image_encoder, 'image', dev, image_weights)
+        txt_enc = text_encoder if isinstance(text_encoder, Encoder) else load_encoder(text_encoder, 'text', dev)
     group = pairs.groupby('image', sort=False).ngroup().to_numpy()
     pairs = pairs.iloc[np.argsort(group, kind='stable')].reset_index(drop=True)   # each image's captions together
     images = pairs.image.drop_duplicates().tolist()

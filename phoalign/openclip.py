@@ -8,7 +8,7 @@ import logging, warnings, zipfile
 from pathlib import Path
 import torch, torch.nn as nn
 from .core import UnknownNameError
-from .text import TextTower, _check_segmented
+from .text import TextTower, _check_segmented, load_by_name
 
 # %% auto #0
 __all__ = ['PREFIX', 'openclip_arch', 'clip_state_dict', 'openclip_model', 'OpenCLIPVisual', 'openclip_backbone',
@@ -65,11 +65,13 @@ def openclip_model(name:str, # `openclip/<arch>` or `<arch>`
         tags = open_clip.list_pretrained_tags_by_model(arch)
         raise UnknownNameError(f'no published weights {pretrained_tag!r} for {arch}; its tags: {", ".join(tags) or "none"}')
     if checkpoint is not None and not Path(checkpoint).is_file(): raise FileNotFoundError(f'{checkpoint}: no such checkpoint file (for {name})')
+    download = pretrained and checkpoint is None
     root = logging.getLogger(); level = root.level
-    root.setLevel(logging.ERROR)   # open_clip warns that a random model has no pretrained weights: that is the point here
-    try: model = open_clip.create_model(arch, pretrained=pretrained_tag if pretrained and checkpoint is None else None,
-                                        force_quick_gelu=tag.get('quick_gelu', False) if quick_gelu is None else quick_gelu,
-                                        force_preprocess_cfg={k: tag[k] for k in ('mean', 'std', 'interpolation', 'resize_mode') if k in tag})
+    root.setLevel(logging.CRITICAL)   # open_clip warns that a random model has no weights (the point here), and logs the failed download it raises
+    build = lambda: open_clip.create_model(arch, pretrained=pretrained_tag if download else None,
+                                           force_quick_gelu=tag.get('quick_gelu', False) if quick_gelu is None else quick_gelu,
+                                           force_preprocess_cfg={k: tag[k] for k in ('mean', 'std', 'interpolation', 'resize_mode') if k in tag})
+    try: model = load_by_name(build, name, f'open_clip {pretrained_tag!r} weights of', 'openclip', errors=(OSError, RuntimeError)) if download else build()
     finally: root.setLevel(level)
     if checkpoint is not None:
         own = model.state_dict()
@@ -140,7 +142,10 @@ class OpenCLIPTextTower(TextTower):
         del model.visual   # the image tower holds it
         for p in ('logit_scale', 'logit_bias'):   # the contrastive loss's, not the text encoder's
             if isinstance(getattr(model, p, None), nn.Parameter): delattr(model, p)
-        self.name, self.encoder, self.tokenizer = name, model, open_clip.get_tokenizer(openclip_arch(name))
+        arch = openclip_arch(name)
+        from_hub = (open_clip.get_model_config(arch) or {}).get('text_cfg', {}).get('hf_tokenizer_name')   # else open_clip's own BPE files
+        tokenizer = load_by_name(lambda: open_clip.get_tokenizer(arch), name, 'open_clip tokenizer of', 'openclip') if from_hub else open_clip.get_tokenizer(arch)
+        self.name, self.encoder, self.tokenizer = name, model, tokenizer
         proj = model.text_projection if hasattr(model, 'text_projection') else model.text.text_projection
         self.out_dim = proj.shape[-1] if isinstance(proj, torch.Tensor) else proj.out_features
 

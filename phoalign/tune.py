@@ -245,6 +245,7 @@ def open_storage(storage:str, # a journal file path, or a database URL (`sqlite:
 def _study(search:dict, seed_offset:int=0):
     "The study of `search` in its storage, created or loaded."
     import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)   # no "[I ...]" lines: phoalign prints one line a trial itself
     pr = dict(search['pruner']); t = pr.pop('type')
     pruner = dict(successive_halving=optuna.pruners.SuccessiveHalvingPruner, median=optuna.pruners.MedianPruner, none=optuna.pruners.NopPruner)[t](**pr)
     url = search['storage']
@@ -302,7 +303,6 @@ def _optimize(search:dict, n_trials:int, seed_offset:int=0, log=print, tickets=N
     "Run up to `n_trials` trials of the study (with `tickets`, a counter shared by processes: one trial per ticket taken), stopping once `search['n_trials']` are finished in the storage."
     import optuna, signal
     from phoalign.train import NonFiniteLossError
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _study(search, seed_offset)
     stop = optuna.study.MaxTrialsCallback(search['n_trials'], states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
     def interrupted(study, trial):

@@ -11,9 +11,11 @@ import numpy as np, pandas as pd, torch
 from torch.utils.data import Dataset
 from ..core import DataError
 from .transforms import read_image
+from .formats import DAMAGE
 
 # %% auto #0
-__all__ = ['PairsDataset', 'PairsCollate', 'SkipTracker', 'TripletsDataset', 'check_pairs', 'format_report', 'readable_pairs']
+__all__ = ['PairsDataset', 'PairsCollate', 'skipped_images', 'SkipTracker', 'TripletsDataset', 'check_pairs', 'format_report',
+           'readable_pairs']
 
 # %% ../../nbs/01c_data.datasets.ipynb #ea5e1f33
 def _seed(*parts) -> int: return zlib.crc32(' '.join(map(str, parts)).encode()) & 0x7FFFFFFF
@@ -29,7 +31,7 @@ class PairsDataset(Dataset):
     def __init__(self,
                  pairs:pd.DataFrame, # `read_pairs` output (image, caption, image_id, optional segmented, ...)
                  transform=None, # image array -> tensor (called with `seed=` when it accepts one); None: [0, 1] tensor
-                 strict:bool=False, # raise on an unreadable image instead of skipping or replacing it
+                 strict:bool|None=False, # raise on an unreadable image (`data.strict=true`) instead of skipping or replacing it
                  seed:int=0, # caption-choice, augmentation and replacement seed
                  replace_unreadable:bool=False, # training: another image takes an unreadable one's place (batches keep their size)
                  tries:int=8): # images tried in an unreadable one's place before giving up
@@ -108,15 +110,26 @@ class PairsCollate:
             batch['text'] = self.tokenizer(batch['caption'], segmented=seg) if 'segmented' in batch else self.tokenizer(batch['caption'])
         return batch
 
+def skipped_images(items:list, # `(path, reason)` pairs, as batches carry them (an image may come twice)
+                   show:int=5, # images listed
+                  ) -> list[dict]:
+    "The first `show` distinct images of `items` as `dict(image, reason)` (JSON-ready, as `check_pairs` names them)."
+    return [dict(image=str(p), reason=why) for p, why in list(dict(items).items())[:show]]
+
 class SkipTracker:
     "Counts the images skipped in each epoch and reports them."
     def __init__(self): self.epoch_items, self.total = [], 0
     def update(self, batch:dict):
         "Take note of a batch's skipped images."
         self.epoch_items += batch.get('skipped', []); self.total += len(batch.get('skipped', []))
+    def epoch_stats(self, split:str='train', # the columns' prefix
+                    show:int=5, # images listed
+                   ) -> dict:
+        "The epoch's skipped images so far as log columns: `{split}_skipped` (how many) and `{split}_skipped_images` (the first `show`)."
+        return {f'{split}_skipped': len(dict(self.epoch_items)), f'{split}_skipped_images': skipped_images(self.epoch_items, show)}
     def end_epoch(self, epoch:int) -> str:
         "A one-line report of the epoch's skipped images ('' when none), and a fresh count."
-        items, self.epoch_items = self.epoch_items, []
+        items, self.epoch_items = list(dict(self.epoch_items).items()), []
         if not items: return ''
         shown = ', '.join(f'{Path(p).name}: {why}' for p, why in items[:3])
         return f'epoch {epoch}: skipped {len(items)} unreadable image{"s" * (len(items) > 1)} ({shown}{", ..." if len(items) > 3 else ""})'
@@ -190,7 +203,8 @@ def check_pairs(pairs:pd.DataFrame, # `read_pairs` output
     of = lambda kind: _located(pairs, {p: r[1] for p, r in zip(images, results) if r and r[0] == kind})
     report = dict(format=pairs.attrs.get('format'), path=pairs.attrs.get('path'), rows=len(pairs), images=len(images),
                   captions=int((pairs.caption.astype(str).str.strip() != '').sum()),
-                  missing_images=of('missing'), unreadable_images=of('unreadable'), empty_captions=empty, problems=problems)
+                  missing_images=of('missing'), unreadable_images=of('unreadable'), empty_captions=empty,
+                  damaged_rows=[p for p in problems if p['kind'] in DAMAGE], problems=problems)
     report['ok'] = not (report['missing_images'] or report['unreadable_images'] or empty or problems)
     return report
 
@@ -211,8 +225,10 @@ def format_report(report:dict, # `check_pairs`'s report
     section('missing images', report['missing_images'], image_line)
     section('unreadable images', report['unreadable_images'], image_line)
     section('empty captions', report['empty_captions'], lambda e: _where(dict(file=e['file'], rows=[e['row']] if e['row'] is not None else [])))
-    section('other skipped rows', [p for p in report['problems'] if p['kind'] != 'empty_caption'],
-            lambda p: f'{_where(dict(file=p["file"], rows=[p["row"]] if p["row"] is not None else []))}: {p["reason"]}')
+    row_line = lambda p: f'{_where(dict(file=p["file"], rows=[p["row"]] if p["row"] is not None else []))}: {p["reason"]}'
+    section('damaged rows (read otherwise than the file says; training refuses the file unless data.strict=false, which skips them)',
+            report.get('damaged_rows', []), row_line)
+    section('other skipped rows', [p for p in report['problems'] if p['kind'] not in ('empty_caption', *DAMAGE)], row_line)
     lines.append('OK: every image decodes and every caption has text' if report['ok'] else 'problems found (see above)')
     return '\n'.join(lines)
 

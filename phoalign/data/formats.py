@@ -4,15 +4,15 @@
 
 # %% ../../nbs/01_data.formats.ipynb #18a1c85c
 from __future__ import annotations
-import csv, html, io, json, re, unicodedata, warnings
+import csv, html, io, json, re, sys, unicodedata
 from pathlib import Path
 import numpy as np, pandas as pd
 from ..core import DataError, Registry
 
 # %% auto #0
-__all__ = ['COLUMNS', 'IMAGE_SUFFIXES', 'READERS', 'PREFIXES', 'normalize_caption', 'read_coco', 'read_ktvic', 'read_openviic',
-           'read_jsonl', 'read_csv', 'read_flickr30k', 'read_tsv', 'read_folder', 'detect_format', 'read_pairs',
-           'merge_pairs', 'check_splits', 'split_images']
+__all__ = ['COLUMNS', 'IMAGE_SUFFIXES', 'READERS', 'DAMAGE', 'LONG_CAPTION', 'PREFIXES', 'normalize_caption', 'describe_problems',
+           'read_coco', 'read_ktvic', 'read_openviic', 'read_jsonl', 'read_csv', 'read_flickr30k', 'read_tsv',
+           'read_folder', 'detect_format', 'stderr_line', 'read_pairs', 'merge_pairs', 'check_splits', 'split_images']
 
 # %% ../../nbs/01_data.formats.ipynb #a6d73715
 _TAG = re.compile(r'<[^>]+>')
@@ -29,13 +29,28 @@ def normalize_caption(text, # a caption (None and NaN give an empty one)
 COLUMNS = ['image', 'caption', 'image_id', 'source', 'split', 'segmented', 'file', 'row']
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff', '.gif')
 READERS = Registry('reader')
+DAMAGE = ('malformed_row', 'open_quote', 'open_bracket', 'spans_lines', 'long_caption')  # rows that may not read as the file says
+LONG_CAPTION = (20, 500)   # a caption over 20 times the median length and over 500 characters is damage (rows run together)
 
 class _Problems:
     "Rows set aside while reading, or the first one raised in strict mode."
-    def __init__(self, strict:bool): self.strict, self.items = strict, []
+    def __init__(self, strict:bool|None): self.strict, self.items = strict, []
     def add(self, file, row, kind, reason):
         if self.strict: raise DataError(reason, file, row)
         self.items.append(dict(file=str(file), row=row, kind=kind, reason=reason))
+    @property
+    def damaged(self) -> list: return [p for p in self.items if p['kind'] in DAMAGE]
+
+def describe_problems(problems:list, # `df.attrs['problems']` entries (`file`, `row`, `reason`)
+                      path=None, # the file read: its own rows are named by their row alone
+                      show:int=10, # problems named; the rest are counted
+                     ) -> list[str]:
+    "One line per problem, `file row N: reason` (the first `show`), and a line counting the rest."
+    def where(p):
+        f = '' if path is not None and p['file'] == str(path) else p['file']
+        return ' '.join(w for w in (f, '' if p['row'] is None else f'row {p["row"]}') if w)
+    lines = [': '.join(w for w in (where(p), p['reason']) if w) for p in problems[:show]]
+    return lines + ([f'... and {len(problems) - show} more'] if len(problems) > show else [])
 
 def _base(path:Path) -> Path: return path if path.is_dir() else path.parent
 
@@ -74,6 +89,17 @@ def _table(records, path:Path, images:Path|None, problems:_Problems) -> list[dic
         if r['image_id'] in clash: r['image_id'] = Path(r['image']).as_posix()
     return rows
 
+def _long_captions(rows:list[dict], problems:_Problems) -> list[dict]:
+    "`rows` without the captions far longer than the rest (`LONG_CAPTION`), which are set aside as damaged."
+    if len(rows) < 2: return rows
+    lengths = [len(r['caption']) for r in rows]
+    median = float(np.median(lengths))
+    limit = max(LONG_CAPTION[0] * median, LONG_CAPTION[1])
+    for r, n in zip(rows, lengths):
+        if n > limit: problems.add(r['file'], r['row'], 'long_caption', f'a caption of {n} characters, {n / median:.0f} times the '
+                                   f'median ({median:.0f}): rows run together?')
+    return [r for r, n in zip(rows, lengths) if n <= limit]
+
 def _read_text(path:Path) -> str:
     "A file's text as UTF-8 (BOM allowed), or a DataError naming the line that is not."
     data = path.read_bytes()
@@ -82,9 +108,36 @@ def _read_text(path:Path) -> str:
         line = data[:e.start].count(b'\n') + 1
         raise DataError(f'not UTF-8 text (byte {e.start}, line {line}); re-save the file as UTF-8', path) from None
 
+def _lines(text:str) -> list[str]:
+    "The lines of `text` as an editor numbers them (only a line feed ends a line; a CR before it goes)."
+    return [l[:-1] if l.endswith('\r') else l for l in text.split('\n')]
+
+_OPENED = {'"': 'string', '[': "'['", '{': "'{'"}
+
+def _unclosed(text:str) -> tuple|None:
+    "The innermost bracket or string of JSON `text` still open at its end: `(char, line, column)`, else None."
+    stack, string, escaped, line, start = [], None, False, 1, 0
+    for i, c in enumerate(text):
+        if string is not None:
+            if escaped: escaped = False
+            elif c == '\\': escaped = True
+            elif c == '"': string = None
+        elif c == '"': string = (c, line, i - start + 1)
+        elif c in '[{': stack.append((c, line, i - start + 1))
+        elif c in ']}' and stack and stack[-1][0] == '[{'[']}'.index(c)]: stack.pop()
+        if c == '\n': line, start = line + 1, i + 1
+    return string or (stack[-1] if stack else None)
+
 def _read_json(path:Path):
-    try: return json.loads(_read_text(path))
-    except json.JSONDecodeError as e: raise DataError(f'not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}', path) from None
+    "A JSON file's content, or a DataError naming the line (and the bracket or string a cut-short file leaves open)."
+    text = _read_text(path)
+    try: return json.loads(text)
+    except json.JSONDecodeError as e:
+        opened = _unclosed(text)
+        if opened and (e.pos >= len(text.rstrip()) or e.msg.startswith('Unterminated string')):   # the end reached inside it
+            c, line, col = opened
+            raise DataError(f'not valid JSON: the file ends inside a {_OPENED[c]} opened on line {line}, column {col} (cut short?)', path) from None
+        raise DataError(f'not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}', path) from None
 
 # %% ../../nbs/01_data.formats.ipynb #08163118
 @READERS.register('coco')
@@ -137,36 +190,78 @@ def read_jsonl(path:Path, # the caption file (or folder)
                problems:_Problems, # collects the rows left out (given by `read_pairs`)
               ):
     "One `{image, caption}` object per line (Vietnamese COCO / UIT-ViIC exports); rows are 1-based line numbers."
-    for n, line in enumerate(_read_text(path).splitlines(), 1):
+    for n, line in enumerate(_lines(_read_text(path)), 1):
         if not line.strip(): continue
         try: it = json.loads(line)
-        except json.JSONDecodeError as e: problems.add(path, n, 'malformed_row', f'line {n} is not JSON ({e.msg})'); continue
+        except json.JSONDecodeError as e:
+            opened = _unclosed(line) if e.pos >= len(line.rstrip()) or e.msg.startswith('Unterminated string') else None
+            if opened: problems.add(path, n, 'open_bracket', f'a {_OPENED[opened[0]]} opened at column {opened[2]} is not closed on '
+                                    f'line {n} (one JSON object per line)')
+            else: problems.add(path, n, 'malformed_row', f'line {n} is not JSON ({e.msg}, column {e.colno})')
+            continue
         for rec in _read_records([it], path, problems): yield (*rec[:4], n, *rec[5:])
 
 # %% ../../nbs/01_data.formats.ipynb #20c22a4b
 _IMAGE_COLS, _CAPTION_COLS = ('image_file', 'image', 'image_name', 'filepath', 'file_name', 'filename', 'path'), ('caption', 'comment', 'text', 'title')
 
-def _csv_rows(path:Path, problems:_Problems, delimiter=None):
-    "Header + rows of a delimited file, the delimiter sniffed; rows are 1-based data line numbers after the header."
-    text = _read_text(path)
-    lines = text.splitlines()
+def _quote_left_open(text:str, # a delimited record (or one field)
+                     delimiter:str, # the field delimiter
+                     quote:str='"') -> bool:
+    "Whether `text` ends inside a quoted field, as Python's `csv` reads it (a quote opens a field only at its start)."
+    inside, at_start, i = False, True, 0
+    while i < len(text):
+        c = text[i]
+        if inside:
+            if c == quote:
+                if text[i + 1:i + 2] == quote: i += 1   # a doubled quote inside a quoted field
+                else: inside = False
+        elif c == quote and at_start: inside = True
+        at_start = not inside and c in (delimiter, '\n', '\r')
+        i += 1
+    return inside
+
+def _from(lines:list, start:int):
+    "The items of `lines` from `start` on, without copying the list."
+    for i in range(start, len(lines)): yield lines[i]
+
+def _csv_rows(path:Path, problems:_Problems, delimiter=None, repair=None):
+    "Header + rows of a delimited file (the delimiter sniffed), each with its line number; rows that are not one line of their own are set aside."
+    lines = io.StringIO(_read_text(path)).readlines()   # each with its line feed, which `csv` needs to see
     if not lines: return
     if delimiter is None:
         try: delimiter = csv.Sniffer().sniff(lines[0], delimiters=',;|\t').delimiter
         except csv.Error: delimiter = ','
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
-    header = [h.strip().lower() for h in next(reader)]
-    for n, row in enumerate(reader, 1):
-        if not row or not any(c.strip() for c in row): continue
-        if len(row) != len(header):
-            problems.add(path, n, 'malformed_row', f'{len(row)} fields where the header has {len(header)}'); continue
-        yield header, [c.strip() for c in row], n
+    header, start = None, 0
+    while start < len(lines):
+        reader, resume = csv.reader(_from(lines, start), delimiter=delimiter), len(lines)
+        while True:
+            first = start + reader.line_num + 1        # the (1-based) line the next row starts on
+            try: row = next(reader)
+            except StopIteration: break
+            except csv.Error as e:                     # a field over `csv`'s size limit: a quote left open over much of the file
+                problems.add(path, first, 'open_quote', f'a quote opened on line {first} is not closed ({e})'); resume = first; break
+            last = start + reader.line_num
+            if not row or not any(c.strip() for c in row): continue
+            if header is None: header = [h.strip().lower() for h in row]; continue
+            if last == len(lines) and _quote_left_open(''.join(lines[first - 1:last]), delimiter):
+                problems.add(path, first, 'open_quote', f'a quote opened on line {first} is never closed: ' +
+                             (f'lines {first}-{last} would be read as one row' if last > first else 'the row ends inside it'))
+                resume = first; break                  # the next line is read as a row of its own
+            if last > first:
+                problems.add(path, first, 'spans_lines', f'the row runs over lines {first}-{last} (a quoted field with line breaks, '
+                             'or a quote left open until a later one); a row must be one line')
+                resume = first; break                  # its next lines are read again as rows of their own: none is lost unseen
+            if len(row) != len(header) and repair is not None: row = repair(row, header) or row
+            if len(row) != len(header):
+                problems.add(path, first, 'malformed_row', f'{len(row)} fields where the header has {len(header)}'); continue
+            yield header, [c.strip() for c in row], first
+        start = resume
 
 @READERS.register('csv')
 def read_csv(path:Path, # the caption file (or folder)
              problems:_Problems, # collects the rows left out (given by `read_pairs`)
             ):
-    "A delimited file with a header: LAION-style `image_file, caption, url, similarity`, or `image, caption`."
+    "A delimited file with a header: LAION-style `image_file, caption, url, similarity`, or `image, caption`; rows are line numbers."
     for header, row, n in _csv_rows(path, problems):
         img = next((header.index(c) for c in _IMAGE_COLS if c in header), None)
         cap = next((header.index(c) for c in _CAPTION_COLS if c in header), None)
@@ -175,23 +270,34 @@ def read_csv(path:Path, # the caption file (or folder)
         split = row[header.index('split')] if 'split' in header else ''
         yield row[img], row[cap], None, split, n
 
+def _flickr30k_row(row:list, header:list) -> list|None:
+    "The real results.csv's one line without its second `|` (2199200615.jpg, caption 4), read as the others are."
+    if len(row) == 2 and len(header) == 3 and (m := re.fullmatch(r'\s*(\d)\s+(\S.*)', row[1])): return [row[0], m[1], m[2]]
+
 @READERS.register('flickr30k')
 def read_flickr30k(path:Path, # the caption file (or folder)
                    problems:_Problems, # collects the rows left out (given by `read_pairs`)
                   ):
     "Flickr30k's `results.csv`: `image_name| comment_number| comment`, one caption per line."
-    for header, row, n in _csv_rows(path, problems, delimiter='|'):
+    for header, row, n in _csv_rows(path, problems, delimiter='|', repair=_flickr30k_row):
         yield row[header.index('image_name')], row[header.index('comment')], None, '', n
+
+def _open_caption(caption:str) -> bool:
+    "Whether a one-line caption opens a quote it does not close (the rest of a quoted caption on the next lines)."
+    return _quote_left_open(caption.strip(), '\n')
+
+_OPEN_CAPTION = 'the caption opens a quote it does not close on this line (a caption running over several lines?)'
 
 @READERS.register('tsv')
 def read_tsv(path:Path, # the caption file (or folder)
              problems:_Problems, # collects the rows left out (given by `read_pairs`)
             ):
     "`image<TAB>caption` lines (Flickr8k's `name.jpg#0` names too); rows are 1-based line numbers."
-    for n, line in enumerate(_read_text(path).splitlines(), 1):
+    for n, line in enumerate(_lines(_read_text(path)), 1):
         if not line.strip(): continue
         if '\t' not in line: problems.add(path, n, 'malformed_row', 'no TAB between image and caption'); continue
         image, caption = line.split('\t', 1)
+        if _open_caption(caption): problems.add(path, n, 'open_quote', _OPEN_CAPTION); continue
         yield re.sub(r'#\d+$', '', image.strip()), caption, None, '', n
 
 @READERS.register('folder')
@@ -203,14 +309,23 @@ def read_folder(path:Path, # the caption file (or folder)
     images = {}
     for p in sorted(found, key=lambda p: p.relative_to(path).parts[0] != 'images'): images.setdefault(p.stem, p)  # images/ first
     for cap_file in sorted((path/'captions').glob('*.txt')):
-        lines = [(n, l) for n, l in enumerate(_read_text(cap_file).splitlines(), 1) if l.strip()]
+        lines = [(n, l) for n, l in enumerate(_lines(_read_text(cap_file)), 1) if l.strip()]
         if not lines: problems.add(cap_file, None, 'empty_caption', 'caption file has no caption'); continue
         image = images.get(cap_file.stem)
         if image is None: problems.add(cap_file, None, 'missing_field', f'no image named {cap_file.stem}.* under {path}'); continue
-        # relative to the folder, which `_table` joins again; the row is the caption file's line
-        for n, line in lines: yield str(image.relative_to(path)), line, None, '', n, None, cap_file
+        for n, line in lines:   # relative to the folder, which `_table` joins again; the row is the caption file's line
+            if _open_caption(line): problems.add(cap_file, n, 'open_quote', _OPEN_CAPTION); continue
+            yield str(image.relative_to(path)), line, None, '', n, None, cap_file
 
 # %% ../../nbs/01_data.formats.ipynb #ae84a29e
+def _one_object_a_line(text:str) -> bool:
+    "Whether one of the first two lines of `text` is a whole JSON record (JSONL), not a whole COCO file."
+    for line in text.split('\n', 2)[:2]:
+        try: obj = json.loads(line)
+        except json.JSONDecodeError: continue   # a record left open, or a JSON file over several lines
+        if isinstance(obj, dict) and not {'images', 'annotations'} & set(obj): return True
+    return False
+
 def detect_format(path, # a caption file or a folder
                  ) -> str:
     "The reader name for `path`, from its content."
@@ -221,15 +336,13 @@ def detect_format(path, # a caption file or a folder
         for name in ('captions.json', 'results.csv', 'captions.jsonl', 'captions.csv', 'captions.tsv', 'captions.txt'):
             if (path/name).exists(): return detect_format(path/name)
         raise DataError(f'a folder with no captions/ subfolder and no captions file; known formats: {", ".join(READERS.names())}', path)
-    head = _read_text(path)[:4096].lstrip()
-    first = head.splitlines()[0] if head else ''
-    if not head: raise DataError('the file is empty', path)
+    text = _read_text(path).lstrip()
+    if not text: raise DataError('the file is empty', path)
+    head, first = text[:4096], text.split('\n', 1)[0]   # the whole first line, however long (a JSONL record of long captions)
     if head[0] in '[{':
-        if head[0] == '{' and '\n' in head and first.rstrip().endswith('}') and '"caption"' in first: return 'jsonl'
-        if '"annotations"' in head or head[0] == '[':
-            if re.search(r'"filename"\s*:', head): return 'ktvic'
-            return 'coco'
-        return 'jsonl' if first.rstrip().endswith('}') else 'coco'
+        if head[0] == '{' and _one_object_a_line(text): return 'jsonl'
+        if ('"annotations"' in head or head[0] == '[') and re.search(r'"filename"\s*:', head): return 'ktvic'
+        return 'coco'
     low = first.lower()
     if '|' in first and 'comment' in low and 'image_name' in low: return 'flickr30k'
     cols = [c.strip() for c in re.split(r'[,;|\t]', low)]
@@ -238,11 +351,23 @@ def detect_format(path, # a caption file or a folder
     raise DataError(f'cannot tell the format; pass format= one of {", ".join(READERS.names())}', path)
 
 # %% ../../nbs/01_data.formats.ipynb #fb80eff5
+def stderr_line(line:str, # a notice
+               ):
+    "Print `line` on standard error, where notices go (standard output stays for results, such as a command's JSON)."
+    print(line, file=sys.stderr, flush=True)
+
+def _skipped_line(problems:list, path) -> str:
+    "The notice for rows skipped while reading: the count, then one line per row."
+    n, damaged = len(problems), sum(p['kind'] in DAMAGE for p in problems)
+    kinds = ', '.join(w for w in (f'{damaged} damaged' if damaged else '', f'{n - damaged} unusable' if n > damaged else '') if w)
+    return f'{path}: skipped {n} row{"s" * (n > 1)} ({kinds})' + ''.join(f'\n  {l}' for l in describe_problems(problems, path, show=5))
+
 def read_pairs(path, # a caption file or a dataset folder
                format:str='auto', # a reader name (`READERS.names()`), or 'auto' to detect it
                images=None, # image root, when images are not beside the caption file
                source:str|None=None, # the `source` column (default: the format name)
-               strict:bool=False, # raise on the first bad row instead of skipping and counting it
+               strict:bool|None=None, # None: refuse a damaged file, skip unusable rows; False: skip damaged rows too; True: raise on the first bad row
+               log=stderr_line, # where the notice of skipped rows goes, one line each (None: only `df.attrs['problems']`)
               ) -> pd.DataFrame:
     "The image–caption pairs of `path`: one row per (image, caption)."
     path = Path(path)
@@ -250,17 +375,19 @@ def read_pairs(path, # a caption file or a dataset folder
     fmt = detect_format(path) if format == 'auto' else format
     if fmt not in READERS: raise DataError(f'unknown format {fmt!r}; known formats: {", ".join(READERS.names())}', path)
     problems = _Problems(strict)
-    rows = _table(READERS.get(fmt)(path, problems), path, Path(images) if images else None, problems)
+    rows = _long_captions(_table(READERS.get(fmt)(path, problems), path, Path(images) if images else None, problems), problems)
+    if strict is None and problems.damaged:
+        bad = problems.damaged
+        raise DataError(f'{len(bad)} damaged row{"s" * (len(bad) > 1)}, read otherwise than the file says:' +
+                        ''.join(f'\n  {l}' for l in describe_problems(bad, path)) + '\nfix the file, or skip such rows and count them with '
+                        f'data.strict=false (--strict false for encode, encode-pairs and eval; strict=False in Python); `phoalign data check {path}` lists every problem', path)
     if not rows:
         detail = f' ({len(problems.items)} rows skipped: {problems.items[0]["reason"]}, ...)' if problems.items else ''
         raise DataError(f'no image-caption pairs found{detail}', path)
     df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != 'source'])
     df.insert(3, 'source', source or fmt)
     df.attrs.update(format=fmt, path=str(path), problems=problems.items)
-    if problems.items:
-        first = '; '.join(f'row {p["row"]}: {p["reason"]}' for p in problems.items[:3])
-        warnings.warn(f'{path}: skipped {len(problems.items)} rows ({first}{", ..." if len(problems.items) > 3 else ""}); '
-                      "see df.attrs['problems']")
+    if problems.items and log: log(_skipped_line(problems.items, path))
     return df
 
 # %% ../../nbs/01_data.formats.ipynb #3b4837c7

@@ -11,6 +11,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, DEFAULT_CROP_
 from timm.layers import to_2tuple
 from ..core import Tower, vision_models
 from ..data.transforms import preprocess_cfg
+from ..text import load_by_name, ModelUnavailableError
 import phoalign.vision.vig  # registers the Pyramid ViG variants in `vision_models`
 
 # %% auto #0
@@ -45,10 +46,15 @@ def create_vision_model(name:str, # a `vision_models` name (`pvig_s_224_gelu`, `
         from phoalign.openclip import openclip_backbone
         return openclip_backbone(name, pretrained=pretrained, checkpoint=checkpoint, num_classes=num_classes, **kwargs)
     if name in vision_models:
-        return vision_models.create(name, pretrained=pretrained, checkpoint=checkpoint, num_classes=num_classes, **kwargs)
+        try: return vision_models.create(name, pretrained=pretrained, checkpoint=checkpoint, num_classes=num_classes, **kwargs)
+        except ValueError as e:   # asked for published weights it has none of (or none phoalign downloads): the entry says what to do
+            if not pretrained or checkpoint is not None: raise
+            raise ModelUnavailableError(str(e)) from None
     if name not in timm.list_models() and name not in timm.list_models(pretrained=True) and name.split('.')[0] not in timm.list_models():
         raise KeyError(f'unknown vision model {name!r}: not in phoalign ({", ".join(vision_models.names())}) nor in timm')
-    model = timm.create_model(name, pretrained=pretrained and checkpoint is None, num_classes=num_classes, **kwargs)
+    build = lambda weights: timm.create_model(name, pretrained=weights, num_classes=num_classes, **kwargs)
+    if pretrained and checkpoint is None: return load_by_name(lambda: build(True), name, 'pretrained image tower', 'image', errors=(OSError, RuntimeError))
+    model = build(False)
     if checkpoint is not None:
         sd = load_checkpoint_file(checkpoint)
         if num_classes == 0: sd = {k: v for k, v in sd.items() if not k.startswith(_classifier_prefixes(model))}
