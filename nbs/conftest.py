@@ -9,3 +9,20 @@ _workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
 if _workers > 1:
     _threads = str(max(1, (os.cpu_count() or 1) // _workers))
     for _var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'): os.environ.setdefault(_var, _threads)
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow: a test of minutes (the README as a test, the longest notebooks); '
+                            '`pytest nbs -m "not slow"` leaves them out, CI runs them all')
+
+import signal
+import pytest
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_restored(request):
+    "A test that leaves Ctrl-C ignored or rerouted would make every later `Popen` child of this worker ignore it too: fail it, and restore."
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    if after is not before:
+        signal.signal(signal.SIGINT, before)
+        pytest.fail(f'{request.node.nodeid} left the Ctrl-C handler changed ({after!r}, was {before!r})')

@@ -49,6 +49,7 @@ def test_data_check_reports_bad_rows(tmp_path):
     human = phoalign('data', 'check', tmp_path/'caps.tsv')
     assert human.returncode == 1 and 'gone.jpg' in human.stdout and 'zero.jpg' in human.stdout
 
+@pytest.mark.slow
 def test_data_check_errors_name_the_file(tmp_path):
     r = phoalign('data', 'check', tmp_path/'nothing.json')
     assert r.returncode == 2 and 'nothing.json' in r.stderr
@@ -81,6 +82,7 @@ def test_demo(tmp_path):
     for name in ('best.pt', 'last.pt', 'curves.png', 'metrics.csv'): assert (tmp_path/'demo'/name).stat().st_size > 0
     assert 'top-5 captions' in r.stdout and 'top-5 images' in r.stdout and 'R@5' in r.stdout
 
+@pytest.mark.slow
 def test_train_then_eval(tmp_path):
     assert phoalign('data', 'synth', '--out', tmp_path/'s', '--n', '200', '--lang', 'en').returncode == 0
     r = phoalign('train', 'tiny', f'data.path={tmp_path/"s"/"captions_en.json"}', 'train.epochs=1', f'train.output_dir={tmp_path/"run"}', '--no-progress')
@@ -103,6 +105,7 @@ def test_train_errors(tmp_path):
     assert r.returncode == 2 and 'none.pt' in r.stderr
 
 
+@pytest.mark.slow
 def test_train_in_a_fresh_folder_with_two_processes(tmp_path):
     "The issue's reproduction: torchrun, 2 CPU processes, the tiny preset with the clip head, relative paths, the default device."
     assert phoalign('data', 'synth', '--out', 'shapes', '--n', '120', '--lang', 'vi', cwd=tmp_path).returncode == 0
@@ -123,6 +126,7 @@ def test_train_in_a_fresh_folder_with_two_processes(tmp_path):
     again = phoalign('train', 'clip.yaml', 'data.path=shapes/captions_vi.json', cwd=tmp_path)   # the folder is in use
     assert again.returncode == 2 and '--resume' in again.stderr and '--overwrite' in again.stderr and 'Traceback' not in again.stderr
 
+@pytest.mark.slow
 def test_settings_are_checked(tmp_path):
     for over, msg in [('train.epochs=abc', 'expected a whole number'), ('train.epochs=1.5', 'whole number'),
                       ('train.epochs=0', 'at least 1'), ('data.image_size=abc', 'data.image_size'),
@@ -133,6 +137,7 @@ def test_settings_are_checked(tmp_path):
     r = phoalign('eval', gallery/'captions_vi.json', '--data', gallery/'captions_vi.json')
     assert r.returncode == 2 and 'not a phoalign checkpoint' in r.stderr and 'weights_only' not in r.stderr, r.stderr
 
+@pytest.mark.slow
 def test_resume_and_overwrite(tmp_path):
     assert phoalign('data', 'synth', '--out', 's', '--n', '80', '--lang', 'en', cwd=tmp_path).returncode == 0
     args = ['train', 'tiny', 'data.path=s/captions_en.json', 'train.epochs=1', 'train.output_dir=run', 'train.batch_size=16', '--no-progress']
@@ -154,6 +159,7 @@ def test_python_m_and_closed_pipe(tmp_path):
     assert r.stdout.count('\n') == 2 and 'Traceback' not in r.stderr and 'BrokenPipe' not in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_config_show_prints_every_workflow_under_the_names_its_command_reads(tmp_path):
     "What `config show` prints is what the workflow's command takes: the cifar-vit preset's train.epochs works with cifar train."
     import yaml
@@ -175,6 +181,7 @@ def test_config_show_prints_every_workflow_under_the_names_its_command_reads(tmp
         r = phoalign('config', 'show', *args)
         assert r.returncode == 2 and msg in r.stderr and 'Traceback' not in r.stderr, (args, r.stderr)
 
+@pytest.mark.slow
 def test_device_is_a_setting_of_every_scoring_command(tmp_path):
     "eval and tag take --device: the CPU works, an accelerator that is not there is one line of error, a typo too."
     import torch
@@ -200,6 +207,7 @@ def write_images(folder:Path, names):
         img = np.full((32, 32, 3), (i * 37) % 256, np.uint8); img[:, :i % 32 + 1] = 255 - (i * 11) % 256
         assert cv2.imwrite(str(folder/n), img)
 
+@pytest.mark.slow
 def test_train_refuses_a_damaged_file_unless_data_strict_false(tmp_path):
     "A quote left open on row 6 of 30: training stops naming the row; data.strict=false skips it, counts it and trains on the 29 others."
     write_images(tmp_path/'img', [f'{i}.png' for i in range(1, 31)])
@@ -221,6 +229,7 @@ def test_train_refuses_a_damaged_file_unless_data_strict_false(tmp_path):
     strict = phoalign('eval', 'run', '--data', 'thirty.csv', '--strict', 'true', cwd=tmp_path)
     assert strict.returncode == 2 and 'thirty.csv (row 7): a quote opened on line 7' in strict.stderr, strict.stderr
 
+@pytest.mark.slow
 def test_skipped_images_of_every_split_are_reported(tmp_path):
     "Three text files named .jpg among 33 rows, one in each split: each split's count and first paths, in metrics.jsonl and the summary."
     names = [f'{i:02d}.jpg' for i in range(33)]

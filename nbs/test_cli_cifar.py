@@ -20,6 +20,7 @@ def work(tmp_path_factory):
     (root/'cfg.json').write_text(json.dumps(CONFIG), encoding='utf-8')
     return root
 
+@pytest.mark.slow
 def test_train_then_eval(work):
     r = phoalign('cifar', 'train', '--config', 'cfg.json', '--no-plotting', '--no-progress', '--different_class_prob', '0.8', cwd=work)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -56,6 +57,7 @@ def test_errors(work, tmp_path):
     assert_refused([(['--data-dir', str(tmp_path/'cifar')], 'train (row 7): 1 fine labels outside 0..99')], work, 'cifar', 'train', '--config', 'cfg.json')
     assert_refused([([str(tmp_path/'none.pt'), '--data-dir', 'data'], 'none.pt does not exist')], work, 'cifar', 'eval')
 
+@pytest.mark.slow
 def test_two_processes_match_one(work):
     "torchrun with 2 CPU processes of 16 pairs trains the same model as one process of 32 (the same global batch)."
     over = ['--no-plotting', '--no-progress', 'training.epochs=1']
@@ -78,6 +80,7 @@ def test_two_processes_match_one(work):
         torch.testing.assert_close(w2['state_dict'][k], v, rtol=1e-3, atol=1e-3)
         assert ((w2['state_dict'][k] - v).abs() > 1e-4).float().mean() < 0.02, k
 
+@pytest.mark.slow
 def test_synth_then_quick_train_offline(tmp_path):
     "The first hour: phoalign data synth --cifar writes the data and a toy text model, and the command it prints trains offline (one epoch here)."
     r = phoalign('data', 'synth', '--cifar', 'data', '--n', '200', cwd=tmp_path)
@@ -96,6 +99,7 @@ def test_synth_then_quick_train_offline(tmp_path):
     again = phoalign('data', 'synth', '--cifar', 'data', '--n', '100', cwd=tmp_path)   # its own files may be replaced
     assert again.returncode == 0 and len(read_cifar100(tmp_path/'data', 'train')) == 100, again.stderr
 
+@pytest.mark.slow
 def test_missing_data_and_text_model_named_before_any_model_loads(tmp_path):
     t0 = time.time()
     r = phoalign('cifar', 'train', '--data-dir', 'data', cwd=tmp_path)   # nothing here: the default text model (the Hub's) is not even looked for

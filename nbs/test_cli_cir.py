@@ -23,6 +23,7 @@ def work(tmp_path_factory):
        '--output-dir', 's2', '--no-progress', cwd=root)
     return root
 
+@pytest.mark.slow
 def test_two_stages_write_their_runs(work):
     rows = [json.loads(l) for l in (work/'s1'/'metrics.jsonl').read_text().splitlines()]
     assert [r['epoch'] for r in rows] == [1, 2] and 'val_avg' in rows[0] and (work/'s1'/'best.pt').is_file()
@@ -30,6 +31,7 @@ def test_two_stages_write_their_runs(work):
     assert [r['epoch'] for r in rows] == [1, 2, 3] and 'expert0_share' in rows[0], rows[0]
     assert (work/'s2'/'combiner_best.pt').is_file()
 
+@pytest.mark.slow
 def test_validate_matches_the_best_epoch(work):
     r = ok('cir', 'validate', '--dataset', 'CIRR', '--data-path', 'shapes', '--clip-model-path', 's1', '--combining-function', 'moe',
            '--combiner-path', 's2/combiner_best.pt', '--json', cwd=work)
@@ -52,6 +54,7 @@ def test_submission_files(work):
     assert check_cirr_submission(work/'sub'/'recall_submission_shapes.json', pairs)['metric'] == 'recall'
     assert check_cirr_submission(work/'sub'/'recall_subset_submission_shapes.json', pairs)['metric'] == 'recall_subset'
 
+@pytest.mark.slow
 def test_composed_search_over_an_index(work):
     ok('encode', 's1/best.pt', '--images', 'shapes/dev', '--out', 'idx', '--no-progress', cwd=work)
     entry = json.loads((work/'shapes'/'cirr'/'captions'/'cap.rc2.val.json').read_text())[0]
@@ -123,6 +126,7 @@ def test_hand_written_cirr_and_fashioniq(work):
     assert {'dress_recall_at10', 'dress_recall_at50', 'recall_at10', 'avg'} <= set(metrics) and metrics['dress_recall_at50'] == 100.0
     assert 'skipped 1 triplets' in r.stderr, r.stderr
 
+@pytest.mark.slow
 def test_finetune_with_two_processes(tmp_path, work):
     "torchrun, 2 CPU processes: one run (one log line per epoch), on relative paths."
     torchrun = Path(sys.executable).parent/'torchrun'
@@ -134,6 +138,7 @@ def test_finetune_with_two_processes(tmp_path, work):
     assert [json.loads(l)['epoch'] for l in (tmp_path/'run'/'metrics.jsonl').read_text().splitlines()] == [1, 2]
 
 
+@pytest.mark.slow
 def test_ctrl_c_then_resume(work):
     "Ctrl-C during stage 1: exit 130, no traceback, a hint; `--resume latest` continues the run to its last epoch."
     import signal, time

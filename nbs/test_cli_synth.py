@@ -1,5 +1,6 @@
 """`phoalign data synth` as a user runs it: a fresh folder, relative paths; the CIRR triplets' count, the paths and the
 next command it prints, paired-CIFAR data with --cifar, and what it refuses."""
+import pytest
 import json, shlex
 from pathlib import Path
 from test_cli_data import phoalign
@@ -7,6 +8,7 @@ from test_cli_data import phoalign
 def _triplets(root:Path) -> int:
     return sum(len(json.loads(p.read_text())) for p in (root/'cirr'/'captions').glob('cap.rc2.*.json'))
 
+@pytest.mark.slow
 def test_cirr_default_and_given_triplets(tmp_path):
     r = phoalign('data', 'synth', '--out', 'shapes', '--n', '200', '--size', '32', '--cirr', cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -21,6 +23,7 @@ def test_cirr_default_and_given_triplets(tmp_path):
     plain = phoalign('data', 'synth', '--out', 'plain', '--n', '50', '--size', '32', '--lang', 'vi', cwd=tmp_path)
     assert plain.returncode == 0 and plain.stdout.strip().endswith('-> plain/captions_vi.json') and 'next:' not in plain.stdout, plain.stdout
 
+@pytest.mark.slow
 def test_refused(tmp_path):
     for args, message in ((['--triplets', '10'], '--triplets is the number of CIRR triplets: add --cirr'),
                           (['--cirr', '--n', '100', '--triplets', '51'], '--triplets must be 1 to 50 (half of --n 100)'),

@@ -255,6 +255,7 @@ def _ddp_loss_worker(rank:int, world_size:int, init_file:str, name:str, options:
     loss = create_loss(name, **options)(**local)
     loss.backward()
     torch.save(dict(loss=loss.detach(), gi=local['image_features'].grad, gt=local['text_features'].grad), f'{out_dir}/rank{rank}.pt')
+    dist.barrier()   # neither rank tears gloo down while the other still talks to it (an abort on a loaded machine)
     dist.destroy_process_group()
 
 # %% ../nbs/05_losses.ipynb #5e1d7f22
