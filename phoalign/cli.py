@@ -67,7 +67,10 @@ def main(argv:list[str]|None=None, # the arguments (default: `sys.argv[1:]`)
         if hasattr(args, 'overrides') and all('=' in e and not e.startswith('-') for e in extra): args.overrides = [*args.overrides, *extra]
         else: parser.error(f'unrecognized arguments: {" ".join(extra)}')
     if not hasattr(args, '_run'): args._help(); return 0
-    try: return args._run(args) or 0
+    try:
+        if not getattr(args, 'no_progress', False): return args._run(args) or 0
+        from phoalign.text import loading_progress
+        with loading_progress(False): return args._run(args) or 0   # the libraries' bars ("Loading weights", downloads) too
     except (UserError, FileNotFoundError) as e:   # the user's input: one line; anything else is a bug and keeps its traceback
         print(f'phoalign: error: {e}', file=sys.stderr)
         return 2
@@ -235,9 +238,7 @@ def train(args:argparse.Namespace, # the parsed command line (`build_parser().pa
     check_model_config(cfg)                       # a wrong setting is reported before any data is read
     splits = prepare_data(cfg, verbose=_is_main())
     if _is_main(): print(', '.join(f'{k}: {v.image_id.nunique()} images' for k, v in sorted(splits.items())), flush=True)
-    from phoalign.text import loading_progress
-    with loading_progress(not args.no_progress):   # the libraries' bars (downloads, "Loading weights") follow --no-progress too
-        model = create_model(cfg, captions=splits['train'].caption.tolist())
+    model = create_model(cfg, captions=splits['train'].caption.tolist())
     trainer = Trainer(model, splits['train'], splits.get('val'), progress=not args.no_progress, live=False, overwrite=args.overwrite)
     main_process = trainer.accelerator.is_main_process
     if args.resume:
