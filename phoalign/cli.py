@@ -340,10 +340,7 @@ def config_show(args:argparse.Namespace, # the parsed command line (`build_parse
     return 0
 
 # %% ../nbs/14_cli.ipynb #91174a1e
-def _shown(path:str) -> str:
-    "`path` relative to the current folder when it lies under it, else as it is."
-    try: return str(Path(path).relative_to(Path.cwd()))
-    except ValueError: return str(path)
+def _shown(path) -> str: from phoalign.core import shown_path; return shown_path(path)   # the core module only, not torch: --help stays fast
 
 def _skipped_line(skipped:list, show:int=3) -> str:
     if not skipped: return ''

@@ -14,9 +14,9 @@ import torch, torch.nn as nn
 # %% auto #0
 __all__ = ['vision_models', 'CIR_MONITORS', 'MONITORS', 'FREEZABLE', 'RULES', 'UserError', 'DataError', 'ConfigError',
            'UnknownNameError', 'accepted_options', 'Registry', 'Tower', 'seed_everything', 'get_device', 'atomic_write',
-           'atomic_save', 'load_yaml', 'coerce_value', 'from_dict', 'DataConfig', 'ModelConfig', 'TrainConfig',
-           'LossConfig', 'lower_is_better', 'validate_config', 'Config', 'parse_assignments', 'set_key', 'flat_items',
-           'apply_overrides']
+           'atomic_save', 'shown_path', 'load_yaml', 'coerce_value', 'from_dict', 'DataConfig', 'ModelConfig',
+           'TrainConfig', 'LossConfig', 'lower_is_better', 'validate_config', 'Config', 'parse_assignments', 'set_key',
+           'flat_items', 'apply_overrides']
 
 # %% ../nbs/00_core.ipynb #3b126e81
 class UserError(Exception):
@@ -206,6 +206,13 @@ def atomic_save(obj, # anything `torch.save` takes
     import torch
     with atomic_write(path, 'wb') as f: torch.save(obj, f)
     return Path(path)
+
+# %% ../nbs/00_core.ipynb #49be31db
+def shown_path(path, # a path a message or a result names
+              ) -> str:
+    "`path` relative to the current folder when it lies under it (as the user typed it), else as it is."
+    try: return str(Path(path).absolute().relative_to(Path.cwd()))
+    except ValueError: return str(path)
 
 # %% ../nbs/00_core.ipynb #9a1f3c20
 class _Loader(yaml.SafeLoader):

@@ -11,7 +11,7 @@ import torch, torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 import contextlib, glob, itertools, signal, threading
 from fastcore.basics import patch
-from .core import Config, ConfigError, DataError, UserError, atomic_save, atomic_write, seed_everything, lower_is_better
+from .core import Config, ConfigError, DataError, UserError, atomic_save, atomic_write, seed_everything, shown_path, lower_is_better
 from .model import AlignModel, image_transforms, model_checkpoint, read_checkpoint
 from .losses import loss_from_config, loss_inputs, clamp_logit_scale_
 from .metrics import retrieval_metrics
@@ -732,10 +732,6 @@ def skipped_by_split(rows:list, # a run's rows: `Trainer.history`, and the rows 
         out[s] = dict(skipped=best[f'{s}_skipped'], skipped_images=best.get(f'{s}_skipped_images', []))
     return out
 
-def _shown(path:str) -> str:
-    "`path` relative to the current folder when it lies under it."
-    try: return str(Path(path).relative_to(Path.cwd()))
-    except ValueError: return str(path)
 
 def format_skipped(by_split:dict, # `skipped_by_split`'s result
                    show:int=3, # images named per split
@@ -747,7 +743,7 @@ def format_skipped(by_split:dict, # `skipped_by_split`'s result
              ' (training puts another image in their place; evaluation leaves them out with their captions)']
     for s, v in by_split.items():
         named = v['skipped_images'][:show]
-        lines += [f'  {s}: {_shown(x["image"])}: {x["reason"]}' for x in named]
+        lines += [f'  {s}: {shown_path(x["image"])}: {x["reason"]}' for x in named]
         if v['skipped'] > len(named): lines.append(f'  {s}: ... and {v["skipped"] - len(named)} more')
     return '\n'.join(lines)
 
