@@ -42,11 +42,12 @@ Recall table (`--recall-table`; instead of the speed tables): is the recall `tun
 
     python benchmarks/search_speed.py --recall-table --autofaiss-python ENV/bin/python --autofaiss-opq-python ENV2/bin/python
         # 100k x 256-d, ivf/hnsw/ivfpq: ~35 min on 2 cores, 20 of them autofaiss's OPQ training
-    python benchmarks/search_speed.py --recall-table --sizes 1000000 --kinds ivf hnsw   # 1M: ~10 min on 2 cores (ivfpq at 1M: hours of PQ/OPQ training)
+    python benchmarks/search_speed.py --recall-table --sizes 1000000 --kinds ivf hnsw ivfpq --no-autofaiss   # 1M, phoalign only (autofaiss's OPQ at 1M: hours)
     python benchmarks/search_speed.py --recall-table --no-autofaiss             # phoalign only
 
 - indexes: `factory_for(kind, n, d)`; the ivfpq rows get the code `factory_for` picks for a budget of `--pq-budget` times
-  the float vectors (0.25: PQ128 at 256-d; 0.1: PQ64, whose codes cap recall@10 below 0.95 on these captions).
+  the float vectors (0.25: PQ128 at 256-d; 0.1: PQ64). IVF-PQ re-ranks
+  `k_factor` × k candidates with the kept floats, so its codes no longer cap the recall; `tune` picks the factor.
 - data: the clustered image vectors above (256-d by default here) and, for some of them, a caption vector: the image plus a
   shift every caption shares (the modality gap, `--caption-gap`) plus isotropic noise (`--caption-noise`), normalised:
   correlated with its image, not identical (the mean cosine is printed). 2,000 captions of random gallery images tune
