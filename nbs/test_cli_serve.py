@@ -23,13 +23,14 @@ def site(tmp_path_factory):
     run_json('encode', 'model.pt', '--images', 'gallery/captions_vi.json', '--out', 'idx', '--no-progress', cwd=root)
     (root/'elsewhere').mkdir()
     port = free_port()
+    # its output goes to files, not pipes: a pipe nobody reads fills up with the request log and blocks the server
     proc = subprocess.Popen([shutil.which('phoalign'), 'serve', '../idx', '--port', str(port)], cwd=root/'elsewhere',
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, 'HF_HUB_OFFLINE': '1'})
+                            stdout=open(root/'serve.out', 'w'), stderr=open(root/'serve.err', 'w'), text=True, env={**os.environ, 'HF_HUB_OFFLINE': '1'})
     url, t0 = f'http://127.0.0.1:{port}/', time.time()
     while True:
         try: get_json(url + 'info'); break
         except OSError:
-            if proc.poll() is not None: pytest.fail(f'phoalign serve exited with {proc.returncode}: {proc.stderr.read()}')
+            if proc.poll() is not None: pytest.fail(f'phoalign serve exited with {proc.returncode}: {(root/"serve.err").read_text()}')
             if time.time() - t0 > 120: proc.kill(); pytest.fail('phoalign serve did not answer in 120 s')
             time.sleep(0.2)
     yield root, url, proc
@@ -91,10 +92,10 @@ def test_page_in_a_browser(site, chromium):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_it_cleanly(site):
-    _, url, proc = site
+    root, url, proc = site
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 0
-    out, err = proc.communicate()
+    out, err = (root/'serve.out').read_text(), (root/'serve.err').read_text()
     assert 'serving 29 images' in out and url in out, out
     assert 'Traceback' not in err, err
 
