@@ -19,10 +19,11 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _ctrl_c_restored(request):
-    "A test that leaves Ctrl-C ignored or rerouted would make every later `Popen` child of this worker ignore it too: fail it, and restore."
+    """Ctrl-C as each test found it. A test that reroutes it in Python fails; the handler is also installed again after every
+    test, because a library that ignores SIGINT from C leaves no trace in Python, and every later child of this worker
+    (`Popen` of `phoalign ...`) would inherit the ignoring and never stop on Ctrl-C."""
     before = signal.getsignal(signal.SIGINT)
     yield
     after = signal.getsignal(signal.SIGINT)
-    if after is not before:
-        signal.signal(signal.SIGINT, before)
-        pytest.fail(f'{request.node.nodeid} left the Ctrl-C handler changed ({after!r}, was {before!r})')
+    signal.signal(signal.SIGINT, before)
+    if after is not before: pytest.fail(f'{request.node.nodeid} left the Ctrl-C handler changed ({after!r}, was {before!r})')

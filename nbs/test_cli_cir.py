@@ -143,7 +143,8 @@ def test_ctrl_c_then_resume(work):
     "Ctrl-C during stage 1: exit 130, no traceback, a hint; `--resume latest` continues the run to its last epoch."
     import signal, time
     base = ['cir', 'finetune', '--dataset', 'CIRR', '--data-path', 'shapes', '--batch-size', '16', '--learning-rate', '1e-3', '--output-dir', 'stopped', '--no-progress']
-    p = subprocess.Popen([sys.executable, '-m', 'phoalign', *base, '--num-epochs', '40'], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, '-m', 'phoalign', *base, '--num-epochs', '40'], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # Ctrl-C as a terminal gives it, whatever the worker ignores
     log = work/'stopped'/'metrics.jsonl'
     for _ in range(600):
         if log.exists() and log.read_text().strip(): break

@@ -25,7 +25,8 @@ def site(tmp_path_factory):
     port = free_port()
     # its output goes to files, not pipes: a pipe nobody reads fills up with the request log and blocks the server
     proc = subprocess.Popen([shutil.which('phoalign'), 'serve', '../idx', '--port', str(port)], cwd=root/'elsewhere',
-                            stdout=open(root/'serve.out', 'w'), stderr=open(root/'serve.err', 'w'), text=True, env={**os.environ, 'HF_HUB_OFFLINE': '1'})
+                            stdout=open(root/'serve.out', 'w'), stderr=open(root/'serve.err', 'w'), text=True, env={**os.environ, 'HF_HUB_OFFLINE': '1'},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # Ctrl-C as a terminal gives it, whatever the worker ignores
     url, t0 = f'http://127.0.0.1:{port}/', time.time()
     while True:
         try: get_json(url + 'info'); break
