@@ -3,6 +3,7 @@ import json, subprocess, sys, shutil
 import torch
 from pathlib import Path
 import pytest
+from test_cli_data import write_images
 
 repo = Path(__file__).resolve().parents[1]
 gallery = repo/'images'
@@ -198,14 +199,6 @@ def test_device_is_a_setting_of_every_scoring_command(tmp_path):
     for args, msg in missing + [(('eval', 'run', '--data', 's/captions_en.json', '--device', 'gpu0'), "use 'auto', 'cpu'")]:
         r = phoalign(*args, cwd=tmp_path)
         assert r.returncode == 2 and msg in r.stderr and 'Traceback' not in r.stderr, (args, r.stderr)
-
-def write_images(folder:Path, names):
-    "Small distinct images under `folder`, one per name (the suffix gives the format)."
-    import numpy as np, cv2
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, n in enumerate(names):
-        img = np.full((32, 32, 3), (i * 37) % 256, np.uint8); img[:, :i % 32 + 1] = 255 - (i * 11) % 256
-        assert cv2.imwrite(str(folder/n), img)
 
 @pytest.mark.slow
 def test_train_refuses_a_damaged_file_unless_data_strict_false(tmp_path):
