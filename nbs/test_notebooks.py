@@ -12,7 +12,7 @@ skip_flags = get_config().tst_flags.split()
 force_flags = os.environ.get('PHOALIGN_TEST_FLAGS', '').split()  # e.g. "slow" to run slow cells too
 
 # the notebooks of 16 s or more under `pytest nbs -n 2 --durations=0` on 2 cores: `-m "not slow"` leaves them out, CI runs them
-SLOW = {'08_train.ipynb', '09_search.ipynb', '10c_cir.train.ipynb', '12_tune.ipynb', '12a_cifar.ipynb', 'tutorials/cir_moe.ipynb',
+SLOW = {'08_train.ipynb', '10e_search.ipynb', '10c_cir.train.ipynb', '12_tune.ipynb', '12a_cifar.ipynb', 'tutorials/cir_moe.ipynb',
         'tutorials/heads.ipynb', 'tutorials/phoclip.ipynb', 'tutorials/search.ipynb', 'tutorials/vignn_clip.ipynb'}
 cases = [pytest.param(p, marks=pytest.mark.slow) if p.relative_to(here).as_posix() in SLOW else p for p in notebooks]
 
