@@ -38,7 +38,7 @@ a = parse()
 if a.text_model == 'toy': os.environ.setdefault('HF_HUB_OFFLINE', '1')
 import torch
 from torch.utils.data import DataLoader
-from phoalign.cifar import _write_cifar100, CIFAR100_CLASSES, CAPTION_TEMPLATE, read_cifar_config, cifar_datasets
+from phoalign.cifar import write_synthetic_cifar100, CIFAR100_CLASSES, CAPTION_TEMPLATE, read_cifar_config, cifar_datasets
 from phoalign.data.datasets import PairsCollate
 from phoalign.losses import ClipLoss
 from phoalign.model import create_model
@@ -104,7 +104,7 @@ def main():
     n_train = n_batches * a.batch
     work = Path(tempfile.mkdtemp(prefix='cifar_speed_'))
     try:
-        _write_cifar100(work/'data', n_train=n_train, n_test=a.batch, n_classes=len(CIFAR100_CLASSES), seed=0)
+        write_synthetic_cifar100(work/'data', n_train=n_train, n_test=a.batch, n_classes=len(CIFAR100_CLASSES), seed=0)
         text = a.text_model
         if text == 'toy':
             text = str(build_tiny_clip_text(work/'toy-clip', [CAPTION_TEMPLATE.format(left=c, right=c) for c in CIFAR100_CLASSES], projection_dim=512))

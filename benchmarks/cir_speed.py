@@ -32,7 +32,8 @@ CLIP4Cir's CIRR metric code takes 2.0 s for 4,181 × 2,297.
 import argparse, json, statistics, sys, tempfile, time
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
-from phoalign.cir.combiners import create_combiner, _per_sample_moe
+from phoalign.cir.combiners import create_combiner
+from phoalign.testing import per_sample_moe
 from phoalign.cir.metrics import cirr_recalls
 
 def timed(fn, device, repeats:int, warmup:int=1) -> float:
@@ -68,7 +69,7 @@ def combiner_table(sizes, seed_loop_max_batch, device, repeats, optimizer_step=F
                 ('MoECombiner (batched)', timed(train_step(moe, batch, feat, device, optimizer_step), device, repeats))]
         if batch <= seed_loop_max_batch:
             layer = moe.moe_layer
-            layer.forward = lambda x, layer=layer: _per_sample_moe(layer, x)   # the seed's dispatch, same weights
+            layer.forward = lambda x, layer=layer: per_sample_moe(layer, x)   # the seed's dispatch, same weights
             rows.append(('MoE, seed per-sample loop', timed(train_step(moe, batch, feat, device, optimizer_step), device, 1)))
         del plain, moe
         for name, s in rows:

@@ -76,7 +76,7 @@ from pathlib import Path
 import numpy as np
 import faiss, torch
 import pandas as pd
-from phoalign.search import EmbeddingIndex, choose_index, factory_for, _apply_params
+from phoalign.index import EmbeddingIndex, choose_index, factory_for, set_search_params
 
 LOADS = []   # 1-minute load averages sampled during the timed searches (other processes share the CPU)
 
@@ -101,7 +101,7 @@ def embeddings(n:int, d:int=512, clusters:int=2048, stream:int=0, seed:int=0, ra
     return out
 
 def training_sample(x:np.ndarray, nlist:int) -> np.ndarray:
-    "The vectors phoalign trains an IVF index on (the rule of `phoalign.search._train`)."
+    "The vectors phoalign trains an IVF index on (the rule of `phoalign.index._train`)."
     return x if len(x) <= 64 * nlist else x[np.sort(np.random.default_rng(0).choice(len(x), 64 * nlist, replace=False))]
 
 def timed(fn):
@@ -364,7 +364,7 @@ def main():
                 log(f'n={n} {kind}: added {a.add} in {t_add:.2f}s (raw FAISS {t_raw_add:.2f}s); rebuilding on {len(allv)}')
                 re = EmbeddingIndex(a.dim, kind, factory, use_gpu=False)
                 _, t_rebuild = timed(lambda: re.add(allv, ids + new_ids))
-                if params: _apply_params(re, params)           # the same nprobe/efSearch as the index added to
+                if params: set_search_params(re, params)           # the same nprobe/efSearch as the index added to
                 r_re = re.recall_at(a.k, queries=test_q) if kind != 'flat' else None
                 inc_rows.append(dict(n=n, kind=kind, factory=factory, add=t_add, raw_add=t_raw_add, rebuild=t_rebuild, recall_add=r_add, recall_rebuild=r_re,
                                      params=', '.join(f'{k}={v}' for k, v in params.items()) or '-'))

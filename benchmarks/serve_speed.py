@@ -34,8 +34,8 @@ def log(*a): print(f'[{time.strftime("%H:%M:%S")}]', *a, file=sys.stderr, flush=
 
 def build_model(text_tower:str, captions:list, photos:list):
     "The tiny search model (scratch text tower), or the same image tower with all-MiniLM-L6-v2 as its text tower."
-    from phoalign.search import _tiny_search_model
-    model = _tiny_search_model(captions, photos)
+    from phoalign.testing import tiny_search_model
+    model = tiny_search_model(captions, photos)
     if text_tower == 'tiny': return model
     from phoalign.model import create_model
     m = create_model('tiny', 'model.text_tower=all-MiniLM-L6-v2', 'model.options.text={}')
@@ -45,7 +45,7 @@ def build_model(text_tower:str, captions:list, photos:list):
 def synthetic_index(model_fp:dict, dim:int, n:int, folder:Path, seed:int=0):
     "`n` random unit vectors under fake paths, written as an index of `model_fp`'s model."
     import pandas as pd
-    from phoalign.search import EmbeddingIndex
+    from phoalign.index import EmbeddingIndex
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, dim), dtype=np.float32); x /= np.linalg.norm(x, axis=1, keepdims=True)
     ids = [f'/synthetic/img_{i:07d}.jpg' for i in range(n)]
@@ -105,7 +105,8 @@ def load(port:int, queries:list, concurrency:int, requests:int, warmup:int, k:in
 
 def bare_times(index_dir:Path, model, queries:list, device:str) -> dict:
     "Single-query times in this process: `EmbeddingIndex.search` alone, and `encode_texts` + `search_rows`."
-    from phoalign.search import EmbeddingIndex, encode_texts
+    from phoalign.index import EmbeddingIndex
+    from phoalign.encode import encode_texts
     index = EmbeddingIndex.load(index_dir)
     emb = encode_texts(model, queries, device=device)
     def median(fn, n):
@@ -133,7 +134,8 @@ def main():
     import torch
     from phoalign.data.formats import read_pairs
     from phoalign.model import save_model
-    from phoalign.search import encode_gallery, model_fingerprint
+    from phoalign.search import encode_gallery
+    from phoalign.encode import model_fingerprint
     gallery = repo/'images'
     pairs = [read_pairs(gallery/f'captions_{lang}.json') for lang in ('vi', 'en')]
     queries = [c for ps in pairs for c in ps.caption]

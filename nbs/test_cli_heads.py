@@ -77,8 +77,9 @@ def test_heads_errors(work, tmp_path):
                     ([], 'already holds train, val, test, train_tuning'), (['--source', 'train'], "named 'train'")], work, 'split-embeddings', 'emb')
 
 def _synthetic(folder: Path):
-    from phoalign.embeddings import _synthetic_embeddings, split_embeddings
-    _synthetic_embeddings(folder/'emb', 'all', n_images=120, captions_per_image=3, image_dim=24, text_dim=32)
+    from phoalign.embeddings import split_embeddings
+    from phoalign.testing import write_synthetic_embeddings
+    write_synthetic_embeddings(folder/'emb', 'all', n_images=120, captions_per_image=3, image_dim=24, text_dim=32)
     split_embeddings(folder/'emb', val_images=20, test_images=20, tuning_samples=120, log=None)
     (folder/'heads.yaml').write_text(HEADS_YAML.replace('batch_size: 16', 'batch_size: 32'), encoding='utf-8')
 

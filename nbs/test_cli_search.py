@@ -7,12 +7,12 @@ from test_cli_data import phoalign, gallery
 
 def gallery_and_model(root:Path) -> Path:
     "`root` holding a copy of the gallery and `model.pt`, the checkpoint of a tiny model that knows the Vietnamese captions' words."
-    from phoalign.search import _tiny_search_model
+    from phoalign.testing import tiny_search_model
     from phoalign.model import save_model
     from phoalign.data.formats import read_pairs
     shutil.copytree(gallery, root/'gallery')
     photos = sorted((root/'gallery'/'photos').glob('*.jpg'))
-    save_model(_tiny_search_model(read_pairs(root/'gallery'/'captions_vi.json').caption, photos), root/'model.pt')
+    save_model(tiny_search_model(read_pairs(root/'gallery'/'captions_vi.json').caption, photos), root/'model.pt')
     return root
 
 @pytest.fixture(scope='module')
@@ -98,9 +98,9 @@ def test_encode_errors(work, tmp_path):
 
 @pytest.mark.slow
 def test_another_model_is_refused(work, tmp_path):
-    from phoalign.search import _tiny_search_model
+    from phoalign.testing import tiny_search_model
     from phoalign.model import save_model
-    save_model(_tiny_search_model(['một hình tròn'], [gallery/'photos'/'cell.jpg'], seed=1), tmp_path/'other.pt')
+    save_model(tiny_search_model(['một hình tròn'], [gallery/'photos'/'cell.jpg'], seed=1), tmp_path/'other.pt')
     run_json('encode', work/'model.pt', '--images', work/'gallery'/'photos', '--out', 'idx', cwd=tmp_path)
     r = phoalign('encode', 'other.pt', '--images', work/'gallery'/'photos', '--out', 'idx', cwd=tmp_path)
     assert r.returncode == 2 and 'written by another model' in r.stderr and 'model.pt' in r.stderr and 'other.pt' in r.stderr, r.stderr

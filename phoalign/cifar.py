@@ -11,13 +11,13 @@ from typing import Callable
 import numpy as np, torch, cv2
 from torch.utils.data import Dataset, DataLoader
 from fastcore.basics import patch
-from .core import parse_assignments, set_key, flat_items, DataError, ConfigError, _unknown_key, from_dict, load_yaml, atomic_write
+from .core import parse_assignments, set_key, flat_items, DataError, ConfigError, unknown_key_error, from_dict, load_yaml, atomic_write
 
 # %% auto #0
 __all__ = ['CIFAR100_CLASSES', 'CAPTION_TEMPLATE', 'SEED_SECTIONS', 'SEED_KEYS', 'CIFARSplit', 'cifar_folder', 'read_cifar100',
            'write_synthetic_cifar100', 'PairTransform', 'PairedCIFAR', 'write_toy_clip_text', 'CifarData',
-           'CifarConfig', 'read_cifar_config', 'short_run_warmup', 'cifar_datasets', 'train_cifar', 'evaluate_cifar',
-           'demo_plotting']
+           'CifarConfig', 'read_cifar_config', 'short_run_warmup', 'cifar_datasets', 'accuracy_line', 'train_cifar',
+           'evaluate_cifar', 'demo_plotting']
 
 # %% ../nbs/12a_cifar.ipynb #1dc8b353
 @dataclass
@@ -30,6 +30,7 @@ class CIFARSplit:
     def __len__(self): return len(self.labels)
     def __repr__(self): return f'CIFARSplit({len(self)} images of {len(np.unique(self.labels))} of {len(self.classes)} classes, {self.path})'
 
+# %% ../nbs/12a_cifar.ipynb #c09f206a
 class _CIFARUnpickler(pickle.Unpickler):
     "Admits only what the real CIFAR files hold (numpy arrays, their dtypes, builtin containers): a tampered file cannot run code."
     ALLOWED = {('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'), ('numpy', 'ndarray'), ('numpy', 'dtype'),
@@ -46,6 +47,7 @@ def _unpickle(path:Path) -> dict:
     if not isinstance(d, dict): raise DataError(f'expected a pickled dict (the CIFAR python layout), found {type(d).__name__}', path)
     return {k.decode('latin1') if isinstance(k, bytes) else k: v for k, v in d.items()}
 
+# %% ../nbs/12a_cifar.ipynb #8b20fcb3
 def cifar_folder(folder:str|Path, # a folder holding `cifar-100-python/`, or that folder
                 ) -> Path:
     "The folder with CIFAR-100's `train`, `test` and `meta` files."
@@ -64,6 +66,7 @@ def _check_cifar_folder(folder:str|Path, splits=('train', 'test')) -> Path:
         if not (root/split).is_file(): raise DataError(f'no {split!r} file in the CIFAR-100 folder', root)
     return root
 
+# %% ../nbs/12a_cifar.ipynb #15862913
 def read_cifar100(folder:str|Path, # `cifar-100-python/` or the folder holding it
                   split:str='train', # 'train' or 'test'
                  ) -> CIFARSplit:
@@ -201,8 +204,8 @@ class PairedCIFAR(Dataset):
 
     def partner(self, i:int) -> int:
         "The right-hand image of item i: with probability `different_class_prob` from another class, otherwise from its own (another image where it has one)."
-        from phoalign.data.datasets import _seed   # here, not at the top: that module loads timm, which a CLI error should not wait for
-        rng = np.random.default_rng(_seed(self.seed, 0 if self.fixed else self.epoch, i, 'partner'))
+        from phoalign.data.datasets import derived_seed   # here, not at the top: that module loads timm, which a CLI error should not wait for
+        rng = np.random.default_rng(derived_seed(self.seed, 0 if self.fixed else self.epoch, i, 'partner'))
         own = int(self.split.labels[i])
         others = [c for c in self.by_class if c != own]
         if others and rng.random() < self.p: return int(rng.choice(self.by_class[int(rng.choice(others))]))
@@ -210,9 +213,9 @@ class PairedCIFAR(Dataset):
         return int(rng.choice(same[same != i] if len(same) > 1 else same))
 
     def __getitem__(self, i:int) -> dict:
-        from phoalign.data.datasets import _seed
+        from phoalign.data.datasets import derived_seed
         j, epoch = self.partner(i), 0 if self.fixed else self.epoch
-        halves = [self.transform(self.split.images[k], seed=_seed(self.seed, epoch, i, side)) for k, side in ((i, 'left'), (j, 'right'))]
+        halves = [self.transform(self.split.images[k], seed=derived_seed(self.seed, epoch, i, side)) for k, side in ((i, 'left'), (j, 'right'))]
         left, right = int(self.split.labels[i]), int(self.split.labels[j])
         return dict(image=torch.cat(halves, dim=2), caption=self.caption(left, right), labels=(left, right), image_id=i, index=i)
 
@@ -323,7 +326,7 @@ def read_cifar_config(src=None, # a JSON or YAML file, a dict, or None for the p
                       where:str|None=None, # where it came from, for the errors
                       preset:str='cifar-vit'): # the settings a file starts from: 'cifar-vit' (the seed's) or 'cifar-vit-quick' (a CPU run)
     "The checked `CifarConfig` and the phoalign `Config` it makes."
-    from phoalign.model import _preset_dict
+    from phoalign.model import read_preset
     from phoalign.core import Config
     user, where = {}, where or 'config'
     if isinstance(src, dict): user = src
@@ -335,17 +338,17 @@ def read_cifar_config(src=None, # a JSON or YAML file, a dict, or None for the p
         except Exception as e: raise ConfigError(f'{p}: not valid {"JSON" if p.suffix == ".json" else "YAML"} ({str(e).splitlines()[0]})') from None
         if not isinstance(user, dict): raise ConfigError(f'{p}: expected an object with model, train (the seed calls it training), loss and data sections')
     if preset not in ('cifar-vit', 'cifar-vit-quick'): raise ConfigError(f"preset must be 'cifar-vit' or 'cifar-vit-quick', got {preset!r}")
-    preset = _preset_dict(preset)
+    preset = read_preset(preset)
     base = dict(model=preset['model'], train={**preset['train'], 'monitor': 'top10', 'output_dir': 'output/cifar'}, loss=preset['loss'], data=asdict(CifarData()))
     user = _seed_keys(user)
     for k in user:
-        if k not in base: raise _unknown_key(k, base, where)
+        if k not in base: raise unknown_key_error(k, base, where)
     d = base
     for key, value in flat_items(user): set_key(d, key, value, merge=True)   # key by key: `"model": {"options": {"image": {"depth": 2}}}` keeps the other image options
     for key, value in parse_assignments(overrides):
         key = SEED_KEYS.get(key, key)
         key = '.'.join([SEED_SECTIONS.get(key.split('.')[0], key.split('.')[0]), *key.split('.')[1:]])
-        if key.split('.')[0] not in base: raise _unknown_key(key.split('.')[0], base, 'overrides')
+        if key.split('.')[0] not in base: raise unknown_key_error(key.split('.')[0], base, 'overrides')
         set_key(d, key, value, merge=True)
     cc = from_dict(CifarConfig, d, where)
     dc = cc.data
@@ -400,9 +403,17 @@ def cifar_datasets(cc:CifarConfig, # the run's settings
                        fixed=True, template=d.caption_template)
     return train, test
 
+# %% ../nbs/12a_cifar.ipynb #0e7cff9f
 def _write_results(path:Path, metrics:dict, cc:CifarConfig, **extra):
     with atomic_write(path, 'w') as f: json.dump(dict(metrics, **extra, config=asdict(cc)), f, indent=1)
 
+def accuracy_line(m:dict, # the metrics of `PairedCIFAR.evaluate_with` (or `evaluate_cifar`)
+                 ) -> str:
+    "The one-line report of a paired-CIFAR evaluation: top-1/10/100 beside their chance levels."
+    return (f'test pairs ({m["images"]}, {m["candidates"]} candidate captions): top-1 {m["top1"]:.2f} %, top-10 {m["top10"]:.2f} %, '
+            f'top-100 {m["top100"]:.2f} % (chance {m["chance_top1"]:.2f} / {m["chance_top10"]:.2f} / {m["chance_top100"]:.2f} %)')
+
+# %% ../nbs/12a_cifar.ipynb #e065e569
 def train_cifar(config=None, # a JSON / YAML file, a dict or a `CifarConfig`; None: the preset's settings
                 *overrides:str, # `section.key=value` or the seed's names
                 resume:str|None=None, # continue from 'last', 'best', 'latest' or a checkpoint (with `eval_only`: the checkpoint to evaluate)
@@ -423,7 +434,7 @@ def train_cifar(config=None, # a JSON / YAML file, a dict or a `CifarConfig`; No
         ck = Path(resume) if resume and resume not in ('last', 'best', 'latest') else run_dir/f'{resume or "best"}.pt'
         metrics = evaluate_cifar(ck, cc.data.data_dir, cc.data.test_samples, cfg.train.batch_size, cc.data.caption_template)
         _write_results(run_dir/'evaluation_results.json', metrics, cc, checkpoint=str(ck))
-        say(_accuracy_line(metrics))
+        say(accuracy_line(metrics))
         return dict(run_dir=run_dir, history=[], metrics=metrics)
     _check_text_model(cfg)
     model = create_model(cfg)
@@ -447,9 +458,10 @@ def train_cifar(config=None, # a JSON / YAML file, a dict or a `CifarConfig`; No
         out['metrics'] = test.evaluate_with(load_model(run_dir/'best.pt', trainer.accelerator.device), cfg.train.batch_size)   # on the training device
         _write_results(run_dir/'evaluation_results.json', out['metrics'], cc, best_epoch=trainer.monitor.best_row(trainer.history)['epoch'],
                        epochs=len(trainer.history), history=trainer.history)
-        say(_accuracy_line(out['metrics']))
+        say(accuracy_line(out['metrics']))
     return out
 
+# %% ../nbs/12a_cifar.ipynb #a7ced10a
 def evaluate_cifar(checkpoint:str|Path, # a checkpoint of a paired-CIFAR run, or its run folder (its best.pt)
                    data_dir:str|Path, # a folder holding cifar-100-python/
                    test_samples:int|None=None, # only the first N test images
@@ -465,10 +477,6 @@ def evaluate_cifar(checkpoint:str|Path, # a checkpoint of a paired-CIFAR run, or
     test = PairedCIFAR(_first(read_cifar100(data_dir, 'test'), test_samples), PairTransform(pc['mean'], pc['std']), 0.5,
                        model.config.train.seed, fixed=True, template=template)
     return dict(test.evaluate_with(model, batch_size), checkpoint=str(ck))
-
-def _accuracy_line(m:dict) -> str:
-    return (f'test pairs ({m["images"]}, {m["candidates"]} candidate captions): top-1 {m["top1"]:.2f} %, top-10 {m["top10"]:.2f} %, '
-            f'top-100 {m["top100"]:.2f} % (chance {m["chance_top1"]:.2f} / {m["chance_top10"]:.2f} / {m["chance_top100"]:.2f} %)')
 
 # %% ../nbs/12a_cifar.ipynb #f92f9a39
 def demo_plotting(epochs:int=4, # a short run

@@ -4,19 +4,19 @@
 
 # %% ../nbs/00_core.ipynb #761ee107
 from __future__ import annotations
-import os, re, random, tempfile, contextlib, dataclasses, difflib, warnings
+import os, re, sys, random, tempfile, contextlib, dataclasses, difflib, warnings, types, importlib
 from dataclasses import dataclass, field, fields, asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
+from fastcore.basics import patch
 import yaml
-import torch, torch.nn as nn
 
 # %% auto #0
 __all__ = ['vision_models', 'CIR_MONITORS', 'MONITORS', 'FREEZABLE', 'RULES', 'UserError', 'DataError', 'ConfigError',
-           'UnknownNameError', 'accepted_options', 'Registry', 'Tower', 'seed_everything', 'get_device', 'atomic_write',
-           'atomic_save', 'shown_path', 'load_yaml', 'coerce_value', 'from_dict', 'DataConfig', 'ModelConfig',
-           'TrainConfig', 'LossConfig', 'lower_is_better', 'validate_config', 'Config', 'parse_assignments', 'set_key',
-           'flat_items', 'apply_overrides']
+           'UnknownNameError', 'accepted_options', 'Registry', 'seed_everything', 'get_device', 'atomic_write',
+           'atomic_save', 'shown_path', 'load_yaml', 'coerce_value', 'unknown_key_error', 'from_dict', 'DataConfig',
+           'ModelConfig', 'TrainConfig', 'LossConfig', 'lower_is_better', 'validate_config', 'Config',
+           'parse_assignments', 'set_key', 'flat_items', 'apply_overrides', 'progress_bar', 'keep_moved_names']
 
 # %% ../nbs/00_core.ipynb #3b126e81
 class UserError(Exception):
@@ -54,6 +54,7 @@ def accepted_options(fn:Callable, # a function or a class
         if not isinstance(fn, type): return None
     return None if not targets else list(names)
 
+# %% ../nbs/00_core.ipynb #29d71985
 class Registry:
     "A name → constructor table, filled by the `register` decorator."
     def __init__(self,
@@ -84,71 +85,53 @@ class Registry:
             raise UnknownNameError(f'unknown {self.kind} {name!r}.{hint} Available: {", ".join(sorted(self._entries)) or "none"}')
         return self._entries[name]
 
-    def options(self, name:str, positional:int=0) -> list|None:
-        "The keyword options entry `name` takes after its first `positional` arguments (None when it takes any)."
-        fn = self.get(name)
-        known = accepted_options(fn._registry_meta.get('options_of', fn))
-        return None if known is None else known[positional:]
-
-    def check_options(self, name:str, options:dict, where:str|None=None, positional:int=0):
-        "Raise a `ConfigError` naming every option of `options` that entry `name` does not take."
-        known = self.options(name, positional)
-        if known is None: return
-        unknown = [k for k in options if k not in known]
-        if unknown:
-            close = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
-            hints = ''.join(f' (did you mean {c[0]!r} for {k!r}?)' for k, c in close.items() if c)
-            raise ConfigError(f'{where + ": " if where else ""}{self.kind} {name!r} does not take {", ".join(map(repr, unknown))}{hints}; '
-                              f'it takes: {", ".join(sorted(known)) or "no options"}')
-
-    def create(self, name:str, *args, _where:str|None=None, **kwargs):
-        "Call the entry registered as `name`, after checking it takes every keyword option given."
-        self.check_options(name, kwargs, _where, positional=len(args))
-        return self.get(name)(*args, **kwargs)
-
-    def names(self, pattern:str|None=None) -> list[str]:
-        "Sorted registered names, optionally filtered by a glob `pattern`."
-        import fnmatch
-        return sorted(n for n in self._entries if pattern is None or fnmatch.fnmatch(n, pattern))
-
     def __contains__(self, name): return name in self._entries
     def __len__(self): return len(self._entries)
     def __repr__(self): return f'Registry({self.kind!r}, {self.names()})'
 
+# %% ../nbs/00_core.ipynb #8282a776
+@patch
+def options(self:Registry, name:str, # a registered name
+            positional:int=0, # arguments the call gives by position (they are not options)
+           ) -> list|None:
+    "The keyword options entry `name` takes after its first `positional` arguments (None when it takes any)."
+    fn = self.get(name)
+    known = accepted_options(fn._registry_meta.get('options_of', fn))
+    return None if known is None else known[positional:]
+
+@patch
+def check_options(self:Registry, name:str, # a registered name
+                  options:dict, # the options to be given to it
+                  where:str|None=None, # where they came from (`loss.options`), for the error
+                  positional:int=0): # arguments the call gives by position
+    "Raise a `ConfigError` naming every option of `options` that entry `name` does not take."
+    known = self.options(name, positional)
+    if known is None: return
+    unknown = [k for k in options if k not in known]
+    if unknown:
+        close = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
+        hints = ''.join(f' (did you mean {c[0]!r} for {k!r}?)' for k, c in close.items() if c)
+        raise ConfigError(f'{where + ": " if where else ""}{self.kind} {name!r} does not take {", ".join(map(repr, unknown))}{hints}; '
+                          f'it takes: {", ".join(sorted(known)) or "no options"}')
+
+@patch
+def create(self:Registry, name:str, # a registered name
+           *args, # positional arguments of the entry
+           _where:str|None=None, # where the options came from, for the error
+           **kwargs): # the entry's keyword options
+    "Call the entry registered as `name`, after checking it takes every keyword option given."
+    self.check_options(name, kwargs, _where, positional=len(args))
+    return self.get(name)(*args, **kwargs)
+
+@patch
+def names(self:Registry, pattern:str|None=None, # a glob (`vig*`); None: every name
+         ) -> list[str]:
+    "Sorted registered names, optionally filtered by a glob `pattern`."
+    import fnmatch
+    return sorted(n for n in self._entries if pattern is None or fnmatch.fnmatch(n, pattern))
+
 # %% ../nbs/00_core.ipynb #1b9b4585
 vision_models = Registry('vision model')
-
-# %% ../nbs/00_core.ipynb #6b75b0da
-class Tower(nn.Module):
-    "Base of image and text towers: `forward(x) -> dict(pooled, tokens, mask)`, freezing by layers."
-    out_dim:int
-
-    def layer_groups(self) -> list[nn.Module]:
-        "The tower's layers in order, input side first (what `unfreeze(last_n_layers)` counts)."
-        raise NotImplementedError
-
-    def freeze(self):
-        "Freeze every parameter (and keep BatchNorm statistics fixed)."
-        for p in self.parameters(): p.requires_grad_(False)
-        self.frozen = True
-        return self.train(False)
-
-    def unfreeze(self, last_n_layers:int|None=None): # None opens everything; N opens the last N layer groups
-        "Make the whole tower, or only its last `last_n_layers` layer groups, trainable."
-        if last_n_layers is None:
-            for p in self.parameters(): p.requires_grad_(True)
-        else:
-            self.freeze()
-            for m in self.layer_groups()[len(self.layer_groups()) - last_n_layers:] if last_n_layers else []:
-                for p in m.parameters(): p.requires_grad_(True)
-        self.frozen = last_n_layers == 0
-        return self
-
-    def train(self, mode:bool=True):
-        "Frozen towers stay in eval mode, so BatchNorm statistics and dropout do not move."
-        return super().train(mode and not getattr(self, 'frozen', False))
-
-    def n_trainable(self) -> int: return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
 # %% ../nbs/00_core.ipynb #7b574bb5
 def seed_everything(seed:int=42, # the seed for Python, NumPy and torch (all devices)
@@ -266,11 +249,16 @@ def coerce_value(value, # the value read from YAML or the command line
     return value
 
 # %% ../nbs/00_core.ipynb #6c1b7e55
-def _unknown_key(key:str, known, where:str):
+def unknown_key_error(key:str, # the key nobody declared
+                      known, # the keys that are declared (names, or a mapping keyed by them)
+                      where:str, # where the key was found (a file, 'overrides', a section)
+                     ) -> ConfigError:
+    "The `ConfigError` for an unknown `key`: where, the closest known key, and every known key."
     close = difflib.get_close_matches(key, list(known), n=1)
     return ConfigError(f'{where}: unknown key {key!r}' + (f' (did you mean {close[0]!r}?)' if close else '') +
                        f'; known keys: {", ".join(sorted(known))}')
 
+# %% ../nbs/00_core.ipynb #c5be0954
 def from_dict(cls, # a dataclass type
               d:dict|None, # plain values, nested dicts for nested dataclasses
               where:str=''): # where `d` came from (a file, 'overrides'), for error messages
@@ -278,7 +266,7 @@ def from_dict(cls, # a dataclass type
     d = dict(d or {})
     names = {f.name: f for f in fields(cls)}
     for k in d:
-        if k not in names: raise _unknown_key(k, names, where or cls.__name__)
+        if k not in names: raise unknown_key_error(k, names, where or cls.__name__)
     kw = {}
     for f in fields(cls):
         if f.name not in d: continue
@@ -322,6 +310,7 @@ class ModelConfig:
     freeze:list = field(default_factory=list) # parts kept fixed while training (weights, BatchNorm statistics, dropout): image_tower, text_tower, image_head, text_head
     options:dict = field(default_factory=dict) # `image`, `text`, `head`: the components' options; `local_dim`: token width for local losses
 
+# %% ../nbs/00_core.ipynb #78106941
 @dataclass
 class TrainConfig:
     "How the model is optimised."
@@ -350,6 +339,7 @@ class TrainConfig:
     seed:int = 42                 # training seed
     device:str = 'auto'           # 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'
 
+# %% ../nbs/00_core.ipynb #8912587e
 @dataclass
 class LossConfig:
     "Which contrastive objective is minimised."
@@ -369,6 +359,8 @@ def lower_is_better(metric:str, # a metric name (`t2i_medr`, `val_loss`, `rsum`,
     "Whether a smaller value of `metric` is better (ranks and losses)."
     return metric.endswith(('medr', 'meanr', 'loss'))
 
+# %% ../nbs/00_core.ipynb #841d114f
+# a rule takes a setting's value and says what is wrong with it, or None when nothing is
 def _at_least(lo): return lambda v: None if v >= lo else f'must be at least {lo}'
 def _fraction(v): return None if 0 <= v < 1 else 'must be in [0, 1)'
 def _one_of(*names): return lambda v: None if v in names else f'must be one of {", ".join(map(str, names))}'
@@ -396,6 +388,7 @@ def _model_options(v):
     ld = v.get('local_dim', 0)
     if isinstance(ld, bool) or not isinstance(ld, int) or ld < 0: return 'local_dim must be a whole number >= 0'
 
+# %% ../nbs/00_core.ipynb #53ad1da3
 RULES = {'data.image_size': _image_size, 'data.augment': _one_of('none', 'light', 'medium', 'strong'),
          'data.normalize': _one_of('auto', 'imagenet', 'clip', 'half'), 'data.val_frac': _fraction, 'data.test_frac': _fraction,
          'data.tune_frac': _fraction, 'data.num_workers': _at_least(0), 'model.embed_dim': _at_least(1), 'model.options': _model_options, 'model.freeze': _parts,
@@ -428,9 +421,9 @@ class Config:
     train:TrainConfig = field(default_factory=TrainConfig) # how the model is optimised
     loss:LossConfig = field(default_factory=LossConfig) # which contrastive objective is minimised
 
-    def to_dict(self) -> dict: return asdict(self)
+    def to_dict(self) -> dict: return asdict(self)   # plain values, nested dicts for the sections
     @classmethod
-    def from_dict(cls, d:dict|None, where:str='config'): return validate_config(from_dict(cls, d, where), where)
+    def from_dict(cls, d:dict|None, where:str='config'): return validate_config(from_dict(cls, d, where), where)   # read and checked
 
     def to_yaml(self, path=None) -> str:
         "The config as YAML text, also written (atomically) to `path` when given."
@@ -439,25 +432,24 @@ class Config:
             with atomic_write(path, 'w') as f: f.write(text)
         return text
 
-    @classmethod
-    def read_yaml(cls, src) -> tuple[dict, str]: # a YAML file path or YAML text
-        "The plain dict in a YAML config file or text, and where it came from."
-        p = Path(src) if isinstance(src, (str, Path)) and '\n' not in str(src) else None
-        if p is not None and p.suffix in ('.yaml', '.yml') and not p.exists(): raise ConfigError(f'config file {p} does not exist')
-        text = p.read_text(encoding='utf-8') if p is not None and p.exists() else str(src)
-        try: d = load_yaml(text) or {}
-        except yaml.YAMLError as e: raise ConfigError(f'{p or "config"}: not valid YAML: {e}') from None
-        if not isinstance(d, dict): raise ConfigError(f'{p or "config"}: expected a mapping with model/data/train/loss sections, got {type(d).__name__}')
-        return d, str(p) if p else 'config'
+# %% ../nbs/00_core.ipynb #026b6039
+@patch(cls_method=True)
+def read_yaml(cls:Config, src, # a YAML file path or YAML text
+             ) -> tuple[dict, str]:
+    "The plain dict in a YAML config file or text, and where it came from."
+    p = Path(src) if isinstance(src, (str, Path)) and '\n' not in str(src) else None
+    if p is not None and p.suffix in ('.yaml', '.yml') and not p.exists(): raise ConfigError(f'config file {p} does not exist')
+    text = p.read_text(encoding='utf-8') if p is not None and p.exists() else str(src)
+    try: d = load_yaml(text) or {}
+    except yaml.YAMLError as e: raise ConfigError(f'{p or "config"}: not valid YAML: {e}') from None
+    if not isinstance(d, dict): raise ConfigError(f'{p or "config"}: expected a mapping with model/data/train/loss sections, got {type(d).__name__}')
+    return d, str(p) if p else 'config'
 
-    @classmethod
-    def from_yaml(cls, src): # a YAML file path or YAML text
-        "Load a config from a YAML file or string."
-        return cls.from_dict(*cls.read_yaml(src))
-
-    def override(self, *assignments:str) -> 'Config':
-        "A copy with `section.key=value` assignments applied, each value read as its key's declared type."
-        return type(self).from_dict(apply_overrides(self.to_dict(), assignments, type(self)), 'overrides')
+@patch(cls_method=True)
+def from_yaml(cls:Config, src, # a YAML file path or YAML text
+             ) -> Config:
+    "Load a config from a YAML file or string."
+    return cls.from_dict(*cls.read_yaml(src))
 
 # %% ../nbs/00_core.ipynb #3c9e4d17
 def _declared_type(cls, path:list[str]):
@@ -486,6 +478,7 @@ def parse_assignments(assignments, # `key=value` strings (the command line's ove
         except yaml.YAMLError: out.append((key, val))
     return out
 
+# %% ../nbs/00_core.ipynb #acd1d9c2
 def set_key(d:dict, # a nested mapping
             key:str, # a dotted key (`train.lr`, `model.options.head.dropout`)
             value, # its value
@@ -505,6 +498,7 @@ def flat_items(d:dict, # a nested mapping
     "The leaves of a nested mapping as `(dotted key, value)` (an empty mapping is a leaf)."
     return [kv for k, v in d.items() for kv in (flat_items(v, f'{prefix}{k}.') if isinstance(v, dict) and v else [(f'{prefix}{k}', v)])]
 
+# %% ../nbs/00_core.ipynb #88d042b7
 def apply_overrides(d:dict, # a config as a plain dict
                     assignments, # `section.key=value` strings
                     cls=None, # the config dataclass (default `Config`), whose declared types read the values
@@ -528,3 +522,53 @@ def apply_overrides(d:dict, # a config as a plain dict
         if not isinstance(node, dict): raise ConfigError(f'override {key}=...: {".".join(parents)!r} is not a section')
         node[leaf] = value
     return d
+
+# %% ../nbs/00_core.ipynb #f57a5abd
+@patch
+def override(self:Config, *assignments:str, # `section.key=value` strings
+            ) -> Config:
+    "A copy with `section.key=value` assignments applied, each value read as its key's declared type."
+    return type(self).from_dict(apply_overrides(self.to_dict(), assignments, type(self)), 'overrides')
+
+# %% ../nbs/00_core.ipynb #fa7b916f
+def progress_bar(iterable, # what to iterate over
+                 total:int|None=None, # its length, when `len(iterable)` cannot tell
+                 desc:str='', # the bar's label
+                 show:bool=True, # False: `iterable` itself, no bar
+                 unit:str='it'): # what one step is ('batch', 'texts', ...)
+    "`iterable` with a tqdm bar that clears when done (in a notebook or a terminal), or `iterable` itself when `show` is False."
+    if not show: return iterable
+    from tqdm.auto import tqdm
+    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False)
+
+# %% ../nbs/00_core.ipynb #eeaddb56
+def _new_home(where:str, name:str) -> tuple[str, str]:
+    "`(module, name)` from 'module' (the same name) or 'module:new_name' (renamed on the way)."
+    module, _, new = where.partition(':')
+    return module, new or name
+
+class _MovedNames(types.ModuleType):
+    "A module whose moved names still import from it, with a `DeprecationWarning` naming their new home."
+    def __getattribute__(self, name):
+        moved = types.ModuleType.__getattribute__(self, '__dict__').get('_moved_to', {})
+        if name in moved:
+            module, new = _new_home(moved[name], name)
+            warnings.warn(f'{self.__name__}.{name} moved to {module}.{new}: import it from there '
+                          f'(the old place goes in the next release)', DeprecationWarning, stacklevel=2)
+        return types.ModuleType.__getattribute__(self, name)
+
+    def __getattr__(self, name):   # a moved name the module no longer imports itself
+        moved = self.__dict__.get('_moved_to', {})
+        if name not in moved: raise AttributeError(f'module {self.__name__!r} has no attribute {name!r}')
+        module, new = _new_home(moved[name], name)
+        return getattr(importlib.import_module(module), new)
+
+def keep_moved_names(module_name:str, # the old home (`__name__` of the module calling this)
+                     moved:dict): # `{name: 'new.module'}`, or `{name: 'new.module:new_name'}` for a name renamed on the way
+    "Keep `from module_name import name` working for names that moved, warning where they went (for one release)."
+    module = sys.modules[module_name]
+    module.__dict__.setdefault('_moved_to', {}).update(moved)
+    module.__class__ = _MovedNames
+
+# %% ../nbs/00_core.ipynb #d800c4d3
+keep_moved_names(__name__, {'Tower': 'phoalign.tower'})

@@ -12,14 +12,17 @@ from typing import Callable
 import numpy as np, pandas as pd, torch
 from torch.utils.data import Dataset, DataLoader
 from fastcore.basics import patch
-from .core import parse_assignments, set_key, flat_items, UserError, DataError, ConfigError, UnknownNameError, atomic_write, get_device, load_yaml, coerce_value, from_dict, _unknown_key
+from .core import progress_bar, keep_moved_names
+from .encode import Encoder, load_encoder, ImageFileDataset
+from .train import Trainer, PairsTask
+from .core import parse_assignments, set_key, flat_items, UserError, DataError, ConfigError, UnknownNameError, atomic_write, get_device, load_yaml, coerce_value, from_dict, unknown_key_error
 
 # %% auto #0
 __all__ = ['SPLIT_FILES', 'DTYPES', 'WHOLE_KEYS', 'HELD_OUT_IMAGES', 'LOSS_ALIASES', 'PIPELINE_KEYS', 'HEADS_KEYS', 'HEADS_OWN',
            'split_files', 'list_splits', 'EmbeddingSplit', 'load_split', 'SplitWriter', 'write_rows',
-           'split_embeddings', 'EmbeddingPairs', 'Encoder', 'load_encoder', 'encode_pairs', 'HeadsData',
-           'HeadsTraining', 'HeadsEvaluation', 'HeadsConfig', 'heads_configs', 'read_heads_config',
-           'heads_model_config', 'HeadsTask', 'HeadsTrainer', 'train_heads', 'evaluate_heads']
+           'split_embeddings', 'EmbeddingPairs', 'encode_pairs', 'HeadsData', 'HeadsTraining', 'HeadsEvaluation',
+           'HeadsConfig', 'heads_configs', 'load_config_yaml', 'read_heads_config', 'heads_model_config', 'HeadsTask',
+           'HeadsTrainer', 'train_heads', 'evaluate_heads']
 
 # %% ../nbs/11_embeddings.ipynb #a97f3117
 SPLIT_FILES = dict(image='{split}_image_embeddings.pt', text='{split}_text_embeddings.pt', metadata='{split}_metadata.json')
@@ -55,6 +58,7 @@ class EmbeddingSplit:
         return (f'EmbeddingSplit({self.name!r}: {len(self)} captions of {self.n_images} images, image {self.image.shape[1]}-d '
                 f'{str(self.image.dtype)[6:]}, text {self.text.shape[1]}-d {str(self.text.dtype)[6:]}, in {self.folder})')
 
+# %% ../nbs/11_embeddings.ipynb #553781c5
 def _load_tensor(path:Path, mmap:bool) -> torch.Tensor:
     "A 2-D floating-point tensor from a `.pt` file, memory-mapped when asked and the file allows it."
     import zipfile
@@ -69,6 +73,7 @@ def _load_tensor(path:Path, mmap:bool) -> torch.Tensor:
         raise DataError(f'expected a 2-D floating-point tensor [rows, dim], found {what}', path)
     return t
 
+# %% ../nbs/11_embeddings.ipynb #460dcc82
 def load_split(folder:str|Path, # an embeddings folder
                split:str, # the split's name
                mmap:bool=True, # map the tensors from their files instead of reading them into memory
@@ -111,6 +116,7 @@ def _dtype(name) -> torch.dtype:
     if name not in DTYPES: raise ConfigError(f'dtype {name!r}: use one of {", ".join(DTYPES)}')
     return DTYPES[name]
 
+# %% ../nbs/11_embeddings.ipynb #d2056385
 class SplitWriter:
     "Context manager writing a split's files chunk by chunk into memory-mapped tensors; they appear whole on success only."
     def __init__(self,
@@ -246,21 +252,6 @@ def split_embeddings(folder:str|Path, # the embeddings folder
     if log: log(f'{source} ({len(src)} captions of {n} images) -> ' + ', '.join(f'{k}: {v["rows"]} captions of {v["images"]} images' for k, v in summary.items()))
     return summary
 
-# %% ../nbs/11_embeddings.ipynb #50191231
-def _synthetic_embeddings(folder, split:str='all', n_images:int=200, captions_per_image:int=3, image_dim:int=48, text_dim:int=64,
-                          latent:int=16, noise:float=0.5, seed:int=0, dtype='float32') -> EmbeddingSplit:
-    "Test helper: a split whose image and caption embeddings are noisy linear maps of a shared per-image code."
-    g = torch.Generator().manual_seed(seed)
-    code = torch.randn(n_images, latent, generator=g)
-    a, b = torch.randn(latent, image_dim, generator=g), torch.randn(latent, text_dim, generator=g)
-    owner = torch.arange(n_images).repeat_interleave(captions_per_image)
-    with SplitWriter(folder, split, len(owner), image_dim, text_dim, dtype, dtype, overwrite=True) as w:
-        w.image[:] = code[owner] @ a + noise * torch.randn(len(owner), image_dim, generator=g)
-        w.text[:] = code[owner] @ b + noise * torch.randn(len(owner), text_dim, generator=g)
-        w.metadata = dict(image_ids=[1000 + i for i in owner.tolist()], caption_ids=list(range(len(owner))),
-                          captions=[f'caption {c} of image {1000 + i}' for c, i in enumerate(owner.tolist())], encoders=dict(image='synthetic', text='synthetic'))
-    return load_split(folder, split)
-
 # %% ../nbs/11_embeddings.ipynb #f7650b3e
 class EmbeddingPairs(Dataset):
     "Batches `dict(image, text, image_id, index)` of an `EmbeddingSplit`, read straight from its (memory-mapped) tensors."
@@ -306,6 +297,7 @@ def _one_process(loss_fn):
     finally:
         for m, (r, w) in zip(mods, saved): m._rank, m._world_size = r, w
 
+# %% ../nbs/11_embeddings.ipynb #0a412ff0
 @patch
 @torch.no_grad()
 def loss_with(self:EmbeddingPairs,
@@ -332,86 +324,37 @@ def loss_with(self:EmbeddingPairs,
     finally: model.train(was[0]); loss_fn.train(was[1])
     return total / len(order)
 
-# %% ../nbs/11_embeddings.ipynb #227c409b
-@dataclass
-class Encoder:
-    "A frozen encoder of one modality: `encode(batch) -> [B, dim]` and, for images, the transform that prepares a file's array."
-    name:str # what the user named
-    kind:str # 'image' or 'text'
-    dim:int # the embeddings' width
-    encode:Callable # images [B, 3, H, W] (on the device) or a list of captions -> [B, dim]
-    transform:Callable|None = None # image array -> tensor (images only)
-
-def _phoalign_checkpoint(spec:str) -> Path|None:
-    p = Path(spec)
-    if p.is_dir() and (p/'best.pt').is_file(): return p/'best.pt'
-    if p.is_file() and p.suffix in ('.pt', '.pth', '.bin', '.ckpt'):
-        try: ck = torch.load(p, map_location='cpu', weights_only=True, mmap=True)
-        except Exception: return None
-        if isinstance(ck, dict) and 'config' in ck and ({'state_dict', 'model'} & set(ck)): return p
-    return None
-
-def load_encoder(spec:str, # a phoalign checkpoint, a tower name, a local model folder, or `hf:<name or folder>` (texts)
-                 kind:str, # 'image' or 'text'
-                 device='cpu', # where it runs
-                 weights:str|None=None, # a local weights file for an image tower (or an open_clip text tower)
-                ) -> Encoder:
-    "A frozen encoder for `kind` from `spec`."
-    from phoalign.model import load_model, image_transforms
-    if kind not in ('image', 'text'): raise ValueError(f"kind must be 'image' or 'text', got {kind!r}")
-    device = torch.device(device)
-    if (ck := _phoalign_checkpoint(spec)) is not None:
-        if weights: raise ConfigError(f'{spec} is a phoalign checkpoint: it holds its weights (drop the weights file)')
-        model = load_model(ck, device).eval().requires_grad_(False)
-        if kind == 'image': return Encoder(spec, kind, model.embed_dim, model.encode_image, image_transforms(model)[1])
-        return Encoder(spec, kind, model.embed_dim, model.encode_text)
-    if kind == 'image':
-        from phoalign.vision.towers import ImageTower
-        from phoalign.data.transforms import transforms_from_cfg
-        try: tower = ImageTower(spec, pretrained=weights is None, checkpoint=weights, return_tokens=False).to(device).eval().requires_grad_(False)
-        except KeyError as e: raise UnknownNameError(f'image encoder {spec!r}: {str(e).strip(chr(34) + chr(39))} (or name a phoalign checkpoint)') from None
-        return Encoder(spec, kind, tower.out_dim, lambda x: tower(x)['pooled'], transforms_from_cfg(tower.pretrained_cfg, preset='none', train=False))
-    from phoalign.text import create_text_tower, HFTextTower, _from_pretrained
-    if spec.startswith('hf:'):
-        from transformers import AutoModel, AutoTokenizer
-        name = spec[3:]
-        tower = HFTextTower(_from_pretrained(AutoModel, name, 'text model'), _from_pretrained(AutoTokenizer, name, 'tokenizer'), pooling='mean', name=name)
-    else: tower = create_text_tower(spec, pretrained=True, **(dict(checkpoint=weights) if weights else {}))
-    tower = tower.to(device).eval().requires_grad_(False)
-    def encode(texts):
-        batch = tower.tokenize(list(texts))
-        return tower({k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()})['pooled']
-    return Encoder(spec, kind, tower.out_dim, encode)
-
 # %% ../nbs/11_embeddings.ipynb #80ce4ad4
-class _ImageFiles(Dataset):
-    "Decoded, transformed images by position; a failure is returned, not raised, so one bad file does not stop the run."
-    def __init__(self, paths:list, transform): self.paths, self.transform = paths, transform
-    def __len__(self): return len(self.paths)
-    def __getitem__(self, i):
-        from phoalign.data.transforms import read_image
-        try: return i, self.transform(read_image(self.paths[i])), None
-        except Exception as e: return i, None, str(e)
-
-def _image_batch(items): return items
-
-def _progress(it, total, desc, enabled):
-    if not enabled: return it
-    from tqdm.auto import tqdm
-    return tqdm(it, total=total, desc=desc, leave=False)
-
 def _check_image_ids(pairs:pd.DataFrame):
     "One image file, one image id, and the other way round: else rows would be keyed to another image's embedding."
-    from phoalign.data.datasets import _file_rows
+    from phoalign.data.datasets import file_rows
     u = pairs.drop_duplicates(['image', 'image_id'])
     for col, other, what in (('image', 'image_id', 'image ids'), ('image_id', 'image', 'image files')):
         dup = u[u[col].duplicated(keep=False)]
         if len(dup):
             first = dup[dup[col] == dup[col].iloc[0]].iloc[:2]
-            files, rows = _file_rows(first, pairs.attrs.get('path'))
+            files, rows = file_rows(first, pairs.attrs.get('path'))
             where = [f'{other} {v!r} in {"row " + str(r) if f is None else f"{f} (row {r})"}' for v, f, r in zip(first[other], files, rows)]
             raise DataError(f'{col} {first[col].iloc[0]!r} has two {what}: {where[0]} and {where[1]}; each image needs exactly one id, '
                             'or its captions would be paired with another image', files.iloc[1], rows.iloc[1])
+
+# %% ../nbs/11_embeddings.ipynb #3413ef73
+def _write_image_rows(w:SplitWriter, # the split being written
+                      encoder:Encoder, # the image encoder
+                      images:list, # the image files, each once
+                      rows_of:dict, # image file -> the rows of its captions
+                      batch_size:int, num_workers:int, device, progress:bool) -> list:
+    "Each image encoded once into the rows of all its captions; an image that cannot be read is dropped with its rows and returned (`image`, `reason`, `captions`)."
+    left_out = []
+    loader = DataLoader(ImageFileDataset(images, encoder.transform), batch_size=batch_size, num_workers=num_workers, collate_fn=list)
+    for items in progress_bar(loader, len(loader), 'images', progress, unit='batch'):
+        ok = [(images[i], x) for i, x, _ in items if x is not None]
+        for i, _, why in items:
+            if why is not None: left_out.append(dict(image=images[i], reason=why, captions=len(rows_of[images[i]]))); w.drop(rows_of[images[i]].tolist())
+        if not ok: continue
+        feats = encoder.encode(torch.stack([x for _, x in ok]).to(device)).float().cpu()
+        for (image, _), f in zip(ok, feats): w.image[rows_of[image]] = f.to(w.image.dtype)   # the image's own rows, wherever they are
+    return left_out
 
 # %% ../nbs/11_embeddings.ipynb #6690e96b
 def encode_pairs(pairs, # a pairs table (`read_pairs`) or a caption file / folder
@@ -453,15 +396,8 @@ def encode_pairs(pairs, # a pairs table (`read_pairs`) or a caption file / folde
     rows_of = {image: torch.as_tensor(r, dtype=torch.long) for image, r in pairs.groupby('image', sort=False).indices.items()}   # by file, not by position
     captions = pairs.caption.tolist()
     with SplitWriter(out_dir, split, len(pairs), img_enc.dim, txt_enc.dim, dtype, dtype, overwrite) as w, torch.no_grad():
-        loader = DataLoader(_ImageFiles(images, img_enc.transform), batch_size=batch_size, num_workers=num_workers, collate_fn=_image_batch)
-        for items in _progress(loader, len(loader), 'images', progress):
-            ok = [(images[i], x) for i, x, _ in items if x is not None]
-            for i, _, why in items:
-                if why is not None: left_out.append(dict(image=images[i], reason=why, captions=len(rows_of[images[i]]))); w.drop(rows_of[images[i]].tolist())
-            if not ok: continue
-            feats = img_enc.encode(torch.stack([x for _, x in ok]).to(dev)).float().cpu()
-            for (image, _), f in zip(ok, feats): w.image[rows_of[image]] = f.to(w.image.dtype)   # the image's own rows, wherever they are
-        for s in _progress(range(0, len(captions), text_batch_size), math.ceil(len(captions) / text_batch_size), 'captions', progress):
+        left_out += _write_image_rows(w, img_enc, images, rows_of, batch_size, num_workers, dev, progress)
+        for s in progress_bar(range(0, len(captions), text_batch_size), math.ceil(len(captions) / text_batch_size), 'captions', progress, unit='batch'):
             w.text[s:s + text_batch_size] = txt_enc.encode(captions[s:s + text_batch_size]).float().cpu().to(w.text.dtype)
         gone = {d['image'] for d in left_out}
         kept = pairs.drop_duplicates('image')
@@ -538,8 +474,12 @@ def heads_configs() -> list[str]:
     from importlib import resources
     return sorted(p.name[:-5] for p in resources.files('phoalign').joinpath('configs/heads').iterdir() if p.name.endswith('.yaml'))
 
-def _config_source(src, kind:str, shipped:Callable) -> tuple[dict, str, str]:
-    "The plain dict of a YAML file (or of a shipped config by name), where it came from and its name."
+# %% ../nbs/11_embeddings.ipynb #b214a17e
+def load_config_yaml(src, # a YAML file, or the name of a config shipped in `phoalign/configs/{kind}/`
+                     kind:str, # the shipped configs' folder: 'heads', 'tune', ...
+                     shipped:Callable, # gives the shipped configs' names (`heads_configs`, `phoalign.tune.search_configs`)
+                    ) -> tuple[dict, str, str]:
+    "A config file's settings as a plain dict (or a shipped config's, by name), the file it was read from, and its name."
     from importlib import resources
     p = Path(src)
     if not p.is_file():
@@ -593,7 +533,7 @@ def read_heads_config(src, # a heads YAML file, a shipped config's name (`heads_
     "A checked `HeadsConfig`; the experiment name defaults to the file's name."
     if isinstance(src, HeadsConfig): d, where, stem = src.to_dict(), where or 'config', src.experiment_name
     elif isinstance(src, dict): d, where, stem = dict(src), where or 'config', None
-    else: d, where, stem = _config_source(src, 'heads', heads_configs)
+    else: d, where, stem = load_config_yaml(src, 'heads', heads_configs)
     for k in d:
         if k in PIPELINE_KEYS: raise ConfigError(f'{where}: {k} is {PIPELINE_KEYS[k]} here')
     files = [k for k in (d.get('data') or {}) if k.endswith(('_embeddings', '_metadata'))]
@@ -601,7 +541,7 @@ def read_heads_config(src, # a heads YAML file, a shipped config's name (`heads_
                                 'set data.dir, and data.train / data.val / data.test to the split names')
     d = asdict(from_dict(HeadsConfig, d, where))
     for key, value in parse_assignments(overrides, HeadsConfig):
-        if key.split('.')[0] not in d: raise _unknown_key(key.split('.')[0], d, 'overrides')
+        if key.split('.')[0] not in d: raise unknown_key_error(key.split('.')[0], d, 'overrides')
         set_key(d, key, value)
     hc = from_dict(HeadsConfig, d, f'{where} with overrides' if overrides else where)
     for k in ('model', 'loss'): setattr(hc, k, dict(getattr(hc, k)))
@@ -638,8 +578,6 @@ def heads_model_config(hc:HeadsConfig, # a checked heads config
     return Config.from_dict(d, f'heads config {hc.experiment_name}')
 
 # %% ../nbs/11_embeddings.ipynb #22d0d3c3
-from .train import Trainer, PairsTask
-
 class HeadsTask(PairsTask):
     "The `PairsTask` of heads on `EmbeddingPairs`: its validation also measures `loss`, the training loss on the validation split in evaluation mode."
     def evaluate(self, model, data) -> dict:
@@ -661,12 +599,12 @@ class HeadsTrainer(Trainer):
                  **kwargs): # the `Trainer`'s other arguments (`progress`, `live`, `overwrite`, `log`, ...)
         super().__init__(model, train_data, val_data, config, loss if task is not None else None, task if task is not None else HeadsTask(loss), **kwargs)
 
-@patch
-def _end_epoch(self:HeadsTrainer, train_row:dict, t0:float) -> dict:
-    row = Trainer._end_epoch(self, train_row, t0)
-    if self.accelerator.is_main_process:
-        with atomic_write(self.run_dir/'loss_history.json', 'w') as f: json.dump(self.history, f, indent=1)
-    return row
+    def _end_epoch(self, train_row:dict, t0:float) -> dict:
+        "The `Trainer`'s epoch end, then `loss_history.json` rewritten with every epoch so far."
+        row = Trainer._end_epoch(self, train_row, t0)
+        if self.accelerator.is_main_process:
+            with atomic_write(self.run_dir/'loss_history.json', 'w') as f: json.dump(self.history, f, indent=1)
+        return row
 
 # %% ../nbs/11_embeddings.ipynb #bd2371ce
 def _check_same_encoders(splits:list):
@@ -679,6 +617,7 @@ def _check_same_encoders(splits:list):
         a, b = first.metadata.get('encoders'), s.metadata.get('encoders')
         if a and b and a != b: raise DataError(f'the {s.name!r} split was encoded by {b}, the {first.name!r} split by {a}', s.folder)
 
+# %% ../nbs/11_embeddings.ipynb #5029aebe
 def train_heads(config, # a heads YAML file, a shipped config's name, a dict or a `HeadsConfig`
                 *overrides:str, # `key=value` assignments
                 resume:str|None=None, # continue from 'last', 'best', 'latest' or a checkpoint path
@@ -726,7 +665,7 @@ def evaluate_heads(config, # a heads YAML file, a shipped config's name, a dict 
                   ) -> dict:
     "I2T and T2I Recall@K, RSum and ranks of the trained heads on a split; also written to `evaluation_results/`."
     from phoalign.model import load_model
-    from phoalign.metrics import retrieval_ranks, _summary
+    from phoalign.metrics import retrieval_ranks, metrics_from_ranks
     hc = read_heads_config(config, *overrides)
     ck = Path(checkpoint) if checkpoint else hc.run_dir/'best_model.pt'
     if not ck.exists(): raise FileNotFoundError(f'{ck} does not exist: train the heads first (phoalign heads train CONFIG)' if not checkpoint else f'checkpoint {ck} does not exist')
@@ -739,7 +678,7 @@ def evaluate_heads(config, # a heads YAML file, a shipped config's name, a dict 
     pairs = EmbeddingPairs(data)
     enc = pairs.encode_with(model)
     i2t, t2i = retrieval_ranks(enc['images'], enc['texts'], enc['owner'])
-    metrics = _summary(i2t, t2i, (1, 5, 10))
+    metrics = metrics_from_ranks(i2t, t2i, (1, 5, 10))
     for k in hc.evaluation.top_k:
         metrics.setdefault(f'i2t_r{k}', 100.0 * (i2t < k).double().mean().item()); metrics.setdefault(f't2i_r{k}', 100.0 * (t2i < k).double().mean().item())
     metrics.update(split=name, images=len(enc['images']), captions=len(enc['texts']), checkpoint=str(ck))
@@ -766,3 +705,6 @@ def _plot_maps(enc:dict, hc:HeadsConfig, out:Path):
     for method, extra in (('tsne', dict(perplexity=min(hc.evaluation.tsne_perplexity, (2 * n - 1) / 3))), ('pca', {})):
         plot_embeddings(emb, labels=[str(l) for l in labels] if len(set(labels)) <= 20 else labels, markers=markers, method=method,
                         title=f'{method.upper()} of {n} captions and their images', path=out/f'{method}.png', **extra)
+
+# %% ../nbs/11_embeddings.ipynb #b3d700c6
+keep_moved_names(__name__, {'Encoder': 'phoalign.encode', 'load_encoder': 'phoalign.encode'})

@@ -10,8 +10,8 @@ import torch.distributed as dist
 from .core import Registry, ConfigError, LossConfig
 
 # %% auto #0
-__all__ = ['losses', 'create_loss', 'loss_inputs', 'clamp_logit_scale_', 'gather_features', 'ClipLoss', 'SigLipLoss',
-           'PhoCLIPLoss', 'QueueLoss', 'BLIPLoss', 'MultiScaleLoss', 'loss_from_config', 'logit_settings']
+__all__ = ['losses', 'create_loss', 'loss_inputs', 'clamp_logit_scale_', 'rank_and_world', 'gather_features', 'ClipLoss',
+           'SigLipLoss', 'PhoCLIPLoss', 'QueueLoss', 'BLIPLoss', 'MultiScaleLoss', 'loss_from_config', 'logit_settings']
 
 # %% ../nbs/05_losses.ipynb #62c4ba5c
 losses = Registry('loss')
@@ -39,13 +39,15 @@ def clamp_logit_scale_(param:torch.Tensor, # the log-space logit scale, changed 
     param.clamp_(0, math.log(max_scale))
     return param
 
-def _world(rank, world_size):
+# %% ../nbs/05_losses.ipynb #9896c9dc
+def rank_and_world(rank:int|None=None, # this process's rank (None: torch.distributed's, else 0)
+                   world_size:int|None=None, # number of processes (None: torch.distributed's, else 1)
+                  ) -> tuple[int, int]:
     "The process rank and count: given, else torch.distributed's when it is initialised, else (0, 1)."
     if world_size is not None: return rank or 0, world_size
     if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
-# %% ../nbs/05_losses.ipynb #9896c9dc
 def gather_features(image_features:torch.Tensor, # this process's image features `[B, D]`
                     text_features:torch.Tensor, # this process's text features `[B, D]`
                     local_loss:bool=False, # the caller uses its local features for its rows: no need to put them back
@@ -77,16 +79,20 @@ class _ContrastiveBase(nn.Module):
         self._rank, self._world_size = rank, world_size
 
     def gather(self, image_features, text_features):
-        rank, world = _world(self._rank, self._world_size)
+        "Every process's image and text features (this process's alone when it runs by itself)."
+        rank, world = rank_and_world(self._rank, self._world_size)
         return gather_features(image_features, text_features, self.local_loss, self.gather_with_grad, rank, world)
 
     def _out(self, output_dict, **parts):
+        "The loss alone, or every part as a dict when `output_dict` (or the loss's own setting) asks for it."
         return parts if (self.output_dict if output_dict is None else output_dict) else parts['loss']
 
 def _infonce(logits_per_image:torch.Tensor, logits_per_text:torch.Tensor, offset:int=0) -> torch.Tensor:
+    "Mean of the two directions' cross-entropies, the matching pair of row i in column i + offset."
     labels = torch.arange(logits_per_image.shape[0], device=logits_per_image.device) + offset
     return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
 
+# %% ../nbs/05_losses.ipynb #aa7fd805
 @losses.register('clip', temperature=0.07)
 class ClipLoss(_ContrastiveBase):
     "Symmetric InfoNCE over the (global) batch: `ClipLoss()(image_features, text_features, logit_scale)`."
@@ -98,7 +104,7 @@ class ClipLoss(_ContrastiveBase):
     def forward(self, image_features, text_features, logit_scale, output_dict:bool|None=None):
         img, txt = self.gather(image_features, text_features)
         if self.local_loss and img.shape[0] != image_features.shape[0]:
-            rank = _world(self._rank, self._world_size)[0]
+            rank = rank_and_world(self._rank, self._world_size)[0]
             loss = _infonce(logit_scale * image_features @ txt.T, logit_scale * text_features @ img.T, offset=rank * image_features.shape[0])
         else:
             logits = logit_scale * img @ txt.T
@@ -116,7 +122,7 @@ class SigLipLoss(_ContrastiveBase):
                 ):
         super().__init__(gather_with_grad=True, rank=rank, world_size=world_size, output_dict=output_dict)
     def forward(self, image_features, text_features, logit_scale, logit_bias, output_dict:bool|None=None):
-        rank, world = _world(self._rank, self._world_size)
+        rank, world = rank_and_world(self._rank, self._world_size)
         _, txt = self.gather(image_features, text_features)  # local images against every text
         logits = logit_scale * image_features @ txt.T + logit_bias
         n = image_features.shape[0]
@@ -153,17 +159,22 @@ class _Queues(nn.Module):
         super().__init__()
         if size < 1: raise ValueError(f'queue_size must be at least 1, got {size}')
         self.size = size; self.reset()
-    def reset(self): self.image, self.text = None, None
+    def reset(self):
+        "Empty both queues."
+        self.image, self.text = None, None
     @torch.no_grad()
     def push(self, image_features, text_features):
+        "Put the batch's features (detached) at the front, dropping the oldest beyond `size`."
         cat = lambda q, f: f.detach() if q is None else torch.cat([f.detach(), q])[:self.size]
         self.image, self.text = cat(self.image, image_features), cat(self.text, text_features)
     def with_queue(self, current, which):
+        "`current` followed by the queue of modality `which` ('image' or 'text')."
         q = getattr(self, which)
         return current if q is None else torch.cat([current, q.to(current.dtype)])
     def get_extra_state(self): return {'image': self.image, 'text': self.text}
     def set_extra_state(self, state): self.image, self.text = state['image'], state['text']
 
+# %% ../nbs/05_losses.ipynb #287b300c
 @losses.register('queue', temperature=0.07)
 class QueueLoss(_ContrastiveBase):
     "InfoNCE whose negatives include a queue of the last `queue_size` features."
@@ -245,18 +256,6 @@ class MultiScaleLoss(_ContrastiveBase):
                         - F.cosine_similarity(text_features, _masked_mean(text_tokens, tm.bool()), dim=-1).mean()
         loss = contrastive + self.lambda_local * local + self.lambda_global * consistency
         return self._out(output_dict, loss=loss, contrastive_loss=contrastive, local_loss=local, global_loss=consistency)
-
-# %% ../nbs/05_losses.ipynb #c0b47225
-def _ddp_loss_worker(rank:int, world_size:int, init_file:str, name:str, options:dict, inputs:dict, out_dir:str):
-    "Test helper: loss `name` on this rank's share of a batch; saves the loss and the gradients of the local features."
-    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=world_size)
-    n = len(inputs['image_features']) // world_size
-    local = {k: (v[rank * n:(rank + 1) * n].clone().requires_grad_() if v.ndim else v) for k, v in inputs.items()}
-    loss = create_loss(name, **options)(**local)
-    loss.backward()
-    torch.save(dict(loss=loss.detach(), gi=local['image_features'].grad, gt=local['text_features'].grad), f'{out_dir}/rank{rank}.pt')
-    dist.barrier()   # neither rank tears gloo down while the other still talks to it (an abort on a loaded machine)
-    dist.destroy_process_group()
 
 # %% ../nbs/05_losses.ipynb #5e1d7f22
 def loss_from_config(lc:LossConfig, # a config's `loss` section

@@ -8,8 +8,8 @@ import torch
 import numpy as np
 
 # %% auto #0
-__all__ = ['NonFiniteScoresError', 'check_finite', 'retrieval_ranks', 'retrieval_metrics', 'recall_from_similarity',
-           'topk_accuracy', 'map_at_k', 'format_metrics']
+__all__ = ['NonFiniteScoresError', 'check_finite', 'retrieval_ranks', 'metrics_from_ranks', 'retrieval_metrics',
+           'recall_from_similarity', 'topk_accuracy', 'map_at_k', 'format_metrics']
 
 # %% ../nbs/07_metrics.ipynb #737dc6aa
 class NonFiniteScoresError(FloatingPointError):
@@ -34,6 +34,7 @@ def check_finite(what:str, # what is being scored, for the message ("retrieval",
 
 # %% ../nbs/07_metrics.ipynb #64b1ca3d
 def _check(image_embeddings, text_embeddings, text_to_image):
+    "`text_to_image` as a long tensor, after checking the shapes and that every image has a caption."
     t2i = torch.as_tensor(text_to_image, dtype=torch.long, device=image_embeddings.device)
     if image_embeddings.ndim != 2 or text_embeddings.ndim != 2 or image_embeddings.shape[1] != text_embeddings.shape[1]:
         raise ValueError(f'embeddings must be [N, D] with the same D: images {tuple(image_embeddings.shape)}, texts {tuple(text_embeddings.shape)}')
@@ -82,7 +83,11 @@ def _median_rank(ranks:torch.Tensor) -> float:
     s = ranks.sort().values
     return float(torch.floor((s[(len(s) - 1) // 2] + s[len(s) // 2]).double() / 2).item() + 1)
 
-def _summary(i2t_ranks, t2i_ranks, ks):
+def metrics_from_ranks(i2t_ranks:torch.Tensor, # `[N_img]` 0-based ranks of each image's best caption
+                       t2i_ranks:torch.Tensor, # `[N_txt]` 0-based ranks of each caption's image
+                       ks:tuple=(1, 5, 10), # recall cut-offs
+                      ) -> dict:
+    "I2T/T2I Recall@K (%), median and mean rank (1-based), RSum and mean recall from the ranks."
     out = {}
     for name, r in (('i2t', i2t_ranks), ('t2i', t2i_ranks)):
         for k in ks: out[f'{name}_r{k}'] = 100.0 * (r < k).double().mean().item()
@@ -92,6 +97,7 @@ def _summary(i2t_ranks, t2i_ranks, ks):
     out['rsum'], out['mean_recall'] = sum(recalls), sum(recalls) / len(recalls)
     return out
 
+# %% ../nbs/07_metrics.ipynb #baf764cd
 def retrieval_metrics(image_embeddings:torch.Tensor, # [N_img, D] (normalised by the caller for cosine similarity)
                       text_embeddings:torch.Tensor, # [N_txt, D]
                       text_to_image, # [N_txt]: each caption's image index
@@ -99,7 +105,7 @@ def retrieval_metrics(image_embeddings:torch.Tensor, # [N_img, D] (normalised by
                       chunk_size:int=1024, # queries per similarity block
                      ) -> dict:
     "I2T/T2I Recall@K (%), RSum, mean recall, median and mean rank."
-    return _summary(*retrieval_ranks(image_embeddings, text_embeddings, text_to_image, chunk_size), ks)
+    return metrics_from_ranks(*retrieval_ranks(image_embeddings, text_embeddings, text_to_image, chunk_size), ks)
 
 def recall_from_similarity(sim:torch.Tensor, # [N_img, N_txt] similarities
                            text_to_image, # [N_txt]
@@ -108,7 +114,7 @@ def recall_from_similarity(sim:torch.Tensor, # [N_img, N_txt] similarities
                           ) -> dict:
     "The same metrics from a precomputed similarity matrix (`NonFiniteScoresError` on NaN or infinite scores)."
     t2i = _check(sim.new_zeros(sim.shape[0], 1), sim.new_zeros(sim.shape[1], 1), text_to_image)
-    return _summary(*_ranks(lambda s, e: sim[s:e], lambda s, e: sim[:, s:e].T, sim.shape[0], t2i, chunk_size), ks)
+    return metrics_from_ranks(*_ranks(lambda s, e: sim[s:e], lambda s, e: sim[:, s:e].T, sim.shape[0], t2i, chunk_size), ks)
 
 # %% ../nbs/07_metrics.ipynb #1db44925
 def topk_accuracy(logits:torch.Tensor, # [N, C]

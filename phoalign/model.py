@@ -14,12 +14,13 @@ from .heads import create_head, heads
 from .losses import logit_settings, loss_inputs, loss_from_config
 from .vision.towers import ImageTower
 from .text import create_text_tower, text_tower_assets
+from .openclip import PREFIX as OPENCLIP_PREFIX   # and open_clip's towers (`openclip/<arch>`) are registered
 from .data.transforms import transforms_from_cfg
 
 # %% auto #0
-__all__ = ['PRESET_ALIASES', 'list_presets', 'load_config', 'AlignModel', 'EmbeddingTower', 'check_model_config', 'create_model',
-           'freeze_parts', 'image_transforms', 'create_model_and_transforms', 'model_checkpoint', 'save_model',
-           'read_checkpoint', 'load_model']
+__all__ = ['PRESET_ALIASES', 'list_presets', 'read_preset', 'load_config', 'AlignModel', 'EmbeddingTower', 'check_model_config',
+           'freeze_parts', 'create_model', 'image_transforms', 'create_model_and_transforms', 'model_checkpoint',
+           'save_model', 'read_checkpoint', 'load_model']
 
 # %% ../nbs/06_model.ipynb #096c957c
 def list_presets() -> list[str]:
@@ -29,7 +30,9 @@ def list_presets() -> list[str]:
 PRESET_ALIASES = {'RN50x4': 'clip-rn50x4', 'RN50x16': 'clip-rn50x16', 'ViT-B/32': 'clip-vit-b-32', 'ViT-B-32': 'clip-vit-b-32',
                   'ViT-B/16': 'clip-vit-b-16', 'ViT-B-16': 'clip-vit-b-16'}  # OpenAI's CLIP names (CLIP4Cir's --clip-model-name)
 
-def _preset_dict(name:str) -> dict:
+def read_preset(name:str, # a preset name (`tiny`, `phoclip`) or one of `PRESET_ALIASES` (`RN50x4`)
+               ) -> dict:
+    "The config dict a shipped preset holds; an error naming the close presets for an unknown name."
     name = PRESET_ALIASES.get(name, name)
     if name not in list_presets():
         import difflib
@@ -58,8 +61,8 @@ def load_config(name_or_path:str|Path, # a preset name (`tiny`, `phoclip`, ...) 
     if p.suffix in ('.yaml', '.yml') or p.is_file():
         d, where = Config.read_yaml(p)
         preset = (d.get('model') or {}).get('preset') if isinstance(d.get('model'), dict) else None
-        if preset: d = _merge(_preset_dict(str(preset)), d)   # the file's values on top of its preset's
-    else: d, where = _preset_dict(str(name_or_path)), f'preset {name_or_path}'; d.setdefault('model', {})['preset'] = str(name_or_path)
+        if preset: d = _merge(read_preset(str(preset)), d)   # the file's values on top of its preset's
+    else: d, where = read_preset(str(name_or_path)), f'preset {name_or_path}'; d.setdefault('model', {})['preset'] = str(name_or_path)
     if overrides: d, where = apply_overrides(d, overrides), f'{where} with overrides'
     return Config.from_dict(d, where)
 
@@ -228,6 +231,26 @@ def check_model_config(cfg:Config, # the whole config
     loss_from_config(lc)                         # the loss's own options
     return logit_settings(lc)
 
+# %% ../nbs/06_model.ipynb #51b420ee
+def freeze_parts(model:AlignModel, # the model
+                 parts:list, # any of `FREEZABLE`: image_tower, text_tower, image_head, text_head
+                ) -> AlignModel:
+    "Keep `parts` fixed: no gradients, and evaluation mode (BatchNorm statistics, dropout) whatever `model.train()` says."
+    for part in parts:
+        if part not in FREEZABLE: raise ConfigError(f'model.freeze names {part!r}; the parts are {", ".join(FREEZABLE)}')
+        getattr(model, part).requires_grad_(False)
+    model.frozen_parts = tuple(parts)
+    return model.train(model.training)
+
+@patch
+def train(self:AlignModel,
+          mode:bool=True): # training (True) or evaluation mode
+    "Training mode, except for the parts in `model.freeze`, which stay in evaluation mode."
+    nn.Module.train(self, mode)
+    for part in getattr(self, 'frozen_parts', ()): getattr(self, part).train(False)
+    return self
+
+# %% ../nbs/06_model.ipynb #5acb8a4b
 def _shared_width(options:dict, width:int) -> dict:
     "Tower options with the value 'embed_dim' (`proj_dim: embed_dim`) replaced by the shared width."
     return {k: width if v == 'embed_dim' else v for k, v in options.items()}
@@ -264,7 +287,7 @@ def create_model(config:Config|str|Path='tiny', # a Config, a preset name or a Y
     extra = dict(assets=text_assets) if text_assets else {}
     text_opts = dict(opts.get('text', {}))
     source = text_opts.pop('name_or_path', None)   # where the text model comes from (a hub name or a folder), like text_checkpoint
-    if m.text_tower.startswith('openclip/'):   # its checkpoint is a weights file, not a model folder
+    if m.text_tower.startswith(OPENCLIP_PREFIX):   # its checkpoint is a weights file, not a model folder
         text_name, extra = m.text_tower, dict(extra, checkpoint=m.text_checkpoint if local else None)
     else: text_name = m.text_checkpoint or source or m.text_tower
     if m.text_tower == 'embeddings': text = _build('model.options.text', lambda _, **kw: EmbeddingTower(**kw), 'embeddings', **opts.get('text', {}))
@@ -286,25 +309,6 @@ def create_model(config:Config|str|Path='tiny', # a Config, a preset name or a Y
                        init_logit_scale=logits['init_logit_scale'], learn_logit_scale=logits['learn_logit_scale'],
                        init_logit_bias=logits['init_logit_bias'], local_dim=opts.get('local_dim', 0), config=cfg)
     return freeze_parts(model, m.freeze)
-
-# %% ../nbs/06_model.ipynb #51b420ee
-def freeze_parts(model:AlignModel, # the model
-                 parts:list, # any of `FREEZABLE`: image_tower, text_tower, image_head, text_head
-                ) -> AlignModel:
-    "Keep `parts` fixed: no gradients, and evaluation mode (BatchNorm statistics, dropout) whatever `model.train()` says."
-    for part in parts:
-        if part not in FREEZABLE: raise ConfigError(f'model.freeze names {part!r}; the parts are {", ".join(FREEZABLE)}')
-        getattr(model, part).requires_grad_(False)
-    model.frozen_parts = tuple(parts)
-    return model.train(model.training)
-
-@patch
-def train(self:AlignModel,
-          mode:bool=True): # training (True) or evaluation mode
-    "Training mode, except for the parts in `model.freeze`, which stay in evaluation mode."
-    nn.Module.train(self, mode)
-    for part in getattr(self, 'frozen_parts', ()): getattr(self, part).train(False)
-    return self
 
 # %% ../nbs/06_model.ipynb #4a9b2e18
 def image_transforms(model:AlignModel, # gives the image tower's `pretrained_cfg`

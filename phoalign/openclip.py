@@ -8,11 +8,12 @@ import logging, warnings, zipfile
 from pathlib import Path
 import torch, torch.nn as nn
 from .core import UnknownNameError
-from .text import TextTower, _check_segmented, load_by_name
+from .text import TextTower, check_segmented, load_by_name, text_tower_families
+from .vision.towers import vision_model_families
 
 # %% auto #0
-__all__ = ['PREFIX', 'openclip_arch', 'clip_state_dict', 'openclip_model', 'OpenCLIPVisual', 'openclip_backbone',
-           'OpenCLIPTextTower']
+__all__ = ['PREFIX', 'openclip_arch', 'clip_state_dict', 'openclip_model', 'OpenCLIPVisual', 'openclip_image_cfg',
+           'openclip_backbone', 'OpenCLIPTextTower']
 
 # %% ../nbs/03b_openclip.ipynb #452d023f
 PREFIX = 'openclip/'
@@ -29,6 +30,7 @@ def openclip_arch(name:str, # a tower name `openclip/<arch>` or the architecture
                                '; see open_clip.list_models()')
     return arch
 
+# %% ../nbs/03b_openclip.ipynb #1770bdb2
 def _tag_cfg(arch:str, tag:str) -> dict:
     "open_clip's record of the weights `tag` of `arch` (download source, preprocessing, activation); {} for an unknown tag."
     import open_clip
@@ -51,6 +53,7 @@ def clip_state_dict(path:str|Path, # a local CLIP checkpoint file
     if not isinstance(sd, dict): raise ValueError(f'{path}: expected CLIP weights, found {type(sd).__name__}')
     return {k.removeprefix('module.'): v for k, v in sd.items()}
 
+# %% ../nbs/03b_openclip.ipynb #9296a4a0
 def openclip_model(name:str, # `openclip/<arch>` or `<arch>`
                    pretrained:bool=False, # load the weights of `pretrained_tag` (downloaded on a connected machine)
                    checkpoint:str|Path|None=None, # a local CLIP checkpoint file (see `clip_state_dict`; wins over `pretrained`)
@@ -85,20 +88,9 @@ def openclip_model(name:str, # `openclip/<arch>` or `<arch>`
         model.load_state_dict(sd)
     return model
 
-# %% ../nbs/03b_openclip.ipynb #71595d94
-def _register_tiny_openclip(folder:str|Path) -> str:
-    "Test helper: register `phoalign-tiny-vit` and `phoalign-tiny-rn`, small open_clip architectures; returns the ViT's tower name."
-    import json, open_clip
-    text = dict(context_length=32, vocab_size=49408, width=32, heads=2, layers=1)
-    for arch, vision in (('phoalign-tiny-vit', dict(image_size=32, layers=1, width=64, head_width=32, patch_size=8)),
-                         ('phoalign-tiny-rn', dict(image_size=64, layers=[1, 1, 1, 1], width=16))):
-        path = Path(folder)/f'{arch}.json'
-        path.write_text(json.dumps(dict(embed_dim=24, vision_cfg=vision, text_cfg=text)))
-        open_clip.add_model_config(path)
-    return PREFIX + 'phoalign-tiny-vit'
-
 # %% ../nbs/03b_openclip.ipynb #6dbba853
 def _preprocess(visual:nn.Module) -> dict:
+    "The preprocessing an open_clip image encoder declares, in timm's keys (CLIP's statistics and bicubic unless it says otherwise)."
     pp = getattr(visual, 'preprocess_cfg', {})
     size = pp.get('size', getattr(visual, 'image_size', 224))
     size = size if isinstance(size, (tuple, list)) else (size, size)
@@ -115,6 +107,16 @@ class OpenCLIPVisual(nn.Module):
     def forward_head(self, features:torch.Tensor, pre_logits:bool=True) -> torch.Tensor: return features
     def set_grad_checkpointing(self, enable:bool=True): self.visual.set_grad_checkpointing(enable)
 
+# %% ../nbs/03b_openclip.ipynb #b6043149
+def openclip_image_cfg(name:str, # `openclip/<arch>`
+                      ) -> dict:
+    "The preprocessing the image encoder of `name` declares, read from open_clip's config without building it."
+    import open_clip
+    size = open_clip.get_model_config(openclip_arch(name))['vision_cfg']['image_size']
+    return dict(input_size=(3, *(size if isinstance(size, (tuple, list)) else (size, size))), mean=open_clip.constants.OPENAI_DATASET_MEAN,
+                std=open_clip.constants.OPENAI_DATASET_STD, interpolation='bicubic')
+
+@vision_model_families.register('openclip', cfg=openclip_image_cfg)
 def openclip_backbone(name:str, # `openclip/<arch>`
                       pretrained:bool=False, # load the tag's weights
                       checkpoint:str|Path|None=None, # a local checkpoint file
@@ -127,6 +129,7 @@ def openclip_backbone(name:str, # `openclip/<arch>`
     return OpenCLIPVisual(openclip_model(name, pretrained, checkpoint, pretrained_tag, quick_gelu).visual)
 
 # %% ../nbs/03b_openclip.ipynb #1b474e31
+@text_tower_families.register('openclip')   # `create_text_tower('openclip/<arch>')`
 class OpenCLIPTextTower(TextTower):
     "The text half of an open_clip model: its tokenizer, transformer and projection; the feature is CLIP's text embedding."
     languages = ('en',)   # OpenAI's CLIP learned from English captions
@@ -151,7 +154,7 @@ class OpenCLIPTextTower(TextTower):
 
     def tokenize(self, texts:list[str], segmented:list|None=None) -> dict:
         "open_clip's tokenization of the raw texts (CLIP's BPE was learned on raw text: `segmented` is checked, not used)."
-        _check_segmented(texts, segmented)
+        check_segmented(texts, segmented)
         return dict(input_ids=self.tokenizer(list(texts)))
 
     def forward(self, batch:dict) -> dict:

@@ -4,643 +4,24 @@
 
 # %% ../nbs/10e_search.ipynb #f7d6578d
 from __future__ import annotations
-import hashlib, json, math, os, re, time, unicodedata, warnings
-from collections import Counter
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+import hashlib, os, re, time
 from pathlib import Path
-import numpy as np, pandas as pd, torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
-from fastcore.basics import patch
-from .core import DataError, ConfigError, atomic_write, get_device
-from .data.formats import read_pairs, IMAGE_SUFFIXES
-from .data.transforms import read_image
+import numpy as np, pandas as pd
+from .core import DataError, ConfigError, get_device, keep_moved_names
+from .encode import EncodedImages, encode_images, encode_texts, encode_query, gallery_table, model_fingerprint, check_same_model
+from .index import EmbeddingIndex, as_vectors, choose_index, factory_for, held_out_rows
+from .cir.search import composed_search
 
 # %% auto #0
-__all__ = ['KINDS', 'HNSW_EF_CONSTRUCTION', 'RERANK', 'RERANK_FACTORS', 'INDEX_FORMAT', 'INDEX_VERSION', 'SAME_IMAGE',
-           'list_images', 'gallery_table', 'EncodedImages', 'encode_images', 'encode_texts', 'model_fingerprint',
-           'check_same_model', 'choose_index', 'factory_for', 'EmbeddingIndex', 'encode_gallery', 'guess_language',
-           'query_warning', 'captions_warning', 'check_combiner', 'composed_search', 'find_matches', 'index_model',
-           'show_matches']
+__all__ = ['encode_gallery', 'find_matches', 'index_model', 'show_matches']
 
-# %% ../nbs/10e_search.ipynb #ae4c0c5e
-def list_images(folder:str|Path, # the folder to search
-               ) -> list[Path]:
-    "Every image file under `folder` (at any depth, hidden folders skipped), sorted."
-    folder = Path(folder)
-    if not folder.is_dir(): raise DataError('no such folder', folder)
-    found = sorted(p for p in folder.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                   and not any(part.startswith('.') for part in p.relative_to(folder).parts))
-    if not found: raise DataError(f'no images ({", ".join(IMAGE_SUFFIXES)}) under this folder', folder)
-    return found
-
-def _file_stats(paths:list) -> tuple[list, list]:
-    "Size in bytes and modification time (ns) of each path; -1 where the file is missing."
-    sizes, mtimes = [], []
-    for p in paths:
-        try: st = os.stat(p); sizes.append(st.st_size); mtimes.append(st.st_mtime_ns)
-        except OSError: sizes.append(-1); mtimes.append(-1)
-    return sizes, mtimes
-
-def gallery_table(source, # a folder, a list of image paths, a caption file, or a pairs table (`read_pairs` output)
-                  format:str='auto', # the caption file's reader (a caption file only)
-                  images:str|Path|None=None, # image root for a caption file whose images are elsewhere
-                  strict:bool|None=None, # a caption file's damaged rows: None refuses the file, False skips them (counted in `attrs['rows_skipped']`)
-                 ) -> pd.DataFrame:
-    "One row per image: `id` and `path` (resolved), `image_id`, `caption` (the first), `captions` (all), `size`, `mtime`."
-    if isinstance(source, pd.DataFrame): pairs = source
-    elif isinstance(source, (list, tuple)):
-        if not source: raise DataError('the list of images is empty')
-        pairs = pd.DataFrame(dict(image=[str(p) for p in source], caption=None, image_id=[str(p) for p in source]))
-    elif Path(source).is_dir():
-        found = list_images(source)
-        pairs = pd.DataFrame(dict(image=[str(p) for p in found], caption=None, image_id=[p.relative_to(source).as_posix() for p in found]))
-    elif Path(source).is_file(): pairs = read_pairs(source, format=format, images=images, strict=strict)
-    else: raise DataError('no such file or folder (give a folder of images, a caption file or a list of paths)', source)
-    pairs = pairs.assign(id=[str(Path(p).resolve()) for p in pairs.image])
-    caps = pairs.groupby('id', sort=False).caption.agg(lambda c: [x for x in c if isinstance(x, str) and x.strip()])
-    table = pairs.drop_duplicates('id')[['id', 'image_id']].reset_index(drop=True)
-    table.insert(1, 'path', table.id)   # resolved: the index answers with paths that work from any folder
-    table['image_id'] = table.image_id.astype(str)
-    table['captions'] = caps.loc[table.id].tolist()
-    table['caption'] = [c[0] if c else None for c in table.captions]
-    table['size'], table['mtime'] = _file_stats(table.id)
-    table.attrs['source'] = str(source) if not isinstance(source, (pd.DataFrame, list, tuple)) else None
-    table.attrs['rows_skipped'] = len(pairs.attrs.get('problems', []))
-    return table
-
-# %% ../nbs/10e_search.ipynb #c1dc915f
-class _ImageFiles(Dataset):
-    "Decoded, transformed images by index; an unreadable one comes back as its reason."
-    def __init__(self, paths:list, transform): self.paths, self.transform = list(paths), transform
-    def __len__(self): return len(self.paths)
-    def __getitem__(self, i):
-        try: return i, self.transform(read_image(self.paths[i])), None
-        except DataError as e: return i, None, e.msg
-
-def _collate_images(items):
-    good = [(i, x) for i, x, _ in items if x is not None]
-    return (torch.tensor([i for i, _ in good], dtype=torch.long), torch.stack([x for _, x in good]) if good else None,
-            [(i, why) for i, x, why in items if x is None])
-
-def _autocast(device:torch.device, amp:bool|None):
-    "bf16 (or fp16) autocast on CUDA unless `amp=False`; nothing on CPU/MPS (it is slower there)."
-    if amp is None: amp = device.type == 'cuda'
-    if not amp: return torch.autocast(device.type, enabled=False)
-    if device.type != 'cuda': raise ConfigError(f'amp=True: mixed precision is for CUDA, and the device is {device}')
-    return torch.autocast('cuda', dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-
-def _progress(iterable, total:int, desc:str, show:bool):
-    if not show: return iterable
-    from tqdm.auto import tqdm
-    return tqdm(iterable, total=total, desc=desc, unit='batch', leave=False)
-
-# %% ../nbs/10e_search.ipynb #d2406bd9
-@dataclass
-class EncodedImages:
-    "Image embeddings `[N, D]` (float32, L2-normalised) row-aligned with `table`, and the images left out."
-    embeddings:torch.Tensor # one row per readable image
-    table:pd.DataFrame # `gallery_table` rows of the encoded images
-    skipped:list = field(default_factory=list) # `{"path", "reason"}` of each unreadable image
-    def __len__(self): return len(self.table)
-
-@torch.no_grad()
-def encode_images(model, # an `AlignModel` (set to eval mode here)
-                  source, # a folder, list of paths, caption file, pairs table or `gallery_table` output
-                  batch_size:int=64, # images per forward pass
-                  workers:int|None=None, # DataLoader decoding processes (default: up to 8 for large galleries, 0 for small)
-                  device:str|None=None, # 'cuda', 'cpu', ... (default: the best available)
-                  amp:bool|None=None, # autocast (default: on CUDA only)
-                  transform=None, # image array -> tensor (default: the model's evaluation transform)
-                  progress:bool=True, # show a progress bar
-                  require_any:bool=True, # a `DataError` when no image decodes (else an empty result)
-                  normalize:bool=True, # L2-normalise (False: the head's raw features, which the CIR combiners take)
-                 ) -> EncodedImages:
-    "Embeddings of every readable image of `source`."
-    from phoalign.model import image_transforms
-    table = source if isinstance(source, pd.DataFrame) and 'mtime' in source else gallery_table(source)
-    dev = get_device(device or 'auto')
-    model.eval().to(dev)
-    transform = transform or image_transforms(model)[1]
-    if workers is None: workers = min(8, os.cpu_count() or 1) if len(table) > 4 * batch_size else 0
-    loader = DataLoader(_ImageFiles(table.id, transform), batch_size=batch_size, num_workers=workers, collate_fn=_collate_images,
-                        pin_memory=dev.type == 'cuda', persistent_workers=False)
-    kept, chunks, skipped = [], [], []
-    for idx, images, bad in _progress(loader, len(loader), 'images', progress):
-        skipped += [dict(path=str(table.path.iloc[i]), reason=why) for i, why in bad]
-        if images is None: continue
-        with _autocast(dev, amp): f = model.image_outputs(images.to(dev, non_blocking=True))['features']
-        chunks.append((F.normalize(f.float(), dim=-1) if normalize else f.float()).cpu()); kept += idx.tolist()
-    if not kept and not require_any: return EncodedImages(torch.empty(0, model.embed_dim), table.iloc[:0], skipped)
-    if not kept:
-        first = skipped[0] if skipped else dict(path='-', reason='empty')
-        raise DataError(f'none of the {len(table)} images could be read (first: {first["path"]}: {first["reason"]})', table.attrs.get('source'))
-    return EncodedImages(torch.cat(chunks), table.iloc[kept].reset_index(drop=True), skipped)
-
-# %% ../nbs/10e_search.ipynb #3968972a
-def _check_texts(texts) -> list[str]:
-    if isinstance(texts, str): raise TypeError('texts is a list of strings; for one query, pass [query]')
-    texts = list(texts)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str): raise TypeError(f'texts[{i}] is {type(t).__name__}, not a string')
-        if not t.strip(): raise DataError(f'texts[{i}] is empty: there is nothing to search for')
-    return texts
-
-@torch.no_grad()
-def encode_texts(model, # an `AlignModel` (set to eval mode here)
-                 texts:list[str], # captions or queries (Vietnamese is word-segmented by the tower where it needs it)
-                 batch_size:int=256, # texts per forward pass
-                 device:str|None=None, # default: the best available
-                 amp:bool|None=None, # autocast (default: on CUDA only)
-                 progress:bool=False, # show a progress bar
-                 normalize:bool=True, # L2-normalise (False: the head's raw features)
-                ) -> torch.Tensor:
-    "Float32 embeddings `[N, D]` of `texts` (L2-normalised unless `normalize=False`), on the CPU."
-    texts = _check_texts(texts)
-    dev = get_device(device or 'auto')
-    model.eval().to(dev)
-    out = []
-    starts = range(0, len(texts), batch_size)
-    for s in _progress(starts, len(starts), 'texts', progress):
-        batch = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in model.tokenize(texts[s:s + batch_size]).items()}
-        with _autocast(dev, amp): f = model.text_outputs(batch)['features']
-        out.append((F.normalize(f.float(), dim=-1) if normalize else f.float()).cpu())
-    return torch.cat(out) if out else torch.empty(0, model.embed_dim)
-
-# %% ../nbs/10e_search.ipynb #68b2f3bc
-def _tiny_search_model(captions:list[str], # captions whose words the scratch text tower learns
-                       images:list, # image files whose batch-norm statistics the image tower takes
-                       seed:int=0): # weight seed
-    "Test helper: an untrained `tiny` model that tells `images` apart."
-    from phoalign.model import create_model, image_transforms
-    model = create_model('tiny', f'train.seed={seed}', captions=list(captions))
-    tf = image_transforms(model)[1]
-    batch = torch.stack([tf(read_image(p)) for p in images])
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm): mod.reset_running_stats(); mod.momentum = None
-    with torch.no_grad(): model.train().image_outputs(batch)
-    return model.eval()
-
-# %% ../nbs/10e_search.ipynb #dc412b45
-def _describe(config) -> str:
-    if config is None: return 'a model without a config'
-    m = config.model
-    return f'{m.preset or "custom"} ({m.image_tower} + {m.text_tower}, {m.head} heads, {m.embed_dim}-d)'
-
-@torch.no_grad()
-def model_fingerprint(model, # an `AlignModel`
-                      checkpoint:str|Path|None=None, # the file it was loaded from, recorded so the index can reload it
-                     ) -> dict:
-    "`name`, `config_hash`, `weights_hash`, `dim` and `checkpoint` of `model`."
-    cfg = getattr(model, 'config', None)
-    config_hash = hashlib.sha256(json.dumps(cfg.to_dict() if cfg is not None else {}, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        if not torch.is_tensor(t): h.update(f'{name}{json.dumps(t, sort_keys=True, default=str)}'.encode()); continue  # extra state (a vocabulary)
-        flat = t.detach().reshape(-1)
-        sample = flat[::max(1, flat.numel() // 4096)].float().cpu() if flat.is_floating_point() else flat[:4096].cpu().to(torch.int64)
-        h.update(f'{name}{tuple(t.shape)}'.encode()); h.update(sample.numpy().tobytes())
-    return dict(name=_describe(cfg), config_hash=config_hash, weights_hash=h.hexdigest()[:16], dim=int(model.embed_dim),
-                checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None)
-
-def _model_line(fp:dict) -> str:
-    return f'{fp["name"]}, weights {fp["weights_hash"]}' + (f', checkpoint {fp["checkpoint"]}' if fp.get('checkpoint') else '')
-
-def check_same_model(written_by:dict|None, # the index's `model` fingerprint
-                     model_fp:dict, # `model_fingerprint` of the model at hand
-                     where:str|Path='the index'): # the index folder, for the message
-    "Refuse to mix embeddings of two models, naming both."
-    if written_by is None: return
-    if written_by['dim'] != model_fp['dim'] or written_by['weights_hash'] != model_fp['weights_hash']:
-        raise ConfigError(f'{where} was written by another model: {_model_line(written_by)} ({written_by["dim"]}-d); '
-                          f'this one is {_model_line(model_fp)} ({model_fp["dim"]}-d). Encode with the model that wrote the index, '
-                          'or write a new index (another folder, or --overwrite)')
-
-# %% ../nbs/10e_search.ipynb #4c950f60
-KINDS = ('flat', 'ivf', 'hnsw', 'ivfpq')
-
-def _available_memory() -> int:
-    "Bytes the system can give without swapping (`MemAvailable`: free memory plus the page cache it can drop), via psutil."
-    import psutil
-    return int(psutil.virtual_memory().available)
-
-def _nlist(n:int) -> int:
-    "Inverted lists for `n` vectors: 2^round(log2(4√n)) (autofaiss's below 1M; it takes 16,384 from 1M), capped so each has FAISS's 39 training points."
-    return int(min(2 ** round(math.log2(max(1.0, 4 * math.sqrt(n)))), 2 ** math.floor(math.log2(max(1.0, n / 39)))))
-
-_PQ_CODES = (256, 128, 64, 48, 32, 24, 16, 8, 4)   # autofaiss's code sizes, bytes a vector (get_optimal_quantization)
-
-def _pq_code(n:int, # vectors to index
-             dim:int, # their dimension
-             memory:int, # bytes the index may use
-            ) -> int:
-    "Bytes per PQ code: autofaiss's rule (the largest of its sizes below `dim` whose codes plus 8-byte ids fit `memory`), 10% to spare, dividing `dim` (no OPQ)."
-    codes = [m for m in _PQ_CODES if m < dim and dim % m == 0] or [1]
-    m = next((m for m in codes if n * (m + 8) * 1.1 <= memory), None)
-    if m is None: raise ConfigError(f'{n} vectors of {dim} dimensions do not fit in {memory / 2**30:.2f} GiB even as {codes[-1]}-byte codes')
-    return m
-
-def choose_index(n:int, # vectors to index
-                 dim:int, # their dimension
-                 memory:int|None=None, # bytes the index may use (default: half the available memory, `MemAvailable`)
-                 flat_below:int=100_000, # exact search below this many vectors
-                ) -> tuple[str, str]:
-    "`(kind, faiss factory string)` for `n` vectors of `dim` dimensions: exact, else IVF-Flat when the floats fit `memory`, else IVF-PQ with the code size of the one PQ rule (`factory_for` uses it too)."
-    if n < flat_below: return 'flat', 'Flat'
-    memory = memory if memory is not None else _available_memory() // 2
-    if n * dim * 4 * 1.1 <= memory: return 'ivf', factory_for('ivf', n, dim)
-    return 'ivfpq', factory_for('ivfpq', n, dim, memory)
-
-def factory_for(kind:str, # 'flat', 'ivf', 'hnsw' or 'ivfpq'
-                n:int, # vectors to index
-                dim:int, # their dimension
-                memory:int|None=None, # bytes an 'ivfpq' index may use (default: half the available memory)
-               ) -> str:
-    "The FAISS factory string of `kind` for `n` vectors of `dim` dimensions (`choose_index` picks the kind by itself)."
-    if kind not in KINDS: raise ConfigError(f'index kind {kind!r}: use one of {", ".join(KINDS)} or auto')
-    if kind == 'flat': return 'Flat'
-    if kind == 'hnsw': return 'HNSW32,Flat'
-    if kind == 'ivf': return f'IVF{_nlist(n)},Flat'
-    return f'IVF{_nlist(n)},PQ{_pq_code(n, dim, memory if memory is not None else _available_memory() // 2)}'
-
-# %% ../nbs/10e_search.ipynb #e722e891
-def _as_float32(vectors, dim:int|None=None, what:str='vectors') -> np.ndarray:
-    x = vectors.detach().float().cpu().numpy() if torch.is_tensor(vectors) else np.asarray(vectors, dtype=np.float32)
-    if x.ndim == 1: x = x[None]
-    if x.ndim != 2: raise ValueError(f'{what}: expected a [N, D] array, got shape {x.shape}')
-    if dim is not None and x.shape[1] != dim: raise ConfigError(f'{what} have {x.shape[1]} dimensions and the index {dim}: they come from another model')
-    if not np.isfinite(x).all(): raise DataError(f'{what}: {int((~np.isfinite(x)).any(1).sum())} of {len(x)} rows hold NaN or infinite values')
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-def _use_gpu(use_gpu:bool|None) -> bool:
-    import faiss
-    has = hasattr(faiss, 'get_num_gpus') and hasattr(faiss, 'index_cpu_to_all_gpus') and faiss.get_num_gpus() > 0
-    if use_gpu and not has: raise ConfigError('use_gpu=True, but this FAISS has no GPU support or sees no GPU (pip install faiss-gpu)')
-    return has if use_gpu is None else use_gpu
-
-class EmbeddingIndex:
-    "Vectors with ids and a row-aligned metadata table, searched by inner product through FAISS."
-    def __init__(self, dim:int, # the embedding dimension
-                 kind:str='flat', # 'flat' (exact), 'ivf', 'hnsw', 'ivfpq' (approximate; see `choose_index`)
-                 factory:str|None=None, # a FAISS factory string (default: `factory_for(kind, ...)` when the first vectors arrive)
-                 modality:str='image', # what the vectors embed: 'image' or 'text' (what a query searches)
-                 model:dict|None=None, # `model_fingerprint` of the model that wrote the vectors
-                 use_gpu:bool|None=None): # search on the GPU (default: when this FAISS build sees one)
-        if kind not in KINDS: raise ConfigError(f'index kind {kind!r}: use one of {", ".join(KINDS)}')
-        if modality not in ('image', 'text'): raise ConfigError(f"modality {modality!r}: use 'image' or 'text'")
-        self.dim, self.kind, self.factory, self.modality, self.model = int(dim), kind, factory, modality, model
-        self.params, self.use_gpu = {}, _use_gpu(use_gpu)
-        self.meta = pd.DataFrame(dict(id=pd.Series(dtype=object)))
-        self._chunks, self._keys, self._next_key, self._faiss, self._gpu = [], np.empty(0, np.int64), 0, None, None
-        self._id_rows = self._id_array = None
-
-    def __len__(self): return len(self._keys)
-    def __repr__(self): return f'EmbeddingIndex({len(self)} {self.modality} vectors, {self.dim}-d, {self.factory or self.kind}{", " + str(self.params) if self.params else ""})'
-
-    @property
-    def vectors(self) -> np.ndarray:
-        "All vectors `[N, D]` in row order."
-        if len(self._chunks) != 1: self._chunks = [np.concatenate(self._chunks) if self._chunks else np.empty((0, self.dim), np.float32)]
-        return self._chunks[0]
-
-    @property
-    def ids(self) -> list: return self.meta.id.tolist()
-
-    def _rows_of(self, ids:list) -> np.ndarray:
-        "Row of each id (-1 where unknown)."
-        if self._id_rows is None: self._id_rows = pd.Series(np.arange(len(self.meta)), index=pd.Index(self.meta.id))
-        return self._id_rows.reindex(pd.Index(ids)).fillna(-1).to_numpy(np.int64)
-
-# %% ../nbs/10e_search.ipynb #48f72040
-def _new_faiss(index:EmbeddingIndex, n:int):
-    import faiss
-    index.factory = index.factory or factory_for(index.kind, n, index.dim)
-    base = faiss.index_factory(index.dim, index.factory, faiss.METRIC_INNER_PRODUCT)
-    if hasattr(base, 'hnsw'): base.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-    return base if index.kind in ('ivf', 'ivfpq') else faiss.IndexIDMap2(base)
-
-def _train(index:EmbeddingIndex, x:np.ndarray):
-    "Build and (for IVF kinds) train the FAISS index on `x`."
-    import faiss
-    index._faiss = _new_faiss(index, len(x))
-    if not index._faiss.is_trained:
-        nlist = faiss.extract_index_ivf(index._faiss).nlist
-        if len(x) < nlist: raise DataError(f'{index.factory} needs at least {nlist} vectors to train on, got {len(x)}: use kind="flat" for a set this small')
-        # 64 points a centroid: k-means converges on that as well as on all of them, in a quarter of 256's time
-        sample = x if len(x) <= 64 * nlist else x[np.sort(np.random.default_rng(0).choice(len(x), 64 * nlist, replace=False))]
-        index._faiss.train(sample)
-    if index.params: _apply_params(index, index.params)
-
-# FAISS's default, 40, builds a graph that caps caption → image recall@10 near 0.93 at 1M (efSearch 2048); at 300k, 80
-# lifts efSearch 512 from 0.96 to 1.00 for 1.5× the build time (benchmarks/search_speed.py's vectors; hnswlib uses 200)
-HNSW_EF_CONSTRUCTION = 80
-RERANK = 'k_factor'   # FAISS's name (IndexRefine): an IVF-PQ search takes k × k_factor candidates, re-scored with the kept floats
-RERANK_FACTORS = (1, 2, 4, 8, 16)   # tried in turn by `tune`: 16 × k float rows a query is still far less than a scan
-
-def _apply_params(index:EmbeddingIndex, params:dict):
-    import faiss
-    if RERANK in params and (index.kind != 'ivfpq' or int(params[RERANK]) < 1):
-        raise ConfigError(f'{RERANK}={params[RERANK]}: re-ranking is for kind="ivfpq" (the others score with the floats already), with k_factor >= 1')
-    ps = faiss.ParameterSpace()
-    for k, v in params.items():
-        if k != RERANK: ps.set_index_parameter(index._faiss, k, v)
-    index.params.update(params); index._gpu = None
-
-# %% ../nbs/10e_search.ipynb #4194154b
-def _metadata(ids:list, metadata, n:int) -> pd.DataFrame:
-    "The metadata rows of `n` new vectors, `id` first."
-    meta = pd.DataFrame(metadata).reset_index(drop=True) if metadata is not None else pd.DataFrame(index=range(n))
-    if len(meta) != n: raise ValueError(f'{n} vectors but {len(meta)} metadata rows')
-    meta = meta.drop(columns=[c for c in ('id', '_key') if c in meta])
-    meta.insert(0, 'id', ids)
-    return meta
-
-@patch
-def add(self:EmbeddingIndex,
-        vectors, # `[N, D]` embeddings (tensor or array), L2-normalised for cosine scores
-        ids:list, # one id per vector (strings or integers), unique in the index
-        metadata:pd.DataFrame|dict|None=None, # columns to keep beside each vector (path, caption, ...)
-        replace:bool=False, # update ids already in the index (else they are an error)
-       ) -> EmbeddingIndex:
-    "Add vectors under `ids`; the first batch trains an IVF index."
-    x, ids = _as_float32(vectors, self.dim), list(ids)
-    if len(ids) != len(x): raise ValueError(f'{len(x)} vectors but {len(ids)} ids')
-    repeated = pd.Index(ids)[pd.Index(ids).duplicated()].unique().tolist()
-    if repeated: raise DataError(f'{len(repeated)} ids appear twice in this batch (first: {repeated[:3]})')
-    known = [i for i, r in zip(ids, self._rows_of(ids)) if r >= 0]
-    if known and not replace: raise DataError(f'{len(known)} ids are already in the index (first: {known[:3]}): pass replace=True to update them')
-    meta = _metadata(ids, metadata, len(x))
-    if known: self.remove(known)
-    if not len(x): return self
-    if self._faiss is None: _train(self, x)
-    keys = np.arange(self._next_key, self._next_key + len(x), dtype=np.int64)
-    self._faiss.add_with_ids(x, keys)
-    self._next_key += len(x); self._keys = np.concatenate([self._keys, keys]); self._chunks.append(np.array(x))  # a copy: x may share the caller's tensor
-    self.meta = meta if not len(self.meta) else pd.concat([self.meta, meta], ignore_index=True)
-    self._id_rows, self._id_array, self._gpu = None, None, None
-    return self
-
-@patch
-def remove(self:EmbeddingIndex,
-           ids:list, # ids to take out
-           missing_ok:bool=False, # ignore ids not in the index (else they are an error)
-          ) -> int:
-    "Remove vectors by id; returns how many were removed."
-    ids = list(ids)
-    rows = self._rows_of(ids)
-    if (rows < 0).any() and not missing_ok:
-        unknown = [i for i, r in zip(ids, rows) if r < 0]
-        raise DataError(f'{len(unknown)} ids are not in the index (first: {unknown[:3]})')
-    rows = np.unique(rows[rows >= 0])
-    if not len(rows): return 0
-    keep = np.ones(len(self), bool); keep[rows] = False
-    vectors, keys = self.vectors[keep], self._keys[keep]
-    if self.kind == 'hnsw':   # HNSW cannot delete from its graph: rebuild it from the vectors that stay
-        self._faiss = _new_faiss(self, len(vectors))
-        if self.params: _apply_params(self, self.params)
-        if len(vectors): self._faiss.add_with_ids(vectors, keys)
-    else: self._faiss.remove_ids(self._keys[rows])
-    self._chunks, self._keys = [vectors], keys
-    self.meta = self.meta[keep].reset_index(drop=True)
-    self._id_rows, self._id_array, self._gpu = None, None, None
-    return len(rows)
-
-# %% ../nbs/10e_search.ipynb #4660d0cd
-def _search_index(index:EmbeddingIndex):
-    "The FAISS index to search: a GPU copy when GPU search is on (HNSW stays on the CPU)."
-    if not index.use_gpu or index.kind == 'hnsw': return index._faiss
-    if index._gpu is None:
-        import faiss
-        index._gpu = faiss.index_cpu_to_all_gpus(index._faiss)
-        for k, v in index.params.items():
-            if k != RERANK: faiss.GpuParameterSpace().set_index_parameter(index._gpu, k, v)
-    return index._gpu
-
-@patch
-def search_rows(self:EmbeddingIndex,
-                queries, # `[Q, D]` query embeddings
-                k:int=10, # results per query (at most the index size)
-               ) -> tuple[np.ndarray, np.ndarray]:
-    "`(scores, rows)`, each `[Q, k]`, best first; an approximate search that finds fewer gives row -1 and score -inf."
-    q = _as_float32(queries, self.dim, 'queries')
-    if not len(self): raise DataError('the index is empty: add vectors before searching')
-    if k < 1: raise ValueError(f'k must be at least 1, got {k}')
-    k = min(k, len(self))
-    rerank = self.kind == 'ivfpq'   # PQ scores are approximate: the kept floats give the true ones, and the order
-    scores, keys = _search_index(self).search(q, min(k * int(self.params.get(RERANK, 1)), len(self)) if rerank else k)
-    found = keys >= 0
-    first = self._keys[0]
-    if self._keys[-1] - first == len(self) - 1: rows = np.where(found, keys - first, -1)   # no gaps (nothing removed): a key is its row
-    else: rows = np.where(found, np.searchsorted(self._keys, np.where(found, keys, 0)), -1)
-    if rerank: return _rescored(self, q, rows, k)
-    return np.where(found, scores, -np.inf).astype(np.float32), rows
-
-def _rescored(index:EmbeddingIndex, q:np.ndarray, rows:np.ndarray, k:int) -> tuple[np.ndarray, np.ndarray]:
-    "The best `k` of the candidate `rows` of each query by their exact inner product with the stored floats (read from disk when memory-mapped)."
-    found = rows >= 0
-    wanted = np.unique(rows[found])                               # sorted: a memory-mapped file is read in order, once a row
-    exact = np.full(rows.shape, -np.inf, np.float32)
-    vectors = np.asarray(index.vectors[wanted])
-    at = np.searchsorted(wanted, rows[found])
-    exact[found] = np.einsum('nd,nd->n', vectors[at], np.repeat(q, found.sum(1), axis=0))
-    order = np.argsort(-exact, axis=1, kind='stable')[:, :k]
-    rows = np.take_along_axis(np.where(found, rows, -1), order, axis=1)
-    return np.take_along_axis(exact, order, axis=1), rows
-
-@patch
-def search(self:EmbeddingIndex,
-           queries, # `[Q, D]` query embeddings
-           k:int=10, # results per query
-          ) -> tuple[np.ndarray, np.ndarray]:
-    "`(scores, ids)`, each `[Q, k]`, best first (`None` ids where an approximate search found fewer)."
-    scores, rows = self.search_rows(queries, k)
-    if self._id_array is None: self._id_array = self.meta.id.to_numpy()   # kept until the next add/remove: a copy per search costs
-    ids = self._id_array[np.maximum(rows, 0)]
-    if (rows < 0).any(): ids = np.where(rows >= 0, ids, None)
-    return scores, ids
-
-# %% ../nbs/10e_search.ipynb #12169e03
-def _exact_rows(index:EmbeddingIndex, q:np.ndarray, k:int, held:np.ndarray|None=None) -> np.ndarray:
-    "Exact top-`k` rows of `q` by inner product over the index's vectors, leaving out the rows `held`."
-    import faiss
-    if held is None or not len(held): return faiss.knn(q, index.vectors, k, metric=faiss.METRIC_INNER_PRODUCT)[1]
-    rows = faiss.knn(q, index.vectors, min(k + len(held), len(index)), metric=faiss.METRIC_INNER_PRODUCT)[1]   # k survive the held
-    return np.take_along_axis(rows, np.argsort(np.isin(rows, held), axis=1, kind='stable')[:, :k], axis=1)
-
-def _held_rows(n_vectors:int, n:int, seed:int) -> np.ndarray:
-    "Sorted rows to hold out of `n_vectors` as queries: `n`, at most a tenth of them (one when there are 2 to 19)."
-    m = min(n, max(1, n_vectors // 10)) if n_vectors >= 2 else 0
-    return np.sort(np.random.default_rng(seed).choice(n_vectors, m, replace=False))
-
-@contextmanager
-def _holding_out(index:EmbeddingIndex, rows:np.ndarray):
-    "The FAISS index without the vectors of `rows` while the block runs; they are added back after."
-    if not len(rows): yield; return
-    keys = index._keys[rows]
-    if index.kind == 'hnsw':                 # its graph cannot delete: build it without them, add them after
-        keep = np.ones(len(index), bool); keep[rows] = False
-        index._faiss = _new_faiss(index, len(index))
-        if index.params: _apply_params(index, index.params)
-        index._faiss.add_with_ids(np.ascontiguousarray(index.vectors[keep]), index._keys[keep])
-    else: index._faiss.remove_ids(keys)
-    index._gpu = None
-    try: yield
-    finally: index._faiss.add_with_ids(np.ascontiguousarray(index.vectors[rows]), keys); index._gpu = None
-
-def _queries(index:EmbeddingIndex, queries, n:int, seed:int) -> tuple[np.ndarray, np.ndarray]:
-    "`(queries, rows held out of the index)`: the queries given (none held), else `n` of the index's vectors."
-    if queries is not None: return _as_float32(queries, index.dim, 'queries'), np.empty(0, np.int64)
-    held = _held_rows(len(index), n, seed)
-    if not len(held): raise DataError(f'the index holds {len(index)} vector: too few to hold any out as queries; pass queries=')
-    return np.ascontiguousarray(index.vectors[held]), held
-
-def _per_query_recall(approx:np.ndarray, exact:np.ndarray) -> np.ndarray:
-    return np.array([len(set(a[a >= 0]) & set(e)) / len(e) for a, e in zip(approx, exact)])
-
-@patch
-def recall_at(self:EmbeddingIndex,
-              k:int=10, # the top-k compared
-              queries=None, # `[Q, D]` queries that are not in the index (default: `n` of its vectors, held out meanwhile)
-              n:int=2000, # vectors held out when no queries are given
-              seed:int=0, # which vectors are held out
-             ) -> float:
-    "Share of the exact top-`k` that this index's search returns, averaged over queries that are not in the index."
-    if self.kind == 'flat': return 1.0
-    q, held = _queries(self, queries, n, seed)
-    with _holding_out(self, held):
-        k = min(k, len(self) - len(held))
-        return float(_per_query_recall(self.search_rows(q, k)[1], _exact_rows(self, q, k, held)).mean())
-
-@patch
-def tune(self:EmbeddingIndex,
-         recall:float=0.95, # the recall@k to reach, in (0, 1]
-         k:int=10, # the k of recall@k
-         queries=None, # `[Q, D]` queries that are not in the index, e.g. captions for an image index (default: `n` of its vectors, held out meanwhile)
-         n:int=2000, # vectors held out when no queries are given
-         what:str|None=None, # what the queries are, for `tuned['queries']` (default: 'queries', or 'held-out images')
-         seed:int=0, # which vectors are held out
-        ) -> dict:
-    """Set `nprobe` (IVF) or `efSearch` (HNSW) to the smallest value reaching `recall` on queries not in the index (three
-    standard errors to spare); IVF-PQ also re-ranks `k_factor` × k candidates with the kept floats, the fewest that reach it at those probes."""
-    if not 0 < recall <= 1: raise ConfigError(f'recall is a share of the exact top-k: give a value in (0, 1], got {recall}')
-    if self.kind == 'flat': return dict(recall=1.0, k=k, queries='exact search')
-    import faiss
-    q, held = _queries(self, queries, n, seed)
-    what = what or ('queries' if queries is not None else f'held-out {self.modality}s')
-    if self.kind == 'hnsw': name, values = 'efSearch', [16, 32, 64, 128, 256, 512, 1024, 2048]
-    else:
-        nlist = faiss.extract_index_ivf(self._faiss).nlist
-        name, values = 'nprobe', [v for v in (2 ** i for i in range(20)) if v < nlist] + [nlist]
-    with _holding_out(self, held):
-        k = min(k, len(self) - len(held))
-        exact = _exact_rows(self, q, k, held)
-        before = -1.0
-        for v in values:   # the probes cost most: at each number of them, re-rank more candidates (cheap) before probing more
-            here = -1.0
-            for factor in (RERANK_FACTORS if self.kind == 'ivfpq' else (None,)):
-                _apply_params(self, {name: max(v, k) if name == 'efSearch' else v, **({RERANK: factor} if factor else {})})
-                per_query = _per_query_recall(self.search_rows(q, k)[1], exact)
-                got = float(per_query.mean())
-                # three standard errors of margin: another set of as many new queries, measured with its own error (the
-                # difference of two samples has √2 × one's), still reaches the target
-                if (reached := got - 3 * per_query.std() / np.sqrt(len(per_query)) >= recall): break
-                if got - here < 0.001: break   # more candidates find nothing more at this many probes
-                here = got
-            if reached: break
-            if self.kind == 'ivfpq' and got - before < 0.001: break   # nor do more probes: the codes cap it
-            before = got
-        if not reached:
-            why = ('its graph caps it: use kind="ivf" or "flat"' if self.kind == 'hnsw' else
-                   f'product quantisation caps it even re-ranking {RERANK_FACTORS[-1]}×k candidates: use kind="ivf" or "flat", or give the index more memory')
-            warnings.warn(f'{self.factory}: recall@{k} on {what} reached {got:.3f} at {name}={self.params[name]}, short of {recall} ({why})')
-    self.tuned = dict(recall=round(got, 4), k=k, target=recall, queries=f'{what} ({len(q)})', **{name: self.params[name]},
-                      **({RERANK: self.params[RERANK]} if self.kind == 'ivfpq' else {}))
-    return dict(self.tuned)
-
-@patch(as_prop=True)
-def recall_info(self:EmbeddingIndex) -> dict:
-    "`recall`, `recall_k`, `recall_queries`: what `tune` measured (1.0 on 'exact search' for a flat index, None when never measured)."
-    if self.kind == 'flat': return dict(recall=1.0, recall_k=None, recall_queries='exact search')
-    t = getattr(self, 'tuned', None) or {}
-    return dict(recall=t.get('recall'), recall_k=t.get('k'),
-                recall_queries=t.get('queries', "the index's own vectors (overstated: written before phoalign held queries out)" if t else 'not measured'))
-
-# %% ../nbs/10e_search.ipynb #760f4731
-INDEX_FORMAT, INDEX_VERSION = 'phoalign-index', 1
-
-def _read_manifest(folder:Path) -> dict:
-    if not folder.is_dir(): raise DataError('no such index folder', folder)
-    mf = folder/'manifest.json'
-    if not mf.exists():
-        leftovers = [p.name for p in folder.iterdir() if re.match(r'(vectors|metadata|faiss)-\d+\.|\.\S+\.tmp$', p.name)]
-        raise DataError('no manifest.json: ' + ('a save was interrupted before the index was first written; encode again' if leftovers
-                        else 'not a phoalign index folder (write one with `phoalign encode` or `EmbeddingIndex.save`)'), folder)
-    try: m = json.loads(mf.read_text(encoding='utf-8'))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise DataError(f'manifest.json is damaged ({e})', folder) from None
-    if not isinstance(m, dict) or m.get('format') != INDEX_FORMAT: raise DataError('manifest.json is not a phoalign index manifest', folder)
-    if m.get('version', 0) > INDEX_VERSION: raise DataError(f'index format version {m["version"]}: this phoalign reads up to {INDEX_VERSION}; upgrade phoalign', folder)
-    return m
-
-@patch
-def save(self:EmbeddingIndex,
-         folder:str|Path, # the index folder (created)
-        ) -> Path:
-    "Write the index to `folder` atomically: a kill during the save leaves the previous index."
-    import faiss
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    gen = (_read_manifest(folder).get('generation', 0) + 1) if (folder/'manifest.json').exists() else 1
-    files = dict(vectors=f'vectors-{gen}.npy', metadata=f'metadata-{gen}.parquet')
-    with atomic_write(folder/files['vectors']) as f: np.save(f, self.vectors)
-    meta = self.meta.assign(_key=self._keys)
-    try:
-        with atomic_write(folder/files['metadata']) as f: meta.to_parquet(f, index=False)
-    except Exception as e: raise DataError(f'the metadata table cannot be written as parquet ({type(e).__name__}: {e}); keep columns of one type each', folder) from None
-    if self.kind != 'flat' and self._faiss is not None:
-        files['faiss'] = f'faiss-{gen}.index'
-        with atomic_write(folder/files['faiss']) as f: f.write(faiss.serialize_index(self._faiss).tobytes())
-    manifest = dict(format=INDEX_FORMAT, version=INDEX_VERSION, generation=gen, modality=self.modality, dim=self.dim, count=len(self),
-                    kind=self.kind, factory=self.factory, params=self.params, tuned=getattr(self, 'tuned', None), **self.recall_info,
-                    next_key=self._next_key,
-                    model=self.model, files=files, sizes={k: (folder/v).stat().st_size for k, v in files.items()},
-                    saved=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
-    with atomic_write(folder/'manifest.json', 'w') as f: json.dump(manifest, f, indent=1, ensure_ascii=False)
-    for p in folder.iterdir():   # the previous generations' files, and temporary files of saves that were killed
-        if p.is_file() and re.match(r'(vectors|metadata|faiss)-\d+\.|\.\S+\.tmp$', p.name) and p.name not in files.values(): p.unlink()
-    return folder
-
-@patch(cls_method=True)
-def load(cls:EmbeddingIndex,
-         folder:str|Path, # an index folder written by `save`
-         use_gpu:bool|None=None, # search on the GPU (default: when this FAISS build sees one)
-        ) -> EmbeddingIndex:
-    "Read an index folder, checking every file against the manifest."
-    import faiss
-    folder = Path(folder)
-    m = _read_manifest(folder)
-    for k, name in m['files'].items():
-        p = folder/name
-        size = p.stat().st_size if p.exists() else None
-        if size != m['sizes'][k]:
-            got = 'missing' if size is None else f'{size} bytes, not {m["sizes"][k]}'
-            raise DataError(f'{name} is {got}: the index is damaged; encode again', folder)
-    index = cls(m['dim'], m['kind'], m['factory'], m['modality'], m['model'], use_gpu)
-    try:
-        vectors = np.load(folder/m['files']['vectors'], mmap_mode='r')
-        meta = pd.read_parquet(folder/m['files']['metadata'])
-    except Exception as e: raise DataError(f'cannot read the index files ({type(e).__name__}: {e}): the index is damaged; encode again', folder) from None
-    if vectors.shape != (m['count'], m['dim']) or len(meta) != m['count']:
-        raise DataError(f'the files hold {vectors.shape[0]} vectors and {len(meta)} metadata rows, the manifest {m["count"]}: the index is damaged', folder)
-    index._keys = meta.pop('_key').to_numpy(np.int64)
-    index.meta, index._chunks, index._next_key = meta, [vectors], m['next_key']
-    if 'faiss' in m['files']: index._faiss = faiss.deserialize_index(np.fromfile(folder/m['files']['faiss'], dtype=np.uint8))
-    else:
-        index._faiss = _new_faiss(index, m['count'])
-        if m['count']: index._faiss.add_with_ids(np.ascontiguousarray(vectors), index._keys)
-    if m['params']: _apply_params(index, m['params'])
-    if m.get('tuned'): index.tuned = m['tuned']
-    index.folder = folder
-    return index
+# %% ../nbs/10e_search.ipynb #a0eed32d
+keep_moved_names(__name__, {**dict.fromkeys(['EncodedImages', 'encode_images', 'encode_texts', 'model_fingerprint', 'check_same_model', 'gallery_table',
+                                           'list_images', 'guess_language', 'query_warning', 'captions_warning'], 'phoalign.encode'),
+                  **dict.fromkeys(['EmbeddingIndex', 'choose_index', 'factory_for', 'INDEX_FORMAT', 'INDEX_VERSION', 'RERANK', 'RERANK_FACTORS',
+                                           'HNSW_EF_CONSTRUCTION'], 'phoalign.index'),
+                  **dict.fromkeys(['composed_search', 'check_combiner', 'SAME_IMAGE'], 'phoalign.cir.search'),
+                  'KINDS': 'phoalign.index:INDEX_KINDS'})
 
 # %% ../nbs/10e_search.ipynb #46f13eba
 def _caption_rows(table:pd.DataFrame) -> pd.DataFrame:
@@ -651,6 +32,7 @@ def _caption_rows(table:pd.DataFrame) -> pd.DataFrame:
 def _is_index_folder(folder:Path) -> bool:
     return (folder/'manifest.json').exists() or any(re.match(r'(vectors|metadata|faiss)-\d+\.', p.name) for p in folder.iterdir())
 
+# %% ../nbs/10e_search.ipynb #d8066383
 def _update_captions(model, table:pd.DataFrame, folder:Path, fp:dict, overwrite:bool, batch_size:int, device, amp) -> tuple[EmbeddingIndex|None, dict]:
     "The caption index of `folder/captions` brought in line with `table`'s captions (not saved yet: `encode_gallery` saves it after the images), and counts."
     rows = _caption_rows(table)
@@ -667,12 +49,13 @@ def _update_captions(model, table:pd.DataFrame, folder:Path, fp:dict, overwrite:
     index.model = fp
     return index, dict(captions=len(index), captions_encoded=len(new))
 
+# %% ../nbs/10e_search.ipynb #f1c891cb
 def _add_and_tune(index:EmbeddingIndex, enc:EncodedImages, captions:EmbeddingIndex|None, recall:float, n_images:int, new_index:bool, n:int=2000):
     """Add `enc` to the approximate `index` and tune it on queries that are not in it: up to `n` of the gallery's captions
     when it has at least min(100, `n_images`), else images held out (of a new index: some of `enc`, added after)."""
     ids = enc.table.id.tolist()
     index.remove(ids, missing_ok=True)                     # modified images: their old vectors are no answer to themselves
-    x, meta = _as_float32(enc.embeddings), enc.table.drop(columns='id').reset_index(drop=True)
+    x, meta = as_vectors(enc.embeddings), enc.table.drop(columns='id').reset_index(drop=True)
     if captions is not None and len(captions) >= min(100, n_images):
         index.add(x, ids, meta)
         pick = np.sort(np.random.default_rng(0).choice(len(captions), min(n, len(captions)), replace=False))
@@ -680,12 +63,31 @@ def _add_and_tune(index:EmbeddingIndex, enc:EncodedImages, captions:EmbeddingInd
     if not new_index:                                      # held out of the whole index while it is measured
         index.add(x, ids, meta)
         return index.tune(recall, n=n) if len(index) >= 2 else None
-    held = _held_rows(len(enc), n, 0)
+    held = held_out_rows(len(enc), n, 0)
     keep = np.ones(len(enc), bool); keep[held] = False
     index.add(x[keep], [ids[i] for i in np.flatnonzero(keep)], meta[keep])
     if len(held): index.tune(recall, queries=x[held], what=f'held-out {index.modality}s')
     index.add(x[held], [ids[i] for i in held], meta.iloc[held])
 
+# %% ../nbs/10e_search.ipynb #1497c944
+def _reuse_unchanged(index:EmbeddingIndex|None, table:pd.DataFrame) -> tuple[np.ndarray, list]:
+    "`(reused, gone)`: the rows of `table` the index holds unchanged (same size and mtime; captions refreshed), and the ids removed as their files are gone."
+    reused = np.zeros(len(table), bool)
+    if index is None or not len(index): return reused, []
+    rows = index.rows_of(table.id.tolist())
+    had = rows >= 0
+    old = index.meta.iloc[rows[had]]
+    reused[had] = (old['size'].to_numpy() == table['size'][had].to_numpy()) & (old['mtime'].to_numpy() == table['mtime'][had].to_numpy())
+    gone = [i for i in index.ids if not os.path.exists(i)]
+    index.remove(gone)
+    keep = table[reused].set_index('id')            # captions may have changed in the caption file
+    at = index.rows_of(keep.index.tolist())
+    index.meta['captions'] = index.meta['captions'].astype(object)
+    index.meta.loc[at, 'captions'] = pd.Series(keep.captions.tolist(), index=at, dtype=object)
+    index.meta.loc[at, 'caption'] = keep.caption.tolist()
+    return reused, gone
+
+# %% ../nbs/10e_search.ipynb #7762c9bb
 def encode_gallery(model, # the `AlignModel` whose image tower encodes the gallery
                    source, # a folder, list of image paths, caption file or pairs table
                    folder:str|Path, # the index folder (created, or updated when it holds an index of this model)
@@ -715,20 +117,7 @@ def encode_gallery(model, # the `AlignModel` whose image tower encodes the galle
         check_same_model(index.model, fp, folder)
         if index.modality != 'image': raise DataError('holds a text index: name the gallery folder, not its captions/', folder)
     table = gallery_table(source, format=format, images=images, strict=strict)
-    reused = np.zeros(len(table), bool)
-    gone = []
-    if index is not None and len(index):
-        rows = index._rows_of(table.id.tolist())
-        had = rows >= 0
-        old = index.meta.iloc[rows[had]]
-        reused[had] = (old['size'].to_numpy() == table['size'][had].to_numpy()) & (old['mtime'].to_numpy() == table['mtime'][had].to_numpy())
-        gone = [i for i in index.ids if not os.path.exists(i)]
-        index.remove(gone)
-        keep = table[reused].set_index('id')            # captions may have changed in the caption file
-        at = index._rows_of(keep.index.tolist())
-        index.meta['captions'] = index.meta['captions'].astype(object)
-        index.meta.loc[at, 'captions'] = pd.Series(keep.captions.tolist(), index=at, dtype=object)
-        index.meta.loc[at, 'caption'] = keep.caption.tolist()
+    reused, gone = _reuse_unchanged(index, table)
     todo = table[~reused]
     enc = (encode_images(model, todo, batch_size=batch_size, workers=workers, device=device, amp=amp, progress=progress,
                          require_any=index is None or not len(index) and not reused.any()) if len(todo) else None)
@@ -748,123 +137,6 @@ def encode_gallery(model, # the `AlignModel` whose image tower encodes the galle
     return dict(folder=str(folder), images=len(index), encoded=len(enc) if enc is not None else 0, reused=int(reused.sum()),
                 removed=len(gone), skipped=skipped, rows_skipped=table.attrs['rows_skipped'], kind=index.kind, **index.recall_info, **caps, seconds=round(time.time() - t0, 2))
 
-# %% ../nbs/10e_search.ipynb #e5ed2fd2
-_VIETNAMESE = set('ăâđêôơưáàảãạắằẳẵặấầẩẫậéèẻẽẹếềểễệíìỉĩịóòỏõọốồổỗộớờởỡợúùủũụứừửữựýỳỷỹỵ')
-
-def guess_language(text:str, # a query
-                  ) -> str|None:
-    "'vi' when `text` has Vietnamese letters, 'en' when it is plain ASCII words, else None (unknown)."
-    low = unicodedata.normalize('NFC', text).lower()
-    if any(c in _VIETNAMESE for c in low): return 'vi'
-    words = re.findall(r'[^\W\d_]+', low)
-    return 'en' if words and all(w.isascii() for w in words) else None
-
-def query_warning(model, # the model whose text tower reads the query
-                  text:str, # the query
-                 ) -> str|None:
-    "Why `model` may not understand `text` (a language its text tower was not trained on, words it never saw), or None."
-    tower = model.text_tower
-    langs, lang = getattr(tower, 'languages', None), guess_language(text)
-    if langs and lang and lang not in langs:
-        return f'the query looks {"Vietnamese" if lang == "vi" else "English"} and the text tower ({getattr(tower, "name", type(tower).__name__)}) was trained on {"/".join(langs)} text: results may mean little'
-    vocab = getattr(getattr(tower, 'tokenizer', None), 'stoi', None)
-    if vocab:                                      # a tower trained from scratch knows only its captions' words
-        words = tower.tokenizer.split(text)
-        unknown = [w for w in words if w not in vocab and re.match(r'\w', w)]
-        if unknown and len(unknown) * 2 >= len([w for w in words if re.match(r'\w', w)]):
-            return f'{len(unknown)} of the query\'s words were never in the training captions ({", ".join(unknown[:5])}): results may mean little'
-
-def captions_warning(model, # the model whose text tower reads the captions
-                     captions:list, # the captions an evaluation searches with
-                    ) -> str|None:
-    "Why `model` may not understand an evaluation's `captions` as a whole (most in another language, most words unseen), or None."
-    tower = model.text_tower
-    name = getattr(tower, 'name', type(tower).__name__)
-    if (langs := getattr(tower, 'languages', None)):
-        other = Counter(g for g in map(guess_language, captions) if g and g not in langs)
-        if sum(other.values()) * 2 > len(captions):
-            lang = other.most_common(1)[0][0]
-            return (f'{sum(other.values())} of the {len(captions)} captions look {"Vietnamese" if lang == "vi" else "English"} and the text tower '
-                    f'({name}) was trained on {"/".join(langs)} text: the recall may be at chance level')
-    if (vocab := getattr(getattr(tower, 'tokenizer', None), 'stoi', None)):
-        words = [w for c in captions for w in tower.tokenizer.split(c) if re.match(r'\w', w)]
-        unknown = [w for w in words if w not in vocab]
-        if words and len(unknown) * 2 >= len(words):
-            return (f'{len(unknown)} of the captions\' {len(words)} words were never in the training captions '
-                    f'({", ".join(list(dict.fromkeys(unknown))[:5])}): the recall may be at chance level')
-
-# %% ../nbs/10e_search.ipynb #35ecf277
-def _image_features(model, image:np.ndarray, transform, normalize:bool=True) -> torch.Tensor:
-    "One decoded image's features `[1, D]` through `transform` and the image tower, computed as `encode_images` does."
-    dev = next(model.parameters()).device
-    with torch.no_grad(), _autocast(dev, None): f = model.eval().image_outputs(transform(image)[None].to(dev))['features']
-    return (F.normalize(f.float(), dim=-1) if normalize else f.float()).cpu()
-
-def _query_embedding(model, query, index:EmbeddingIndex) -> torch.Tensor:
-    from phoalign.model import image_transforms
-    if isinstance(query, str):
-        if not query.strip(): raise DataError('the query is empty: give some words to search for')
-        if (why := query_warning(model, query)): warnings.warn(why, stacklevel=3)
-        return encode_texts(model, [query])
-    return _image_features(model, _as_image(query, 'query'), image_transforms(model)[1])
-
-def _as_image(image, name:str) -> np.ndarray:
-    "A decoded `[H, W, 3]` uint8 image from a file path or an image array (a `[3, H, W]` tensor in 0..1 too)."
-    if isinstance(image, (str, Path)): return read_image(Path(image))   # a missing or unreadable image: its own error, naming the file
-    if isinstance(image, np.ndarray) and image.ndim == 3: return image
-    if isinstance(image, torch.Tensor) and image.ndim == 3: return image.permute(1, 2, 0).mul(255).byte().numpy()
-    raise TypeError(f'{name}: a string (text), a Path (image file) or an [H, W, 3] image array, not {type(image).__name__}' if name == 'query'
-                    else f'{name}: a Path (image file) or an [H, W, 3] image array, not {type(image).__name__}')
-
-def _composed_embedding(model, text:str, reference_image, combiner, checked:bool=False) -> torch.Tensor:
-    "The query of a reference image (a file or an `[H, W, 3]` array) changed by `text`: the towers' raw features through `combiner`."
-    from phoalign.cir.combiners import create_combiner
-    from phoalign.cir.data import cir_transform_for
-    if not isinstance(text, str): raise TypeError('a composed query is a text (what to change) with reference_image=')
-    if not text.strip(): raise DataError('the modification text is empty: say what to change in the reference image')
-    combiner = create_combiner('sum') if combiner is None else combiner
-    info = getattr(combiner, 'checkpoint_extra', {}).get('cir', {})   # what `phoalign cir combiner` recorded
-    if not checked: check_combiner(model, combiner)
-    image = _image_features(model, _as_image(reference_image, 'reference_image'), cir_transform_for(model, info.get('transform', 'targetpad'), info.get('target_ratio', 1.25)), normalize=False)
-    dev = next(combiner.parameters(), torch.empty(0)).device
-    with torch.no_grad():
-        return combiner.eval().combine_features(image.to(dev), encode_texts(model, [text], normalize=False).to(dev)).float().cpu()
-
-def check_combiner(model, # the `AlignModel` whose towers' features the combiner will combine
-                   combiner): # a combiner (`load_combiner`, `create_combiner`)
-    "A `DataError` when `combiner` was trained on another model's features (as `phoalign cir combiner` recorded)."
-    info = getattr(combiner, 'checkpoint_extra', {}).get('cir', {})
-    if info.get('model'): check_same_model(info['model'], model_fingerprint(model), 'the combiner (trained on other towers\' features)')
-
-# %% ../nbs/10e_search.ipynb #adc9f240
-SAME_IMAGE = 0.999   # cosine at which a gallery vector is the reference image itself (the same pixels, encoded again)
-
-def composed_search(model, # the `AlignModel` that wrote `index`
-                    index:EmbeddingIndex, # an image index
-                    text:str, # what to change in the reference image
-                    reference_image, # a `Path` to an image file, or an image array `[H, W, 3]`
-                    combiner=None, # a trained combiner (`load_combiner`); default the element-wise sum
-                    k:int=10, # results wanted
-                    checked:bool=False, # the combiner was already checked against `model`
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    "`(scores, rows)` `[1, k]` of a composed query, leaving out the reference image itself (CIRR's protocol, CLIP4Cir's demo)."
-    from phoalign.model import image_transforms
-    if k < 1: raise ValueError(f'k must be at least 1, got {k}')
-    image = _as_image(reference_image, 'reference_image')
-    query = _composed_embedding(model, text, image, combiner, checked)
-    itself = _image_features(model, image, image_transforms(model)[1])[0].numpy()   # as the gallery stored it
-    path = str(Path(reference_image).resolve()) if isinstance(reference_image, (str, Path)) and 'path' in index.meta else None
-    want = min(k + 1, len(index))
-    while True:   # more than one copy of the reference may be in the gallery: ask for more until k others are found
-        scores, rows = index.search_rows(query, want)
-        found = rows[0] >= 0
-        same = np.zeros_like(found)
-        same[found] = index.vectors[rows[0][found]] @ itself >= SAME_IMAGE
-        if path is not None: same[found] |= index.meta.path.to_numpy()[rows[0][found]] == path
-        keep = np.flatnonzero(~same)[:k]
-        if len(keep) == k or want >= len(index) or not found.all(): return scores[:, keep], rows[:, keep]
-        want = min(2 * want, len(index))
-
 # %% ../nbs/10e_search.ipynb #71921085
 def find_matches(model, # the `AlignModel` that wrote the index
                  query, # a string (text query), a `Path` to an image, or an image array `[H, W, 3]`
@@ -877,7 +149,7 @@ def find_matches(model, # the `AlignModel` that wrote the index
     index = index if isinstance(index, EmbeddingIndex) else EmbeddingIndex.load(index)
     check_same_model(index.model, model_fingerprint(model), getattr(index, 'folder', 'the index'))
     if combiner is not None and reference_image is None: raise ValueError('combiner= combines a reference image with the text: pass reference_image=')
-    if reference_image is None: scores, rows = index.search_rows(_query_embedding(model, query, index), n)
+    if reference_image is None: scores, rows = index.search_rows(encode_query(model, query), n)
     else: scores, rows = composed_search(model, index, query, reference_image, combiner, n)
     found = rows[0] >= 0
     out = index.meta.iloc[rows[0][found]].reset_index(drop=True)

@@ -11,13 +11,15 @@ from pathlib import Path
 import numpy as np
 from fastcore.basics import patch
 from fastapi import Request   # at module level: FastAPI resolves the routes' (string) annotations here
-from .core import ConfigError, DataError, get_device
-from .search import (EmbeddingIndex, check_combiner, composed_search, encode_texts, guess_language, index_model, query_warning,
-                             _query_embedding)
+from .core import ConfigError, DataError, get_device, keep_moved_names
+from .index import EmbeddingIndex
+from .cir.search import check_combiner, composed_search
+from .encode import encode_texts, guess_language, query_warning, encode_query
+from .search import index_model
 
 # %% auto #0
-__all__ = ['LANGUAGES', 'MAX_PIXELS', 'THUMB_SIZES', 'SearchService', 'QueryBatcher', 'caption_in', 'Refused', 'check_query',
-           'language_warning', 'decode_image', 'create_app', 'RunningServer', 'serve']
+__all__ = ['QUERY_LANGUAGES', 'MAX_PIXELS', 'THUMB_SIZES', 'SearchService', 'QueryBatcher', 'caption_in', 'Refused',
+           'check_query', 'language_warning', 'decode_image', 'create_app', 'RunningServer', 'serve']
 
 # %% ../nbs/13a_serve.ipynb #d9b0e61e
 class SearchService:
@@ -29,7 +31,7 @@ class SearchService:
                  max_k:int=100, # the most results one query may ask for
                  max_batch:int=32): # text queries that arrive together are encoded in batches of up to this many
         from phoalign.model import load_model
-        from phoalign.search import check_same_model, model_fingerprint
+        from phoalign.encode import check_same_model, model_fingerprint
         if max_k < 1: raise ConfigError(f'max_k (--max-k) must be at least 1, got {max_k}')
         if max_batch < 1: raise ConfigError(f'max_batch (--max-batch) must be at least 1, got {max_batch}')
         self.folder = Path(index_dir)
@@ -110,9 +112,11 @@ class QueryBatcher:
             else:
                 for (_, f), r in zip(jobs, results): f.set_result(r)
 
-# %% ../nbs/13a_serve.ipynb #be8f32f0
-LANGUAGES = ('auto', 'vi', 'en')
+# %% ../nbs/13a_serve.ipynb #615d3592
+QUERY_LANGUAGES = ('auto', 'vi', 'en')   # the `lang` a query may give ('auto': guessed from its text); not zeroshot's template languages
+keep_moved_names(__name__, {'LANGUAGES': 'phoalign.serve:QUERY_LANGUAGES'})   # its old name, until the next release
 
+# %% ../nbs/13a_serve.ipynb #be8f32f0
 def caption_in(captions, # the image's captions (a list, or None)
                lang:str|None, # 'vi', 'en' or None (the first caption)
               ) -> str|None: # the caption shown
@@ -132,6 +136,7 @@ def _rows_to_results(service, scores, rows, lang:str|None) -> list[dict]:
                         caption=caption_in(r.get('captions'), lang) if 'captions' in meta else r.get('caption')))
     return out
 
+# %% ../nbs/13a_serve.ipynb #248beb9e
 @patch
 def _run_texts(self:SearchService, queries:list[tuple]) -> list[list[dict]]:
     "Encode `(text, k, lang)` queries in one pass and search them in one FAISS call."
@@ -162,7 +167,7 @@ def check_query(service:SearchService, # the service the query is for
     except (TypeError, ValueError): raise Refused(400, f'k must be a whole number, got {k!r}') from None
     if not 1 <= k <= service.max_k: raise Refused(400, f'k must be between 1 and {service.max_k} (this server\'s --max-k), got {k}')
     lang = lang or 'auto'
-    if lang not in LANGUAGES: raise Refused(400, f'lang must be one of {", ".join(LANGUAGES)}, got {lang!r}')
+    if lang not in QUERY_LANGUAGES: raise Refused(400, f'lang must be one of {", ".join(QUERY_LANGUAGES)}, got {lang!r}')
     return q, k, (guess_language(q) if q else None) if lang == 'auto' else lang
 
 def language_warning(service:SearchService, # the service whose model reads the query
@@ -192,7 +197,7 @@ def decode_image(data:bytes, # the uploaded file's bytes
                 ) -> np.ndarray: # `[H, W, 3]` RGB
     "An uploaded image as an RGB `uint8` array, decoded as `read_image` decodes files; `Refused(415)` or `(413)` otherwise."
     from PIL import Image, UnidentifiedImageError
-    from phoalign.data.transforms import _decode_rgb, _truncated
+    from phoalign.data.transforms import decode_rgb, truncation_reason
     if not data: raise Refused(400, 'the upload is empty: choose an image file')
     try:
         with warnings.catch_warnings():
@@ -201,8 +206,8 @@ def decode_image(data:bytes, # the uploaded file's bytes
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         raise Refused(415, 'the upload is not an image that can be read (JPEG, PNG, WebP, BMP, TIFF, GIF)') from None
     if width * height > max_pixels: raise Refused(413, f'the image is {width}×{height} pixels: at most {max_pixels / 1e6:.0f} megapixels')
-    if (why := _truncated(data)): raise Refused(415, f'the upload is a {why}: send the whole file')
-    img = _decode_rgb(data)
+    if (why := truncation_reason(data)): raise Refused(415, f'the upload is a {why}: send the whole file')
+    img = decode_rgb(data)
     if img is not None: return img
     try:   # formats OpenCV lacks (GIF)
         with Image.open(io.BytesIO(data)) as im: return np.ascontiguousarray(np.asarray(im.convert('RGB')))
@@ -220,7 +225,7 @@ def search_image(self:SearchService, data:bytes, # an uploaded image file
         raise Refused(400, 'this server has no combiner, so it cannot change an image by a text: start it with --combiner FILE (or --combiner sum)')
     image = decode_image(data)
     with self._lock:
-        if not text: scores, rows = self.index.search_rows(_query_embedding(self.model, image, self.index), k)
+        if not text: scores, rows = self.index.search_rows(encode_query(self.model, image), k)
         else: scores, rows = composed_search(self.model, self.index, text, image, self.combiner, k, checked=True)   # the upload itself left out
     return _rows_to_results(self, scores[0], rows[0], lang)
 
@@ -298,7 +303,7 @@ def create_app(service:SearchService, # what to search
     async def info():
         return dict(images=len(service.index), captions=len(service.captions) if service.captions is not None else 0,
                     model=service.model_name, combiner=service.combiner is not None, max_k=service.max_k,
-                    max_upload_mb=max_upload_mb, languages=list(LANGUAGES),
+                    max_upload_mb=max_upload_mb, languages=list(QUERY_LANGUAGES),
                     text_queries=service.batcher.items, text_batches=service.batcher.batches)
 
     @app.get('/search')

@@ -4,6 +4,227 @@
 
 # %% ../nbs/13b_testing.ipynb #4db57582
 from __future__ import annotations
+from pathlib import Path
+import torch
+from .model import create_model, image_transforms
+from .data.transforms import read_image
 
 # %% auto #0
-__all__ = []
+__all__ = ['DDP_HEADS', 'tiny_search_model', 'ddp_loss_worker', 'per_sample_moe', 'ddp_trainer_run', 'ddp_trainer_worker',
+           'ddp_cir_run', 'ddp_cir_worker', 'hub_unreachable', 'register_tiny_openclip', 'run_cli',
+           'write_synthetic_embeddings']
+
+# %% ../nbs/13b_testing.ipynb #c2657bb5
+def tiny_search_model(captions:list[str], # captions whose words the scratch text tower learns
+                      images:list, # image files whose batch-norm statistics the image tower takes
+                      seed:int=0): # weight seed
+    "An untrained `tiny` model that tells `images` apart."
+    model = create_model('tiny', f'train.seed={seed}', captions=list(captions))
+    tf = image_transforms(model)[1]
+    batch = torch.stack([tf(read_image(p)) for p in images])
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm): mod.reset_running_stats(); mod.momentum = None
+    with torch.no_grad(): model.train().image_outputs(batch)
+    return model.eval()
+
+# %% ../nbs/13b_testing.ipynb #a05f3bf4
+import torch.distributed as dist
+from .losses import create_loss
+
+# %% ../nbs/13b_testing.ipynb #2a993b4f
+def ddp_loss_worker(rank:int, # this process's rank (`torch.multiprocessing.spawn` passes it)
+                    world_size:int, # number of processes
+                    init_file:str, # a file for the process group's rendezvous (not there yet)
+                    name:str, # a registered loss name
+                    options:dict, # the loss's options
+                    inputs:dict, # the whole batch: `image_features`, `text_features` (split by rank) and the loss's other inputs
+                    out_dir:str): # where `rank{rank}.pt` goes
+    "Loss `name` on this rank's share of a batch; saves the loss and the gradients of the local features."
+    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=world_size)
+    n = len(inputs['image_features']) // world_size
+    local = {k: (v[rank * n:(rank + 1) * n].clone().requires_grad_() if v.ndim else v) for k, v in inputs.items()}
+    loss = create_loss(name, **options)(**local)
+    loss.backward()
+    torch.save(dict(loss=loss.detach(), gi=local['image_features'].grad, gt=local['text_features'].grad), f'{out_dir}/rank{rank}.pt')
+    dist.barrier()   # neither rank tears gloo down while the other still talks to it (an abort on a loaded machine)
+    dist.destroy_process_group()
+
+# %% ../nbs/13b_testing.ipynb #0ec5330e
+import os
+from pathlib import Path
+import torch
+from .cir.combiners import SparseMoE
+
+# %% ../nbs/13b_testing.ipynb #23a4fa4e
+def per_sample_moe(moe:SparseMoE, # the layer whose router and experts are used
+                   x:torch.Tensor, # the rows to route, `[B, D]`
+                  ) -> torch.Tensor:
+    "The seed's dispatch of `moe`: one sample and one chosen expert at a time, in Python."
+    _, experts, weights = moe.route(x)
+    out = x.new_zeros(len(x), moe.output_dim)
+    for b in range(len(x)):
+        for slot in range(moe.top_k):
+            out[b] = out[b] + weights[b, slot] * moe.experts[int(experts[b, slot])](x[b][None])[0]
+    return out
+
+# %% ../nbs/13b_testing.ipynb #89394216
+DDP_HEADS = {'mlp': {'dropout': 0.0}, 'linear': {}, 'clip': {}, 'siglip': {}, 'attention': {'dropout': 0.0},
+             'cross_modal': {'dropout': 0.0}, 'align': {'dropout': 0.0}, 'blip': {}}   # the heads `ddp_trainer_run` takes, with dropout off
+
+def ddp_trainer_run(data_dir:str, # a folder holding `captions_en.json` (`write_coco(..., lang='en')`)
+                    out_dir:str, # where the run folder (`{head}-{loss}`) goes
+                    head:str, # a key of `DDP_HEADS`
+                    batch_size:int, # per process
+                    steps:int=2, # optimiser steps
+                    loss:str='clip', # the loss's name
+                   ) -> dict:
+    "`steps` optimiser steps of the tiny preset with `head`: the loss and the gradients at each step, and the number of processes."
+    from phoalign.data.formats import read_pairs
+    from phoalign.model import create_model
+    from phoalign.train import Trainer
+    pairs = read_pairs(Path(data_dir)/'captions_en.json')
+    over = [f'train.output_dir={out_dir}/{head}-{loss}', f'train.batch_size={batch_size}', f'train.max_steps={steps}', 'train.epochs=1',
+            f'model.head={head}', f'model.options.head={DDP_HEADS[head]}', 'model.options.image={freeze_bn: true}',
+            'model.options.text.dropout=0', f'loss.name={loss}', 'train.seed=0', 'train.grad_clip=none', 'train.device=cpu']
+    model = create_model('tiny', *over, captions=pairs.caption.tolist())
+    if head == 'align': model.image_head.eval(); model.text_head.eval()  # BatchNorm statistics are per process
+    tr = Trainer(model, pairs, progress=False, live=False, log=lambda s: None, overwrite=True)
+    if head == 'align': tr.model.train = lambda mode=True: tr.model   # this model only: its BatchNorms stay fixed through train()
+    grads, losses = [], []
+    tr.optimizer.optimizer.register_step_pre_hook(lambda opt, args, kw: grads.append(
+        {n: p.grad.detach().clone() for n, p in tr.unwrapped.named_parameters() if p.grad is not None}))
+    step = tr.train_step
+    def record(batch):
+        parts = step(batch); l = parts['loss'].detach()
+        if tr.accelerator.num_processes > 1: l = tr.accelerator.reduce(l, 'mean')
+        losses.append(l.item()); return parts
+    tr.train_step = record
+    tr.train_epoch()
+    return dict(losses=losses, grads=grads, processes=tr.accelerator.num_processes)
+
+def ddp_trainer_worker(rank:int, # this process's rank (`torch.multiprocessing.spawn` passes it first)
+                       world_size:int, # processes in the group
+                       port:int, # a free TCP port on 127.0.0.1 for the group
+                       data_dir:str, # as for `ddp_trainer_run`
+                       out_dir:str, # where the runs go; rank 0 writes `ddp_results.pt` there
+                       cases:list, # (head, loss) pairs
+                       batch_size:int, # per process
+                      ):
+    "One process of a `world_size`-process group running `ddp_trainer_run` for each case; rank 0 saves the results."
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    results = {f'{h}-{l}': ddp_trainer_run(data_dir, out_dir, h, batch_size, loss=l) for h, l in cases}
+    if rank == 0: Path(out_dir).mkdir(parents=True, exist_ok=True); torch.save(results, f'{out_dir}/ddp_results.pt')
+    import torch.distributed as dist
+    if dist.is_initialized(): dist.destroy_process_group()
+
+# %% ../nbs/13b_testing.ipynb #f1d9eafb
+def ddp_cir_run(root:str, # a CIRR-layout folder (`write_cirr(...).parent`)
+                out_dir:str, # the run folder
+                stage:int, # 1: fine-tune the tiny towers; 2: train a MoE combiner on them
+                batch_size:int, # per process
+               ) -> dict:
+    "Two optimiser steps of a composed-retrieval stage on 32 triplets, dropout off: each step's gradients, the loss, the weights after."
+    from phoalign.cir.data import read_cirr
+    from phoalign.cir.train import finetune, train_combiner
+    from phoalign.model import create_model
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+    train = read_cirr(root, 'train'); train.triplets = train.triplets.iloc[:32]
+    model = create_model('tiny', 'data.image_size=32', 'model.embed_dim=32', 'model.options.image={freeze_bn: true}',
+                         'model.options.text={dim: 32, layers: 1, heads: 4, max_length: 24, dropout: 0}', captions=train.triplets.caption.tolist())
+    flags = dict(output_dir=out_dir, num_epochs=1, batch_size=batch_size, save_training=False, seed=0)
+    grads = []
+    hook = register_optimizer_step_pre_hook(lambda opt, args, kw: grads.append(   # the stage's optimiser is built inside: removed after it
+        [p.grad.detach().clone() for g in opt.param_groups for p in g['params'] if p.grad is not None]))
+    try:
+        if stage == 1:
+            hist = finetune(model, train, None, dict(flags, learning_rate=1e-4), progress=False, log=lambda x: None)
+            trained = model
+        else:
+            trained, hist = train_combiner(model, train, None, dict(flags, combiner_lr=1e-4), 'moe', projection_dim=32, hidden_dim=64,
+                                           combiner_options=dict(dropout=0.0, expert_dropout=0.0), progress=False, log=lambda x: None)
+    finally: hook.remove()
+    return dict(grads=grads, loss=hist[0]['train_loss'], weights={k: v.detach().clone() for k, v in trained.state_dict().items() if torch.is_tensor(v)})
+
+def ddp_cir_worker(rank:int, # this process's rank (`torch.multiprocessing.spawn` passes it first)
+                   world_size:int, # processes in the gloo group
+                   port:int, # a free TCP port on 127.0.0.1 for the group
+                   root:str, # as for `ddp_cir_run`
+                   out_dir:str, # rank 0 writes `ddp_results.pt` here (the stages' runs go in `stage1`, `stage2`)
+                   batch_size:int, # per process
+                  ):
+    "One process of a `world_size`-process group running `ddp_cir_run` for both stages; rank 0 saves the results."
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    results = {stage: ddp_cir_run(root, f'{out_dir}/stage{stage}', stage, batch_size) for stage in (1, 2)}
+    if rank == 0: torch.save(results, f'{out_dir}/ddp_results.pt')
+    import torch.distributed as dist
+    if dist.is_initialized(): dist.destroy_process_group()
+
+# %% ../nbs/13b_testing.ipynb #3945adec
+import contextlib, json, os, socket
+from .openclip import PREFIX as OPENCLIP_PREFIX
+from .text import hub_reachable, offline_reason
+
+# %% ../nbs/13b_testing.ipynb #b23f70cc
+@contextlib.contextmanager
+def hub_unreachable():
+    "`HF_HUB_OFFLINE` unset and huggingface_hub pointed at a closed local port inside the block; yields that address."
+    from huggingface_hub import constants
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]   # nothing listens there
+    saved = constants.HF_HUB_OFFLINE, constants.ENDPOINT, {v: os.environ.pop(v, None) for v in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE')}
+    constants.HF_HUB_OFFLINE, constants.ENDPOINT = False, f'http://127.0.0.1:{port}'
+    try: yield constants.ENDPOINT
+    finally:
+        constants.HF_HUB_OFFLINE, constants.ENDPOINT = saved[:2]
+        os.environ.update({k: v for k, v in saved[2].items() if v is not None})
+
+# %% ../nbs/13b_testing.ipynb #7e8db9b0
+def register_tiny_openclip(folder:str|Path, # where the two architectures' JSON configs are written
+                          ) -> str:
+    "Register `phoalign-tiny-vit` and `phoalign-tiny-rn`, small open_clip architectures; returns the ViT's tower name."
+    import open_clip
+    text = dict(context_length=32, vocab_size=49408, width=32, heads=2, layers=1)
+    for arch, vision in (('phoalign-tiny-vit', dict(image_size=32, layers=1, width=64, head_width=32, patch_size=8)),
+                         ('phoalign-tiny-rn', dict(image_size=64, layers=[1, 1, 1, 1], width=16))):
+        path = Path(folder)/f'{arch}.json'
+        path.write_text(json.dumps(dict(embed_dim=24, vision_cfg=vision, text_cfg=text)))
+        open_clip.add_model_config(path)
+    return OPENCLIP_PREFIX + 'phoalign-tiny-vit'
+
+# %% ../nbs/13b_testing.ipynb #0f42a2a6
+import io
+from .commands import main as _main_cli
+
+# %% ../nbs/13b_testing.ipynb #376f4ccb
+def run_cli(*argv, # the words after `phoalign` (paths are turned into strings)
+           ) -> tuple: # the exit code, what went to stdout, what went to stderr
+    "Run `phoalign ARGV` in this process, with the commands imported so far, capturing what it prints."
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try: code = _main_cli([str(a) for a in argv])
+        except SystemExit as e: code = e.code   # --help, --version and argparse's refusals
+    return code, out.getvalue(), err.getvalue()
+
+# %% ../nbs/13b_testing.ipynb #abbb373b
+def write_synthetic_embeddings(folder, # the embeddings folder to write into
+                               split:str='all', # the split's name (its files' prefix)
+                               n_images:int=200, # images (ids 1000, 1001, ...)
+                               captions_per_image:int=3, # captions of each image, in consecutive rows
+                               image_dim:int=48, # image embedding width
+                               text_dim:int=64, # text embedding width
+                               latent:int=16, # width of the hidden code each image's embeddings are made from
+                               noise:float=0.5, # standard deviation of the noise added to both sides
+                               seed:int=0, # codes, maps and noise follow from it
+                               dtype='float32', # storage type: float32, float16 or bfloat16
+                              ):
+    "Write (and return) a split whose image and caption embeddings are noisy linear maps of a shared per-image code."
+    from phoalign.embeddings import SplitWriter, load_split
+    g = torch.Generator().manual_seed(seed)
+    code = torch.randn(n_images, latent, generator=g)
+    a, b = torch.randn(latent, image_dim, generator=g), torch.randn(latent, text_dim, generator=g)
+    owner = torch.arange(n_images).repeat_interleave(captions_per_image)
+    with SplitWriter(folder, split, len(owner), image_dim, text_dim, dtype, dtype, overwrite=True) as w:
+        w.image[:] = code[owner] @ a + noise * torch.randn(len(owner), image_dim, generator=g)
+        w.text[:] = code[owner] @ b + noise * torch.randn(len(owner), text_dim, generator=g)
+        w.metadata = dict(image_ids=[1000 + i for i in owner.tolist()], caption_ids=list(range(len(owner))),
+                          captions=[f'caption {c} of image {1000 + i}' for c, i in enumerate(owner.tolist())], encoders=dict(image='synthetic', text='synthetic'))
+    return load_split(folder, split)

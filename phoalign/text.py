@@ -8,15 +8,18 @@ import base64, collections, contextlib, functools, json, math, os, re, tempfile,
 from pathlib import Path, PurePosixPath
 from typing import Callable
 import torch, torch.nn as nn, torch.nn.functional as F
-from .core import Registry, Tower, UserError
+from fastcore.basics import patch
+from .tower import Tower
+from .core import Registry, UnknownNameError, UserError
 from .data.formats import normalize_caption
 
 # %% auto #0
-__all__ = ['HUB_TIMEOUT', 'OFFLINE_OPTIONS', 'ASSET_B64', 'SBERT_NAMES', 'text_towers', 'restore_cwd', 'Segmenter',
-           'ModelUnavailableError', 'hub_reachable', 'offline_reason', 'load_by_name', 'loading_progress',
-           'folder_assets', 'write_assets', 'TextTower', 'HFTextTower', 'PhoBERTTower', 'learn_bpe',
-           'build_tiny_phobert', 'resolve_sbert', 'SBERTTower', 'CLIPTextTower', 'build_tiny_clip_text',
-           'SimpleTokenizer', 'ScratchTextTower', 'scratch_tower', 'text_tower_assets', 'create_text_tower']
+__all__ = ['HUB_TIMEOUT', 'OFFLINE_OPTIONS', 'ASSET_B64', 'SBERT_NAMES', 'text_towers', 'text_tower_families', 'restore_cwd',
+           'Segmenter', 'ModelUnavailableError', 'hub_reachable', 'offline_reason', 'load_by_name', 'loading_progress',
+           'load_pretrained', 'folder_assets', 'write_assets', 'check_segmented', 'TextTower', 'HFTextTower',
+           'PhoBERTTower', 'learn_bpe', 'build_tiny_phobert', 'resolve_sbert', 'SBERTTower', 'CLIPTextTower',
+           'build_tiny_clip_text', 'SimpleTokenizer', 'ScratchTextTower', 'scratch_tower', 'text_tower_assets',
+           'create_text_tower']
 
 # %% ../nbs/02_text.ipynb #c804bf50
 @contextlib.contextmanager
@@ -76,6 +79,7 @@ OFFLINE_OPTIONS = dict(  # what works without the Hub, by kind of model (the mes
     openclip='a local CLIP checkpoint file (encode-pairs --image-weights FILE, model.image_checkpoint=FILE, model.text_checkpoint=FILE) '
              'or a phoalign checkpoint (encode-pairs, cir --clip-model-path)')
 
+# %% ../nbs/02_text.ipynb #b2e0300c
 def _true(value) -> bool: return str(value or '').strip().upper() in ('1', 'ON', 'YES', 'TRUE')   # as huggingface_hub reads its flags
 
 @functools.cache
@@ -100,6 +104,7 @@ def hub_reachable(endpoint:str|None=None, # the Hub's address (default: huggingf
         endpoint = constants.ENDPOINT
     return _answers(endpoint, float(timeout))
 
+# %% ../nbs/02_text.ipynb #af424cc0
 _FORCED = []  # the reasons of the loads running in offline mode now, innermost last
 
 def offline_reason() -> str|None:
@@ -123,6 +128,7 @@ def _hub_offline(reason:str|None):
         if env is None: os.environ.pop('HF_HUB_OFFLINE', None)
         else: os.environ['HF_HUB_OFFLINE'] = env
 
+# %% ../nbs/02_text.ipynb #600b1687
 def load_by_name(load:Callable, # loads the model, downloading `name` when it is not cached (`from_pretrained`, `timm.create_model`, ...)
                  name:str, # what the user named: a Hub name, or a local folder or file
                  what:str, # what it is, for the message ('PhoBERT tokenizer', 'pretrained image tower')
@@ -143,6 +149,7 @@ def load_by_name(load:Callable, # loads the model, downloading `name` when it is
         else: msg = f'could not load the {what} {name!r} ({cause})'
         raise ModelUnavailableError(msg + ('' if local else f'; without the Hub, use {OFFLINE_OPTIONS[kind]}')) from None
 
+# %% ../nbs/02_text.ipynb #c427b4fc
 @contextlib.contextmanager
 def loading_progress(enabled:bool=True): # False: no Hugging Face progress bars inside the block
     "Hugging Face's progress bars (downloads, transformers' weight loading; timm and open_clip download through it) on or off inside the block."
@@ -156,25 +163,15 @@ def loading_progress(enabled:bool=True): # False: no Hugging Face progress bars 
         if tf_on: tf_logging.enable_progress_bar()   # turns the hub's on too
         (disable_progress_bars if hub_off else enable_progress_bars)()
 
-# %% ../nbs/02_text.ipynb #7c4a95fa
-@contextlib.contextmanager
-def _hub_unreachable():
-    "Test helper: `HF_HUB_OFFLINE` unset and huggingface_hub pointed at a closed local port, as on a machine that cannot reach the Hub."
-    import socket
-    from huggingface_hub import constants
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]   # nothing listens there
-    saved = constants.HF_HUB_OFFLINE, constants.ENDPOINT, {v: os.environ.pop(v, None) for v in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE')}
-    constants.HF_HUB_OFFLINE, constants.ENDPOINT = False, f'http://127.0.0.1:{port}'
-    try: yield constants.ENDPOINT
-    finally:
-        constants.HF_HUB_OFFLINE, constants.ENDPOINT = saved[:2]
-        os.environ.update({k: v for k, v in saved[2].items() if v is not None})
-
 # %% ../nbs/02_text.ipynb #7b6fe124
-def _from_pretrained(loader, name:str, what:str, **kwargs):
+def load_pretrained(loader, # a transformers class with `from_pretrained` (`AutoTokenizer`, `AutoModel`, `AutoConfig`, ...)
+                    name:str, # a Hub name or a local folder
+                    what:str, # what it is, for the message ('PhoBERT tokenizer')
+                    **kwargs): # passed to `from_pretrained`
     "`loader.from_pretrained(name)` through `load_by_name`: offline, from the cache at once, or one line saying what to do."
     return load_by_name(lambda: loader.from_pretrained(name, **kwargs), name, what)
 
+# %% ../nbs/02_text.ipynb #45f4cf5d
 ASSET_B64 = '.base64'  # suffix of an asset name whose text is a binary file, base64-encoded
 
 def folder_assets(folder, # the folder to read
@@ -210,7 +207,11 @@ def _tokenizer_files(tokenizer) -> dict[str, str]:
         tokenizer.save_pretrained(d)
         return folder_assets(d)
 
-def _check_segmented(texts:list, segmented) -> list|None:
+# %% ../nbs/02_text.ipynb #78bee310
+def check_segmented(texts:list, # the texts
+                    segmented, # None, or per text its word-segmented form (a string) or None/NaN (segment it here)
+                   ) -> list|None:
+    "`segmented` as a list parallel to `texts` (None stays None); a clear error for anything else."
     if segmented is None: return None
     if isinstance(segmented, str): raise TypeError('segmented is a list parallel to texts, not a string')
     segmented = list(segmented)
@@ -220,6 +221,7 @@ def _check_segmented(texts:list, segmented) -> list|None:
             raise TypeError(f'segmented entries are strings, or None/NaN where the text is to be segmented here; got {type(s).__name__}')
     return segmented
 
+# %% ../nbs/02_text.ipynb #c15be567
 class TextTower(Tower):
     "A tower that owns its tokenization: `tokenize(list[str], segmented=None) -> dict`, `forward(dict) -> dict(pooled, tokens, mask)`."
     languages:tuple|None = None  # the languages its weights were trained on (ISO 639-1 codes); None: many, or unknown
@@ -234,6 +236,7 @@ class TextTower(Tower):
         "File name -> text of the files that rebuild this tower without its weights (none: the state dict holds everything)."
         return {}
 
+# %% ../nbs/02_text.ipynb #30f139b8
 def _max_positions(config) -> int|None:
     "Tokens the encoder's position embeddings take (RoBERTa-style models number positions from after the padding index)."
     n = getattr(config, 'max_position_embeddings', None)
@@ -269,7 +272,7 @@ class HFTextTower(TextTower):
         "Token ids and attention mask for `texts` (padded, truncated to `max_length`)."
         if isinstance(texts, str): raise TypeError('tokenize takes a list of strings')
         texts = list(texts)
-        enc = self.tokenizer(self.preprocess(texts, _check_segmented(texts, segmented)), padding=True, truncation=True,
+        enc = self.tokenizer(self.preprocess(texts, check_segmented(texts, segmented)), padding=True, truncation=True,
                              max_length=self.max_length, return_tensors='pt')
         return {k: v for k, v in enc.items() if k in ('input_ids', 'attention_mask')}
 
@@ -277,27 +280,37 @@ class HFTextTower(TextTower):
         "The tokenizer's files and the model's `config.json`, as text."
         return {**self._tokenizer_files, 'config.json': self.model.config.to_json_string()}
 
-    def encoder_output(self, batch:dict):
-        return self.model(input_ids=batch['input_ids'], attention_mask=batch['attention_mask'])
+# %% ../nbs/02_text.ipynb #12cf1639
+@patch
+def encoder_output(self:HFTextTower, batch:dict): # the tokenized batch
+    "The transformers encoder's output."
+    return self.model(input_ids=batch['input_ids'], attention_mask=batch['attention_mask'])
 
-    def pool(self, out, batch) -> torch.Tensor:
-        h, m = out.last_hidden_state, batch['attention_mask'].unsqueeze(-1).to(out.last_hidden_state.dtype)
-        return h[:, 0] if self.pooling == 'cls' else (h * m).sum(1) / m.sum(1).clamp(min=1)
+@patch
+def pool(self:HFTextTower, out, # the encoder's output
+         batch:dict) -> torch.Tensor: # the tokenized batch (its attention mask)
+    "The first token's features ('cls') or the mean over the unpadded tokens ('mean')."
+    h, m = out.last_hidden_state, batch['attention_mask'].unsqueeze(-1).to(out.last_hidden_state.dtype)
+    return h[:, 0] if self.pooling == 'cls' else (h * m).sum(1) / m.sum(1).clamp(min=1)
 
-    def forward(self, batch:dict) -> dict:
-        out = self.encoder_output(batch)
-        return dict(pooled=self.pool(out, batch), tokens=out.last_hidden_state, mask=batch['attention_mask'].bool())
+@patch
+def forward(self:HFTextTower, batch:dict) -> dict: # the tokenized batch
+    "Pooled features, token features and their mask."
+    out = self.encoder_output(batch)
+    return dict(pooled=self.pool(out, batch), tokens=out.last_hidden_state, mask=batch['attention_mask'].bool())
 
-    def layer_groups(self):
-        "Embeddings, then each transformer layer."
-        base = getattr(self.model, 'text_model', self.model)
-        layers = base.encoder.layer if hasattr(base.encoder, 'layer') else base.encoder.layers
-        return [base.embeddings, *layers]
+@patch
+def layer_groups(self:HFTextTower):
+    "Embeddings, then each transformer layer."
+    base = getattr(self.model, 'text_model', self.model)
+    layers = base.encoder.layer if hasattr(base.encoder, 'layer') else base.encoder.layers
+    return [base.embeddings, *layers]
 
-    def set_grad_checkpointing(self, enable:bool=True):
-        "Recompute activations in backward to save memory."
-        self.model.gradient_checkpointing_enable() if enable else self.model.gradient_checkpointing_disable()
-        return self
+@patch
+def set_grad_checkpointing(self:HFTextTower, enable:bool=True): # recompute activations in backward to save memory
+    "Recompute activations in backward to save memory."
+    self.model.gradient_checkpointing_enable() if enable else self.model.gradient_checkpointing_disable()
+    return self
 
 # %% ../nbs/02_text.ipynb #7603fbec
 class PhoBERTTower(HFTextTower):
@@ -310,9 +323,9 @@ class PhoBERTTower(HFTextTower):
                  segmenter:Segmenter|None=None, # word segmentation (default: `Segmenter()`)
                  pretrained:bool=True): # False: the architecture with random weights (the config is still read)
         from transformers import AutoConfig, AutoModel, AutoTokenizer
-        tok = _from_pretrained(AutoTokenizer, name_or_path, 'PhoBERT tokenizer')
-        model = (_from_pretrained(AutoModel, name_or_path, 'PhoBERT model', add_pooling_layer=False) if pretrained else
-                 AutoModel.from_config(_from_pretrained(AutoConfig, name_or_path, 'PhoBERT config'), add_pooling_layer=False))
+        tok = load_pretrained(AutoTokenizer, name_or_path, 'PhoBERT tokenizer')
+        model = (load_pretrained(AutoModel, name_or_path, 'PhoBERT model', add_pooling_layer=False) if pretrained else
+                 AutoModel.from_config(load_pretrained(AutoConfig, name_or_path, 'PhoBERT config'), add_pooling_layer=False))
         super().__init__(model, tok, max_length, pooling, name_or_path)
         self.segmenter = segmenter or Segmenter()
 
@@ -349,6 +362,7 @@ def learn_bpe(words:collections.Counter, # word -> count
         vocab = new
     return codes, vocab
 
+# %% ../nbs/02_text.ipynb #79235afd
 def build_tiny_phobert(out_dir, # folder to write
                        captions:list[str], # Vietnamese captions (segmented here with pyvi)
                        merges:int=300, # BPE merges to learn
@@ -391,6 +405,7 @@ def resolve_sbert(name:str, # a Sentence-BERT name (`all-MiniLM-L6-v2`, `sentenc
         except ImportError: pass
     return name if '/' in name else f'sentence-transformers/{short}'
 
+# %% ../nbs/02_text.ipynb #e174356b
 _SBERT_MODULES = ('Transformer', 'Pooling', 'Normalize')  # what the tower reproduces (Normalize: the head normalises)
 
 def _sbert_modules(kinds:list[str], name:str):
@@ -414,8 +429,8 @@ def _sbert_from_folder(path:Path):
     _sbert_modules(kinds, str(path))
     where = {k: path/m.get('path', '') for k, m in zip(kinds, modules)}
     st_cfg = read(where['Transformer']/'sentence_bert_config.json') if (where['Transformer']/'sentence_bert_config.json').exists() else {}
-    tok = _from_pretrained(AutoTokenizer, str(where['Transformer']), 'Sentence-BERT tokenizer')
-    model = AutoModel.from_config(_from_pretrained(AutoConfig, str(where['Transformer']), 'Sentence-BERT config'))
+    tok = load_pretrained(AutoTokenizer, str(where['Transformer']), 'Sentence-BERT tokenizer')
+    model = AutoModel.from_config(load_pretrained(AutoConfig, str(where['Transformer']), 'Sentence-BERT config'))
     max_len = st_cfg.get('max_seq_length') or min(tok.model_max_length, getattr(model.config, 'max_position_embeddings', tok.model_max_length))
     return model, tok, max_len, _sbert_pooling(read(where['Pooling']/'config.json')), bool(st_cfg.get('do_lower_case'))
 
@@ -430,6 +445,7 @@ def _sbert_from_st(path:str, name:str, pretrained:bool):
     model = st[0].auto_model if pretrained else AutoModel.from_config(st[0].auto_model.config)
     return model, st[0].tokenizer, st.max_seq_length, mode, bool(getattr(st[0], 'do_lower_case', False))
 
+# %% ../nbs/02_text.ipynb #382b49a6
 class SBERTTower(HFTextTower):
     "A Sentence-BERT encoder, pooling as the model does."
     def __init__(self,
@@ -470,9 +486,9 @@ class CLIPTextTower(HFTextTower):
                  max_length:int=77, # CLIP's context length
                  pretrained:bool=True): # False: random weights (the config is still read)
         from transformers import AutoTokenizer, CLIPTextModelWithProjection, CLIPTextConfig
-        tok = _from_pretrained(AutoTokenizer, name_or_path, 'CLIP tokenizer')
-        model = (_from_pretrained(CLIPTextModelWithProjection, name_or_path, 'CLIP text model') if pretrained else
-                 CLIPTextModelWithProjection(_from_pretrained(CLIPTextConfig, name_or_path, 'CLIP text config')))
+        tok = load_pretrained(AutoTokenizer, name_or_path, 'CLIP tokenizer')
+        model = (load_pretrained(CLIPTextModelWithProjection, name_or_path, 'CLIP text model') if pretrained else
+                 CLIPTextModelWithProjection(load_pretrained(CLIPTextConfig, name_or_path, 'CLIP text config')))
         super().__init__(model, tok, max_length, 'cls', name_or_path)
         self.out_dim = model.config.projection_dim
 
@@ -535,6 +551,7 @@ class SimpleTokenizer:
     @classmethod
     def from_json(cls, text:str) -> 'SimpleTokenizer': return cls(json.loads(text))
 
+# %% ../nbs/02_text.ipynb #4ba8594e
 class ScratchTextTower(TextTower):
     "A small pre-norm transformer text encoder with its own word vocabulary."
     def __init__(self,
@@ -565,26 +582,46 @@ class ScratchTextTower(TextTower):
                  segmented:list|None=None) -> dict: # ignored (checked only): the vocabulary is learnt from raw captions
         "Word ids and mask for the raw `texts`."
         if isinstance(texts, str): raise TypeError('tokenize takes a list of strings')
-        _check_segmented(list(texts), segmented)
+        check_segmented(list(texts), segmented)
         return self.tokenizer(list(texts), self.max_length)
-    def layer_groups(self): return [self.embed, *self.layers]
-    def set_grad_checkpointing(self, enable:bool=True): self.grad_checkpointing = enable; return self
-    def get_extra_state(self): return {'vocab': self.tokenizer.to_json()}
-    def set_extra_state(self, state): self.tokenizer = SimpleTokenizer.from_json(state['vocab'])
 
-    def forward(self, batch:dict) -> dict:
-        ids, mask = batch['input_ids'], batch['attention_mask'].bool()
-        x = self.embed(ids) + self.pos[:, :ids.shape[1]]
-        for layer in self.layers:
-            x = (torch.utils.checkpoint.checkpoint(layer, x, None, ~mask, use_reentrant=False) if self.grad_checkpointing and self.training
-                 else layer(x, src_key_padding_mask=~mask))
-        x = self.norm(x)
-        m = mask.unsqueeze(-1).to(x.dtype)
-        pooled = x[:, 0] if self.pooling == 'cls' else (x * m).sum(1) / m.sum(1).clamp(min=1)
-        return dict(pooled=pooled, tokens=x, mask=mask)
+# %% ../nbs/02_text.ipynb #078ebbeb
+@patch
+def layer_groups(self:ScratchTextTower):
+    "The embeddings, then each transformer layer."
+    return [self.embed, *self.layers]
+
+@patch
+def set_grad_checkpointing(self:ScratchTextTower, enable:bool=True): # recompute the layers in backward to save memory
+    "Recompute the layers' activations in backward to save memory."
+    self.grad_checkpointing = enable; return self
+
+@patch
+def get_extra_state(self:ScratchTextTower):
+    "The vocabulary, saved in the state dict beside the weights."
+    return {'vocab': self.tokenizer.to_json()}
+
+@patch
+def set_extra_state(self:ScratchTextTower, state): # what `get_extra_state` saved
+    "Restore the vocabulary from a state dict."
+    self.tokenizer = SimpleTokenizer.from_json(state['vocab'])
+
+@patch
+def forward(self:ScratchTextTower, batch:dict) -> dict: # the tokenized batch
+    "Pooled features (mean over words or [CLS]), token features and their mask."
+    ids, mask = batch['input_ids'], batch['attention_mask'].bool()
+    x = self.embed(ids) + self.pos[:, :ids.shape[1]]
+    for layer in self.layers:
+        x = (torch.utils.checkpoint.checkpoint(layer, x, None, ~mask, use_reentrant=False) if self.grad_checkpointing and self.training
+             else layer(x, src_key_padding_mask=~mask))
+    x = self.norm(x)
+    m = mask.unsqueeze(-1).to(x.dtype)
+    pooled = x[:, 0] if self.pooling == 'cls' else (x * m).sum(1) / m.sum(1).clamp(min=1)
+    return dict(pooled=pooled, tokens=x, mask=mask)
 
 # %% ../nbs/02_text.ipynb #d793af74
 text_towers = Registry('text tower')
+text_tower_families = Registry('text tower family')   # `<family>/<arch>` names: the module of a family registers a builder taking the whole name
 for _name, _repo in (('phobert-base', 'vinai/phobert-base'), ('phobert-large', 'vinai/phobert-large')):
     text_towers.register(_name)(lambda pretrained=True, _repo=_repo, **kw: PhoBERTTower(_repo, pretrained=pretrained, **kw))
 for _name in SBERT_NAMES: text_towers.register(_name)(lambda pretrained=True, _n=_name, **kw: SBERTTower(_n, pretrained=pretrained, **kw))
@@ -604,6 +641,7 @@ def scratch_tower(pretrained:bool=False, # no pretrained weights exist: the towe
                          'or build without captions to load a saved vocabulary')
     return ScratchTextTower(tok, **kw)
 
+# %% ../nbs/02_text.ipynb #e5822887
 def text_tower_assets(tower:nn.Module, # a text tower
                      ) -> dict[str, str]:
     "File name -> text of every file that rebuilds `tower` without its weights (binary files base64, named `*.base64`); {} for the scratch tower."
@@ -620,12 +658,13 @@ def _model_folder(p:Path) -> str|None:
     if (p/'bpe.codes').exists(): return 'phobert'
     if (p/'config.json').exists() and 'clip' in (p/'config.json').read_text(encoding='utf-8'): return 'clip'
 
+# %% ../nbs/02_text.ipynb #970659d4
 def create_text_tower(name_or_path:str, # a registered name or a local model folder (with `assets`: a label only)
                       pretrained:bool=True, # load pretrained weights (must be False with `assets`)
                       captions:list[str]|None=None, # training captions (the scratch tower learns its words from them)
                       assets:dict[str, str]|None=None, # `text_tower_assets` of a saved tower: rebuild it from these, without weights
                       **kwargs) -> Tower: # tower options (max_length, pooling, ...)
-    "A text tower by name or folder, or rebuilt from a checkpoint's assets."
+    "A text tower by name (a registered family's `<family>/<arch>` too) or folder, or rebuilt from a checkpoint's assets."
     if assets:
         if pretrained: raise ValueError('assets rebuild a tower without its weights: pass pretrained=False and load them with load_state_dict')
         if name_or_path == 'scratch': raise ValueError('the scratch text tower takes no assets (its words travel in its state dict)')
@@ -636,13 +675,17 @@ def create_text_tower(name_or_path:str, # a registered name or a local model fol
         tower.name = name_or_path  # not the temporary folder, gone now
         return tower
     if name_or_path == 'scratch': return scratch_tower(pretrained, captions, **kwargs)
-    if name_or_path.startswith('openclip/'):   # open_clip's text encoders (imported here: only these towers need it)
-        from phoalign.openclip import OpenCLIPTextTower
-        return OpenCLIPTextTower(name_or_path, pretrained=pretrained, **kwargs)
+    family = name_or_path.split('/')[0]
+    if '/' in name_or_path and family in text_tower_families:   # `openclip/<arch>`: registered by phoalign.openclip
+        return text_tower_families.get(family)(name_or_path, pretrained=pretrained, **kwargs)
     if name_or_path in text_towers: return text_towers.create(name_or_path, pretrained=pretrained, **kwargs)
     p = Path(name_or_path)
     if p.is_dir():
         kind = _model_folder(p)
         if kind is None: raise ValueError(f'{p}: not a text model folder phoalign knows (sentence-transformers, PhoBERT or CLIP text)')
         return dict(sbert=SBERTTower, phobert=PhoBERTTower, clip=CLIPTextTower)[kind](str(p), pretrained=pretrained, **kwargs)
+    if '/' in name_or_path:   # a Hub name, or a family whose module is not imported
+        raise UnknownNameError(f'unknown text tower {name_or_path!r}: not a registered name nor a local model folder, and no family {family!r} '
+                               f'is registered (families: {", ".join(text_tower_families.names()) or "none"}; `import phoalign.openclip` '
+                               "registers open_clip's openclip/<arch>, as phoalign.model does)")
     return text_towers.get(name_or_path)  # raises with the known names

@@ -11,19 +11,20 @@ import torch, torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 import contextlib, glob, itertools, signal, threading
 from fastcore.basics import patch
-from .core import Config, ConfigError, DataError, UserError, atomic_save, atomic_write, seed_everything, shown_path, lower_is_better
+from .core import Config, ConfigError, DataError, UserError, atomic_save, atomic_write, seed_everything, shown_path, lower_is_better, progress_bar
 from .model import AlignModel, image_transforms, model_checkpoint, read_checkpoint
 from .losses import loss_from_config, loss_inputs, clamp_logit_scale_
 from .metrics import retrieval_metrics
 from .data.datasets import PairsDataset, PairsCollate, SkipTracker, skipped_images
 from .viz import LiveCurves
-_all_ = ['LiveCurves']  # phoalign.train.LiveCurves, as before it moved to viz
+from .encode import embed_images, embed_texts
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'warmup_schedule', 'cosine_with_warmup', 'EpochSampler', 'RunLogger', 'rng_state', 'set_rng_state',
            'prepare_data', 'pairs_dataset', 'encode_dataset', 'evaluate_retrieval', 'evaluate_pairs',
-           'NonFiniteLossError', 'RunFolderInUseError', 'Monitor', 'TrainTask', 'PairsTask', 'Trainer', 'process_state',
-           'freeze_batch_norm_stats', 'latest_checkpoint', 'skipped_by_split', 'format_skipped', 'LiveCurves']
+           'skipped_by_split', 'format_skipped', 'NonFiniteLossError', 'RunFolderInUseError', 'Monitor', 'TrainTask',
+           'PairsTask', 'load_model_weights', 'Trainer', 'process_state', 'freeze_batch_norm_stats',
+           'latest_checkpoint', 'LiveCurves']
 
 # %% ../nbs/08_train.ipynb #960ef9ab
 SCHEDULES = ('cosine', 'constant')
@@ -103,6 +104,9 @@ class RunLogger:
         if self.rows: pd.DataFrame(self.rows).to_csv(self.run_dir/'metrics.csv', index=False)
         else: (self.run_dir/'metrics.csv').unlink(missing_ok=True)
 
+# %% ../nbs/08_train.ipynb #6457f2b4
+_all_ = ['LiveCurves']  # phoalign.train.LiveCurves, as before it moved to viz
+
 # %% ../nbs/08_train.ipynb #4625d355
 def rng_state() -> dict:
     "The states of Python's, NumPy's and torch's generators (CUDA included), in types `weights_only` loading accepts."
@@ -162,7 +166,7 @@ def encode_dataset(model:AlignModel, # the model (eval mode is set here)
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=PairsCollate(None))
     for batch in loader:
         left_out += batch['skipped']
-        if len(batch['index']): imgs.append(model.encode_image(batch['image'])); kept += batch['index'].tolist()
+        if len(batch['index']): imgs.append(embed_images(model, batch['image'])); kept += batch['index'].tolist()
     if not kept: raise DataError(f'none of the {len(dataset)} images could be read (first: {left_out[0][0]}: {left_out[0][1]})')
     position = {i: n for n, i in enumerate(kept)}
     captions, owner = dataset.all_captions()
@@ -171,9 +175,7 @@ def encode_dataset(model:AlignModel, # the model (eval mode is set here)
     texts = []
     for s in range(0, len(rows), batch_size):
         chunk = rows[s:s + batch_size]
-        seg = [segmented[c] for c in chunk]
-        batch = model.tokenize([captions[c] for c in chunk], **({'segmented': seg} if any(x is not None for x in seg) else {}))
-        texts.append(model.encode_text(batch))
+        texts.append(embed_texts(model, [captions[c] for c in chunk], [segmented[c] for c in chunk]))
     return dict(images=torch.cat(imgs), texts=torch.cat(texts), owner=torch.tensor([position[owner[c]] for c in rows]),
                 image_paths=[dataset.images[i] for i in kept], captions=[captions[c] for c in rows], left_out=left_out)
 
@@ -195,6 +197,34 @@ def evaluate_pairs(model:AlignModel, # the model
     if hasattr(data, 'evaluate_with'): return data.evaluate_with(model, config.train.batch_size)   # a dataset with its own measure (paired CIFAR's top-K)
     if not isinstance(data, Dataset): data = pairs_dataset(data, image_transforms(model, config)[1], config)
     return evaluate_retrieval(model, data, config.train.batch_size)
+
+# %% ../nbs/08_train.ipynb #46ba4ab7
+def skipped_by_split(rows:list, # a run's rows: `Trainer.history`, and the rows `Trainer.log_split` wrote
+                    ) -> dict:
+    "Each split's unreadable images as `{split: dict(skipped, skipped_images)}`, from the row that skipped most (the latest of equals)."
+    names = dict.fromkeys(k[:-len('_skipped')] for r in rows for k in r if k.endswith('_skipped'))
+    order = ('train', 'val', 'tune', 'test')
+    out = {}
+    for s in sorted(names, key=lambda s: order.index(s) if s in order else len(order)):   # training first, then as evaluated
+        counted = [r for r in rows if f'{s}_skipped' in r]
+        best = max(reversed(counted), key=lambda r: r[f'{s}_skipped'])
+        out[s] = dict(skipped=best[f'{s}_skipped'], skipped_images=best.get(f'{s}_skipped_images', []))
+    return out
+
+
+def format_skipped(by_split:dict, # `skipped_by_split`'s result
+                   show:int=3, # images named per split
+                  ) -> str:
+    "The unreadable images skipped in each split: a line counting them, then the first `show` of each split with the reason."
+    if not by_split: return ''
+    if not any(v['skipped'] for v in by_split.values()): return f'unreadable images skipped: none (splits {", ".join(by_split)})'
+    lines = ['unreadable images skipped: ' + ', '.join(f'{s} {v["skipped"]}' for s, v in by_split.items()) +
+             ' (training puts another image in their place; evaluation leaves them out with their captions)']
+    for s, v in by_split.items():
+        named = v['skipped_images'][:show]
+        lines += [f'  {s}: {shown_path(x["image"])}: {x["reason"]}' for x in named]
+        if v['skipped'] > len(named): lines.append(f'  {s}: ... and {v["skipped"] - len(named)} more')
+    return '\n'.join(lines)
 
 # %% ../nbs/08_train.ipynb #cfedd1c6
 class NonFiniteLossError(FloatingPointError):
@@ -261,6 +291,8 @@ class TrainTask:
         raise NotImplementedError
     def after_step(self, model:nn.Module):
         "Called after each optimiser step with the unwrapped model."
+    def epoch_end(self, row:dict):
+        "Called on the main process once an epoch is recorded (logged and checkpointed), with its row."
     def epoch_stats(self) -> dict:
         "Extra numbers for the epoch's row (the MoE's expert shares)."
         return {}
@@ -332,6 +364,16 @@ def compute_loss(self:PairsTask, model:AlignModel, batch:dict) -> dict:
         self._checked = True
     return self.loss_fn(**{k: out[k] for k in self.inputs if k in out}, output_dict=True)
 
+# %% ../nbs/08_train.ipynb #4f9a8222
+def load_model_weights(model:AlignModel, ck:dict, path:Path):
+    "Load a model checkpoint's weights into `model`; a mismatch names what the checkpoint holds (every task with an `AlignModel`)."
+    try: model.load_state_dict(ck['state_dict'])
+    except RuntimeError as e:
+        was = ck['config']['model']
+        raise ConfigError(f'{path}: the checkpoint does not fit this model (it holds {was["image_tower"]} + {was["text_tower"]}, '
+                          f'head {was["head"]}, embed_dim {was["embed_dim"]}): {str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}') from None
+
+# %% ../nbs/08_train.ipynb #e4d6af9f
 @patch
 def after_step(self:PairsTask, model:AlignModel):
     if model.logit_scale is not None: clamp_logit_scale_(model.logit_scale)
@@ -343,14 +385,6 @@ def evaluate(self:PairsTask, model:AlignModel, data) -> dict: return evaluate_pa
 def checkpoint(self:PairsTask, model:AlignModel) -> dict: return model_checkpoint(model)
 @patch
 def load_checkpoint(self:PairsTask, model:AlignModel, ck:dict, path:Path): load_model_weights(model, ck, path)
-
-def load_model_weights(model:AlignModel, ck:dict, path:Path):
-    "Load a model checkpoint's weights into `model`; a mismatch names what the checkpoint holds (every task with an `AlignModel`)."
-    try: model.load_state_dict(ck['state_dict'])
-    except RuntimeError as e:
-        was = ck['config']['model']
-        raise ConfigError(f'{path}: the checkpoint does not fit this model (it holds {was["image_tower"]} + {was["text_tower"]}, '
-                          f'head {was["head"]}, embed_dim {was["embed_dim"]}): {str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}') from None
 @patch
 def state_dict(self:PairsTask): return self.loss_fn.state_dict()
 @patch
@@ -408,19 +442,6 @@ class Trainer:
     def loss_fn(self, loss:nn.Module): self.task.loss_fn = loss
 
 # %% ../nbs/08_train.ipynb #3a7c1e09
-@patch
-def _setup_accelerator(self:Trainer):
-    "An `Accelerator` for `train.precision`, `grad_accum` and `device` (a `cuda:N` index is honoured on one process)."
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-    tc = self.config.train
-    cpu = _use_cpu(tc)
-    if tc.precision == 'fp16' and (tc.device == 'cpu' or not torch.cuda.is_available()):
-        raise ConfigError("train.precision='fp16' needs a GPU; use 'bf16' or 'no' on the CPU")
-    seed_everything(tc.seed)
-    AcceleratorState._reset_state()  # a new trainer may use another precision in the same process (the process group stays)
-    self.accelerator = Accelerator(mixed_precision=tc.precision, gradient_accumulation_steps=tc.grad_accum, cpu=cpu)
-
 def _use_cpu(tc) -> bool:
     "Whether Accelerate must run on the CPU for `train.device`; checks the device exists (and selects a `cuda:N`)."
     world = int(os.environ.get('WORLD_SIZE', '1'))
@@ -438,6 +459,20 @@ def process_state(config:Config): # gives `train.device`
     "Accelerate's `PartialState` for `config` (main process, barriers) before a `Trainer` exists: a workflow's one-time work (caching features)."
     from accelerate import PartialState
     return PartialState(cpu=_use_cpu(config.train))
+
+# %% ../nbs/08_train.ipynb #c205df24
+@patch
+def _setup_accelerator(self:Trainer):
+    "An `Accelerator` for `train.precision`, `grad_accum` and `device` (a `cuda:N` index is honoured on one process)."
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    tc = self.config.train
+    cpu = _use_cpu(tc)
+    if tc.precision == 'fp16' and (tc.device == 'cpu' or not torch.cuda.is_available()):
+        raise ConfigError("train.precision='fp16' needs a GPU; use 'bf16' or 'no' on the CPU")
+    seed_everything(tc.seed)
+    AcceleratorState._reset_state()  # a new trainer may use another precision in the same process (the process group stays)
+    self.accelerator = Accelerator(mixed_precision=tc.precision, gradient_accumulation_steps=tc.grad_accum, cpu=cpu)
 
 @patch
 def _setup_data(self:Trainer, train_data, val_data):
@@ -464,6 +499,11 @@ def _setup_optimisation(self:Trainer):
     # stepped once per optimiser step by the trainer itself (Accelerate would step it once per process)
     self.scheduler = warmup_schedule(self.optimizer.optimizer, tc.warmup_steps, self.total_steps, tc.schedule)
     self.last_lr = self.optimizer.param_groups[0]['lr']   # the rate of the latest optimiser step, logged with its epoch
+
+@patch
+def _open_logger(self:Trainer) -> RunLogger:
+    if self.logger is None: self.logger = RunLogger(self.run_dir, self.trackers, self.config.to_dict())
+    return self.logger
 
 # %% ../nbs/08_train.ipynb #4d8b2f60
 @patch
@@ -498,6 +538,14 @@ def train_step(self:Trainer,
     return parts
 
 # %% ../nbs/08_train.ipynb #5e7a9c13
+def freeze_batch_norm_stats(model:nn.Module, # a model in training mode
+                           ) -> int:
+    "Put every BatchNorm layer of `model` in evaluation mode (its running statistics stay as they are; its weights still train); returns how many."
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in bns: m.eval()
+    return len(bns)
+
+# %% ../nbs/08_train.ipynb #17133cc7
 @patch
 def train_epoch(self:Trainer) -> dict:
     "The rest of the current epoch; returns its mean loss (and parts), the same on every process."
@@ -510,7 +558,7 @@ def train_epoch(self:Trainer) -> dict:
     self.task.epoch_start(self.epoch)
     loader = acc.skip_first_batches(self.train_dl, self.batch_in_epoch) if self.batch_in_epoch else self.train_dl
     if hasattr(loader, 'set_epoch'): loader.set_epoch(self.epoch)   # a new (skipping) loader counts its epochs from 0
-    bar = _progress(loader, f'epoch {self.epoch + 1}/{tc.epochs}', self.progress)
+    bar = progress_bar(loader, desc=f'epoch {self.epoch + 1}/{tc.epochs}', show=self.progress)
     batches = iter(bar)
     first = next(batches, None)   # starting an epoch's iterator draws from the global generator:
     if self._pending_rng is not None: set_rng_state(self._pending_rng); self._pending_rng = None   # a mid-epoch resume restores it after
@@ -531,13 +579,6 @@ def train_epoch(self:Trainer) -> dict:
     means = torch.tensor([sums[k] / n for k in sorted(sums)], dtype=torch.float64, device=acc.device)
     if acc.num_processes > 1: means = acc.reduce(means, 'mean')
     return {('train_loss' if k == 'loss' else f'train_{k}'): v for k, v in zip(sorted(sums), means.tolist())}
-
-def freeze_batch_norm_stats(model:nn.Module, # a model in training mode
-                           ) -> int:
-    "Put every BatchNorm layer of `model` in evaluation mode (its running statistics stay as they are; its weights still train); returns how many."
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in bns: m.eval()
-    return len(bns)
 
 # %% ../nbs/08_train.ipynb #7c3d5a81
 @patch
@@ -578,6 +619,7 @@ def save(self:Trainer,
     if not self.accelerator.is_main_process or not self.config.train.save_checkpoints: return None
     return atomic_save(self.state(), self.run_dir/self.files.get(name, f'{name}.pt'))
 
+# %% ../nbs/08_train.ipynb #139c6a5c
 def latest_checkpoint(run_dir:str|Path, # a run folder
                      ) -> Path:
     "The checkpoint of `run_dir` written last (training only moves forward; `last.pt` wins a tie)."
@@ -585,6 +627,7 @@ def latest_checkpoint(run_dir:str|Path, # a run folder
     if not found: raise FileNotFoundError(f'no checkpoint in {run_dir} to resume from')
     return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name.endswith('last.pt')))
 
+# %% ../nbs/08_train.ipynb #d98b9eec
 @patch
 def resume(self:Trainer,
            path:str|Path='last', # 'last', 'best', 'latest', or a checkpoint file
@@ -612,11 +655,6 @@ def resume(self:Trainer,
 
 # %% ../nbs/08_train.ipynb #6b8e1c45
 @patch
-def _open_logger(self:Trainer) -> RunLogger:
-    if self.logger is None: self.logger = RunLogger(self.run_dir, self.trackers, self.config.to_dict())
-    return self.logger
-
-@patch
 def _check_run_folder(self:Trainer):
     "Refuse to start afresh in a folder that holds a run, unless `overwrite` (every process refuses, so none waits for the others)."
     if self.step or self.epoch or self.batch_in_epoch: return
@@ -629,6 +667,7 @@ def _check_run_folder(self:Trainer):
             p.unlink(missing_ok=True)
     self.accelerator.wait_for_everyone()
 
+# %% ../nbs/08_train.ipynb #9646779e
 @contextlib.contextmanager
 def _deferred_interrupt():
     "Hold Ctrl-C until the block ends, so the state and the files it updates stay consistent with each other."
@@ -639,6 +678,18 @@ def _deferred_interrupt():
     finally:
         signal.signal(signal.SIGINT, old)
         if caught: raise KeyboardInterrupt
+
+# %% ../nbs/08_train.ipynb #024f8489
+@patch
+def _curves_summary(self:Trainer) -> str:
+    "The text of the curves' summary panel: the last epoch's numbers, the best score, the images skipped."
+    last = self.history[-1]
+    lines = [f'epoch {last["epoch"]}/{self.config.train.epochs}  step {self.step}', f'train loss {last["train_loss"]:.4f}']
+    lines += [f'{k[4:]:<12}{v:8.2f}' for k, v in last.items() if k.startswith('val_') and isinstance(v, float)][:8]
+    if self.best is not None: lines.append(f'best {self.monitor}: {self.best:.3f}')
+    skipped = {s: v['skipped'] for s, v in skipped_by_split(self.history).items() if v['skipped']}
+    if skipped: lines.append('skipped images: ' + ', '.join(f'{s} {n}' for s, n in skipped.items()))
+    return '\n'.join(lines)
 
 @patch
 def _end_epoch(self:Trainer, train_row:dict, t0:float) -> dict:
@@ -666,9 +717,11 @@ def _end_epoch(self:Trainer, train_row:dict, t0:float) -> dict:
         self.save('last')
         if improved: self.save('best')
         if tc.save_every and self.epoch % tc.save_every == 0: self.save(self.files['epoch'].format(self.epoch)[:-3])
-    if self.accelerator.is_main_process: self.curves.update(self.history, self._summary())
+    if self.accelerator.is_main_process: self.curves.update(self.history, self._curves_summary())
+    if self.accelerator.is_main_process: self.task.epoch_end(row)
     return row
 
+# %% ../nbs/08_train.ipynb #3b29ccb2
 @patch
 def fit_epochs(self:Trainer,
                epochs:int|None=None, # train up to this epoch (default: `train.epochs`)
@@ -704,49 +757,6 @@ def fit(self:Trainer,
     for _ in self.fit_epochs(epochs): pass
     return self.history
 
-@patch
-def _summary(self:Trainer) -> str:
-    last = self.history[-1]
-    lines = [f'epoch {last["epoch"]}/{self.config.train.epochs}  step {self.step}', f'train loss {last["train_loss"]:.4f}']
-    lines += [f'{k[4:]:<12}{v:8.2f}' for k, v in last.items() if k.startswith('val_') and isinstance(v, float)][:8]
-    if self.best is not None: lines.append(f'best {self.monitor}: {self.best:.3f}')
-    skipped = {s: v['skipped'] for s, v in skipped_by_split(self.history).items() if v['skipped']}
-    if skipped: lines.append('skipped images: ' + ', '.join(f'{s} {n}' for s, n in skipped.items()))
-    return '\n'.join(lines)
-
-def _progress(it, desc, enabled):
-    if not enabled: return it
-    from tqdm.auto import tqdm
-    return tqdm(it, desc=desc, leave=False)
-
-# %% ../nbs/08_train.ipynb #46ba4ab7
-def skipped_by_split(rows:list, # a run's rows: `Trainer.history`, and the rows `Trainer.log_split` wrote
-                    ) -> dict:
-    "Each split's unreadable images as `{split: dict(skipped, skipped_images)}`, from the row that skipped most (the latest of equals)."
-    names = dict.fromkeys(k[:-len('_skipped')] for r in rows for k in r if k.endswith('_skipped'))
-    order = ('train', 'val', 'tune', 'test')
-    out = {}
-    for s in sorted(names, key=lambda s: order.index(s) if s in order else len(order)):   # training first, then as evaluated
-        counted = [r for r in rows if f'{s}_skipped' in r]
-        best = max(reversed(counted), key=lambda r: r[f'{s}_skipped'])
-        out[s] = dict(skipped=best[f'{s}_skipped'], skipped_images=best.get(f'{s}_skipped_images', []))
-    return out
-
-
-def format_skipped(by_split:dict, # `skipped_by_split`'s result
-                   show:int=3, # images named per split
-                  ) -> str:
-    "The unreadable images skipped in each split: a line counting them, then the first `show` of each split with the reason."
-    if not by_split: return ''
-    if not any(v['skipped'] for v in by_split.values()): return f'unreadable images skipped: none (splits {", ".join(by_split)})'
-    lines = ['unreadable images skipped: ' + ', '.join(f'{s} {v["skipped"]}' for s, v in by_split.items()) +
-             ' (training puts another image in their place; evaluation leaves them out with their captions)']
-    for s, v in by_split.items():
-        named = v['skipped_images'][:show]
-        lines += [f'  {s}: {shown_path(x["image"])}: {x["reason"]}' for x in named]
-        if v['skipped'] > len(named): lines.append(f'  {s}: ... and {v["skipped"] - len(named)} more')
-    return '\n'.join(lines)
-
 # %% ../nbs/08_train.ipynb #88dcfc5c
 @patch
 def log_split(self:Trainer,
@@ -763,39 +773,3 @@ def log_split(self:Trainer,
 def skipped(self:Trainer) -> dict:
     "`skipped_by_split` of this run: the epochs' rows and the splits logged after training."
     return skipped_by_split(self.history + self.split_rows)
-
-# %% ../nbs/08_train.ipynb #3f9a2d61
-_DDP_HEADS = {'mlp': {'dropout': 0.0}, 'linear': {}, 'clip': {}, 'siglip': {}, 'attention': {'dropout': 0.0},
-             'cross_modal': {'dropout': 0.0}, 'align': {'dropout': 0.0}, 'blip': {}}
-
-def _ddp_trainer_run(data_dir:str, out_dir:str, head:str, batch_size:int, steps:int=2, loss:str='clip') -> dict:
-    "Test helper: `steps` optimiser steps of the tiny preset with `head`; the loss and gradients at each step (main process)."
-    from phoalign.data.formats import read_pairs
-    from phoalign.model import create_model
-    pairs = read_pairs(Path(data_dir)/'captions_en.json')
-    over = [f'train.output_dir={out_dir}/{head}-{loss}', f'train.batch_size={batch_size}', f'train.max_steps={steps}', 'train.epochs=1',
-            f'model.head={head}', f'model.options.head={_DDP_HEADS[head]}', 'model.options.image={freeze_bn: true}',
-            'model.options.text.dropout=0', f'loss.name={loss}', 'train.seed=0', 'train.grad_clip=none', 'train.device=cpu']
-    model = create_model('tiny', *over, captions=pairs.caption.tolist())
-    if head == 'align': model.image_head.eval(); model.text_head.eval()  # BatchNorm statistics are per process
-    tr = Trainer(model, pairs, progress=False, live=False, log=lambda s: None, overwrite=True)
-    if head == 'align': tr.model.train = lambda mode=True: tr.model   # keep those BatchNorms fixed through train()
-    grads, losses = [], []
-    tr.optimizer.optimizer.register_step_pre_hook(lambda opt, args, kw: grads.append(
-        {n: p.grad.detach().clone() for n, p in tr.unwrapped.named_parameters() if p.grad is not None}))
-    step = tr.train_step
-    def record(batch):
-        parts = step(batch); l = parts['loss'].detach()
-        if tr.accelerator.num_processes > 1: l = tr.accelerator.reduce(l, 'mean')
-        losses.append(l.item()); return parts
-    tr.train_step = record
-    tr.train_epoch()
-    return dict(losses=losses, grads=grads, processes=tr.accelerator.num_processes)
-
-def _ddp_trainer_worker(rank:int, world_size:int, port:int, data_dir:str, out_dir:str, cases:list, batch_size:int):
-    "Test helper: a process of a `world_size`-process group running `_ddp_trainer_run` for each (head, loss) case."
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    results = {f'{h}-{l}': _ddp_trainer_run(data_dir, out_dir, h, batch_size, loss=l) for h, l in cases}
-    if rank == 0: Path(out_dir).mkdir(parents=True, exist_ok=True); torch.save(results, f'{out_dir}/ddp_results.pt')
-    import torch.distributed as dist
-    if dist.is_initialized(): dist.destroy_process_group()

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json, os, shutil, difflib, threading
 from pathlib import Path
 from typing import Callable
-from .core import ConfigError, UserError, lower_is_better, atomic_write, _unknown_key
+from .core import ConfigError, UserError, lower_is_better, atomic_write, unknown_key_error
 from .core import parse_assignments, set_key
-from .embeddings import read_heads_config, heads_configs, train_heads, HeadsConfig, HeadsTraining, _config_source, LOSS_ALIASES
+from .embeddings import read_heads_config, heads_configs, train_heads, HeadsConfig, HeadsTraining, load_config_yaml, LOSS_ALIASES
 
 # %% auto #0
 __all__ = ['SEARCH_KEYS', 'PARAM_TYPES', 'PIPELINE_PARAMS', 'TUNING_RECIPE', 'LOSS_KEYS', 'PRUNERS', 'search_configs',
-           'read_search', 'sample_trial', 'trial_config', 'InvalidTrial', 'open_storage', 'run_study', 'write_best']
+           'read_search', 'sample_trial', 'trial_config', 'InvalidTrial', 'open_storage', 'write_best', 'run_study']
 
 # %% ../nbs/12_tune.ipynb #c6a27c1d
 SEARCH_KEYS = dict(study_name=None, n_trials=20, n_jobs=1, timeout=None, storage=None, base_config=None, fixed=None, search_space=None,
@@ -66,18 +66,77 @@ def _takes(section:str, name:str, option:str) -> bool:
     return True
 
 # %% ../nbs/12_tune.ipynb #50f3d6d3
+def _storage_spec(storage, stem:Path, where:str) -> str:
+    "The study's storage: an RDB URL as given, or a journal file's absolute path (default `<study_name>.journal` beside the search file)."
+    if storage is None:
+        old = stem.with_suffix('.db')   # a study begun in SQLite before journal files were the default continues there
+        if old.is_file() and not stem.with_suffix('.journal').exists(): return f'sqlite:///{old.resolve()}'
+        return str(stem.with_suffix('.journal').resolve())
+    if not isinstance(storage, str) or not storage.strip(): raise ConfigError(f'{where}: storage must be a journal file path or a database URL (sqlite:///study.db), got {storage!r}')
+    return storage if '://' in storage else str(Path(storage).expanduser().resolve())
+
+# %% ../nbs/12_tune.ipynb #e3c92ab2
+def _base_path(name, search_dir:Path, where:str):
+    "The base heads config: a file from the current folder or beside the search file, or a shipped name."
+    for p in (Path(name), search_dir/name):
+        if p.is_file(): return p.resolve()
+    if str(name) in heads_configs(): return str(name)
+    raise FileNotFoundError(f'{where}: base_config {name} is neither a file (from the current folder or beside the search file) nor a shipped heads config ({", ".join(heads_configs())})')
+
+# %% ../nbs/12_tune.ipynb #bc26b159
+PRUNERS = dict(successive_halving=dict(min_resource=2, reduction_factor=3, min_early_stopping_rate=1), median=dict(n_startup_trials=5, n_warmup_steps=2), none={})
+
+def _pruner_spec(p, where):
+    p = dict(p or {'type': 'successive_halving'})
+    t = {'SuccessiveHalvingPruner': 'successive_halving', 'MedianPruner': 'median', 'NopPruner': 'none'}.get(p.get('type'), p.get('type'))
+    if t not in PRUNERS: raise ConfigError(f'{where}: pruner.type {p.get("type")!r}: use successive_halving, median or none')
+    opts = {k: v for k, v in p.items() if k != 'type'}
+    if extra := sorted(set(opts) - set(PRUNERS[t])): raise ConfigError(f'{where}: pruner {t} does not take {", ".join(extra)} (it takes {", ".join(PRUNERS[t]) or "nothing"})')
+    return dict(type=t, **{**PRUNERS[t], **opts})
+
+# %% ../nbs/12_tune.ipynb #0e4936a1
+def _check_space(raw:dict|None, user_fixed:dict, base:HeadsConfig, where:str) -> tuple[dict, dict]:
+    "The search space by canonical key, each parameter checked against the heads or losses it can apply to; and the base config's head and loss types."
+    from phoalign.heads import heads
+    from phoalign.losses import losses
+    space = {}
+    for key, spec in (raw or {}).items():
+        canon = PIPELINE_PARAMS.get(key, key)
+        if canon in space: raise ConfigError(f'{where}: search_space names {canon} twice')
+        space[canon] = _check_parameter(canon, spec, where)
+    if not space: raise ConfigError(f'{where}: search_space is empty')
+    if both := sorted(set(user_fixed) & set(space)): raise ConfigError(f'{where}: {both[0]} is both fixed and searched: keep it in one of fixed and search_space')
+    sections = {'model', 'loss', 'training'}
+    values = {'model.type': base.model['type'], 'loss.type': base.loss.get('type', 'clip')}
+    for key, spec in space.items():
+        section, _, option = key.partition('.')
+        if key == 'seed' or section not in sections or not option or '.' in option:
+            raise ConfigError(f'{where}: search_space.{key}: search model.*, loss.* or training.* settings (e.g. training.learning_rate)')
+        if section == 'training' and option not in HeadsTraining.__dataclass_fields__: raise unknown_key_error(option, HeadsTraining.__dataclass_fields__, f'{where}: search_space.training')
+        for wk in spec['when']:
+            if wk not in space and wk not in values: raise ConfigError(f'{where}: search_space.{key}: when names {wk}, which is neither searched nor model.type / loss.type')
+        if section in ('model', 'loss'):
+            kinds = _possible(f'{section}.type', space, {**values})
+            kinds = [k for k in kinds if k in spec['when'].get(f'{section}.type', [k])]
+            if not any(_takes(section, k, option) for k in kinds):
+                what = 'head' if section == 'model' else 'loss'
+                raise ConfigError(f'{where}: search_space.{key}: no {what} of the search takes {option!r} ({", ".join(map(str, kinds)) or "none left by when"})')
+    for kind, registry in (('model.type', heads), ('loss.type', losses)):
+        for c in _possible(kind, space, values):
+            if LOSS_ALIASES.get(c, c) not in registry: raise ConfigError(f'{where}: search_space.{kind}: {c!r} is not a {registry.kind}')
+    return space, values
+
+# %% ../nbs/12_tune.ipynb #2b972639
 def read_search(src, # a search YAML file, or a shipped search's name (`search_configs()`)
                 *overrides:str, # `key=value` for top-level keys (`n_trials=3`) or deeper ones (`fixed.training.num_epochs=2`)
                ) -> dict:
     "A checked search: the study settings, the base heads config and the search space with canonical keys."
-    from phoalign.heads import heads
-    from phoalign.losses import losses
-    d, where, stem = _config_source(src, 'tune', search_configs)
+    d, where, stem = load_config_yaml(src, 'tune', search_configs)
     shipped = not Path(src).is_file()
     for k in d:
-        if k not in SEARCH_KEYS: raise _unknown_key(k, SEARCH_KEYS, where)
+        if k not in SEARCH_KEYS: raise unknown_key_error(k, SEARCH_KEYS, where)
     for k, v in parse_assignments(overrides):
-        if k.split('.')[0] not in SEARCH_KEYS: raise _unknown_key(k.split('.')[0], SEARCH_KEYS, 'overrides')
+        if k.split('.')[0] not in SEARCH_KEYS: raise unknown_key_error(k.split('.')[0], SEARCH_KEYS, 'overrides')
         if '.' in k and k.split('.')[0] in ('fixed', 'search_space'):   # their keys are dotted themselves: `fixed.training.num_epochs=2`
             top, rest = k.split('.', 1); d.setdefault(top, {}); d[top] = dict(d[top] or {}); d[top][rest] = v
         else: set_key(d, k, v)
@@ -97,63 +156,13 @@ def read_search(src, # a search YAML file, or a shipped search's name (`search_c
     base = read_heads_config(base_src, *[f'{k}={json.dumps(v)}' for k, v in fixed.items()])
     # what the best config keeps: the user's fixed settings, less the tuning recipe's budget (subset, epochs, patience)
     s['base_config'], s['fixed'], s['kept'] = str(base_src), fixed, {k: v for k, v in user_fixed.items() if k not in TUNING_RECIPE}
-    space = {}
-    for key, spec in (s['search_space'] or {}).items():
-        canon = PIPELINE_PARAMS.get(key, key)
-        if canon in space: raise ConfigError(f'{where}: search_space names {canon} twice')
-        space[canon] = _check_parameter(canon, spec, where)
-    if not space: raise ConfigError(f'{where}: search_space is empty')
-    if both := sorted(set(user_fixed) & set(space)): raise ConfigError(f'{where}: {both[0]} is both fixed and searched: keep it in one of fixed and search_space')
-    sections = {'model', 'loss', 'training'}
-    values = {'model.type': base.model['type'], 'loss.type': base.loss.get('type', 'clip')}
-    for key, spec in space.items():
-        section, _, option = key.partition('.')
-        if key == 'seed' or section not in sections or not option or '.' in option:
-            raise ConfigError(f'{where}: search_space.{key}: search model.*, loss.* or training.* settings (e.g. training.learning_rate)')
-        if section == 'training' and option not in HeadsTraining.__dataclass_fields__: raise _unknown_key(option, HeadsTraining.__dataclass_fields__, f'{where}: search_space.training')
-        for wk in spec['when']:
-            if wk not in space and wk not in values: raise ConfigError(f'{where}: search_space.{key}: when names {wk}, which is neither searched nor model.type / loss.type')
-        if section in ('model', 'loss'):
-            kinds = _possible(f'{section}.type', space, {**values})
-            kinds = [k for k in kinds if k in spec['when'].get(f'{section}.type', [k])]
-            if not any(_takes(section, k, option) for k in kinds):
-                what = 'head' if section == 'model' else 'loss'
-                raise ConfigError(f'{where}: search_space.{key}: no {what} of the search takes {option!r} ({", ".join(map(str, kinds)) or "none left by when"})')
-    for kind, registry in (('model.type', heads), ('loss.type', losses)):
-        for c in _possible(kind, space, values):
-            if LOSS_ALIASES.get(c, c) not in registry: raise ConfigError(f'{where}: search_space.{kind}: {c!r} is not a {registry.kind}')
+    space, values = _check_space(s['search_space'], user_fixed, base, where)
     s['search_space'], s['base_types'] = space, values   # the trials' head and loss unless drawn (`fixed` applied)
     s['metric'] = s['metric'] or base.training.monitor
     s['pruner'] = _pruner_spec(s['pruner'], where)
     s['storage'] = _storage_spec(s['storage'], (Path.cwd() if shipped else Path(where).parent)/s['study_name'], where)
     s['where'] = where
     return s
-
-def _storage_spec(storage, stem:Path, where:str) -> str:
-    "The study's storage: an RDB URL as given, or a journal file's absolute path (default `<study_name>.journal` beside the search file)."
-    if storage is None:
-        old = stem.with_suffix('.db')   # a study begun in SQLite before journal files were the default continues there
-        if old.is_file() and not stem.with_suffix('.journal').exists(): return f'sqlite:///{old.resolve()}'
-        return str(stem.with_suffix('.journal').resolve())
-    if not isinstance(storage, str) or not storage.strip(): raise ConfigError(f'{where}: storage must be a journal file path or a database URL (sqlite:///study.db), got {storage!r}')
-    return storage if '://' in storage else str(Path(storage).expanduser().resolve())
-
-def _base_path(name, search_dir:Path, where:str):
-    "The base heads config: a file from the current folder or beside the search file, or a shipped name."
-    for p in (Path(name), search_dir/name):
-        if p.is_file(): return p.resolve()
-    if str(name) in heads_configs(): return str(name)
-    raise FileNotFoundError(f'{where}: base_config {name} is neither a file (from the current folder or beside the search file) nor a shipped heads config ({", ".join(heads_configs())})')
-
-PRUNERS = dict(successive_halving=dict(min_resource=2, reduction_factor=3, min_early_stopping_rate=1), median=dict(n_startup_trials=5, n_warmup_steps=2), none={})
-
-def _pruner_spec(p, where):
-    p = dict(p or {'type': 'successive_halving'})
-    t = {'SuccessiveHalvingPruner': 'successive_halving', 'MedianPruner': 'median', 'NopPruner': 'none'}.get(p.get('type'), p.get('type'))
-    if t not in PRUNERS: raise ConfigError(f'{where}: pruner.type {p.get("type")!r}: use successive_halving, median or none')
-    opts = {k: v for k, v in p.items() if k != 'type'}
-    if extra := sorted(set(opts) - set(PRUNERS[t])): raise ConfigError(f'{where}: pruner {t} does not take {", ".join(extra)} (it takes {", ".join(PRUNERS[t]) or "nothing"})')
-    return dict(type=t, **{**PRUNERS[t], **opts})
 
 # %% ../nbs/12_tune.ipynb #56a00682
 def _order(space:dict) -> list[str]:
@@ -186,7 +195,7 @@ def sample_trial(trial, # an `optuna.Trial` (or a `FixedTrial`)
         drawn[key] = v
     return drawn
 
-def _base(search:dict):
+def _base_source(search:dict):
     "The base heads config's source (a resolved path or a shipped name)."
     b = search['base_config']
     return b if b in heads_configs() and not Path(b).is_file() else Path(b)
@@ -197,7 +206,7 @@ def trial_config(search:dict, # from `read_search`
                 ) -> HeadsConfig:
     "The heads config of a trial's values: base + `fixed` + the drawn values; the same function writes the best config, without the tuning recipe."
     fixed = search['fixed'] if tuning else search['kept']
-    return read_heads_config(_base(search), *[f'{k}={json.dumps(v)}' for k, v in {**fixed, **drawn}.items()])
+    return read_heads_config(_base_source(search), *[f'{k}={json.dumps(v)}' for k, v in {**fixed, **drawn}.items()])
 
 # %% ../nbs/12_tune.ipynb #080775ec
 class InvalidTrial(UserError):
@@ -228,6 +237,7 @@ def _objective(search:dict):
             for p in hc.run_dir.glob('*.pt'): p.unlink(missing_ok=True)
     return objective
 
+# %% ../nbs/12_tune.ipynb #4df95acb
 def open_storage(storage:str, # a journal file path, or a database URL (`sqlite:///study.db`)
                 ):
     "The Optuna storage `storage` names: a journal file (appended to under a file lock) or a relational database."
@@ -242,6 +252,7 @@ def open_storage(storage:str, # a journal file path, or a database URL (`sqlite:
         return optuna.storages.RDBStorage(storage, heartbeat_interval=30, grace_period=120,
                                           engine_kwargs={'connect_args': {'timeout': 60}} if storage.startswith('sqlite') else None)
 
+# %% ../nbs/12_tune.ipynb #fc5eb17a
 def _study(search:dict, seed_offset:int=0):
     "The study of `search` in its storage, created or loaded."
     import optuna
@@ -257,6 +268,7 @@ def _study(search:dict, seed_offset:int=0):
                                     sampler=optuna.samplers.TPESampler(seed=search['seed'] + seed_offset))
     except ValueError as e: raise UserError(f'{url}: study {search["study_name"]!r} cannot be continued: {e}') from None
 
+# %% ../nbs/12_tune.ipynb #58410921
 def _fail_stale(study):
     "Mark failed the running trials of this machine's processes that are gone (killed): a journal file has no heartbeat to do it."
     import optuna, socket
@@ -286,6 +298,7 @@ def _trial_line(log):
         else: log(f'trial {trial.number}: {trial.state.name.lower()}' + (f' ({trial.user_attrs.get("fail_reason", "")})' if trial.user_attrs.get('fail_reason') else ''))
     return callback
 
+# %% ../nbs/12_tune.ipynb #9353d118
 _stop = threading.Event()   # set by Ctrl-C: checked at every epoch and trial end
 
 def _on_sigint(signum, frame):
@@ -299,6 +312,7 @@ def _take(tickets) -> bool:
         tickets.value -= 1
         return True
 
+# %% ../nbs/12_tune.ipynb #efa0ca23
 def _optimize(search:dict, n_trials:int, seed_offset:int=0, log=print, tickets=None):
     "Run up to `n_trials` trials of the study (with `tickets`, a counter shared by processes: one trial per ticket taken), stopping once `search['n_trials']` are finished in the storage."
     import optuna, signal
@@ -325,6 +339,31 @@ def _worker(search:dict, n_trials:int, seed_offset:int, threads:int, tickets=Non
     torch.set_num_threads(threads)
     _optimize(search, n_trials, seed_offset, print, tickets)
 
+# %% ../nbs/12_tune.ipynb #11fcee93
+def write_best(search:dict, # from `read_search`
+               log:Callable|None=print, # where the summary lines go (None: silent)
+              ) -> dict:
+    "The best trial of the study as a ready-to-train heads config `<output_dir>/<study_name>/best_<study_name>.yaml`, and a `summary.json`."
+    import optuna
+    study = _study(search)
+    states = [t.state.name.lower() for t in study.get_trials(deepcopy=False)]
+    counts = {k: states.count(k) for k in dict.fromkeys(states)}
+    if not counts.get('complete'): raise UserError(f'study {search["study_name"]}: no trial completed yet ({counts or "no trials"})')
+    best = study.best_trial
+    hc = trial_config(search, best.params, tuning=False)
+    hc.experiment_name = f'best_{search["study_name"]}'
+    out = Path(search['output_dir'])/search['study_name']
+    path = out/f'best_{search["study_name"]}.yaml'
+    head = (f'# The best of {sum(counts.values())} trials of study {search["study_name"]} ({search["storage"]}): trial {best.number}, '
+            f'validation {search["metric"]} {best.value:.4f} on the tuning recipe.\n# Train it: phoalign heads train {path}\n')
+    with atomic_write(path, 'w') as f: f.write(head + hc.to_yaml())
+    summary = dict(study=search['study_name'], storage=search['storage'], metric=search['metric'], best_trial=best.number, best_value=best.value,
+                   best_params=best.params, counts=counts, best_config=str(path))
+    with atomic_write(out/'summary.json', 'w') as f: json.dump(summary, f, indent=1)
+    if log: log(f'best: trial {best.number}, {search["metric"]} {best.value:.3f}, {best.params}\nready to train: phoalign heads train {path}')
+    return dict(summary, best_config=path)
+
+# %% ../nbs/12_tune.ipynb #3c763e79
 def run_study(search, # a search file, a shipped search's name, or `read_search`'s dict
               *overrides:str, # `key=value` for the search file (`n_trials=3`)
               log:Callable|None=print, # where the progress lines go
@@ -352,27 +391,3 @@ def run_study(search, # a search file, a shipped search's name, or `read_search`
                 raise
             if failed := [p.exitcode for p in procs if p.exitcode]: raise RuntimeError(f'{len(failed)} of the {len(procs)} tuning processes failed (exit codes {failed}): see their output above')
     return write_best(s, log=log)
-
-# %% ../nbs/12_tune.ipynb #11fcee93
-def write_best(search:dict, # from `read_search`
-               log:Callable|None=print, # where the summary lines go (None: silent)
-              ) -> dict:
-    "The best trial of the study as a ready-to-train heads config `<output_dir>/<study_name>/best_<study_name>.yaml`, and a `summary.json`."
-    import optuna
-    study = _study(search)
-    states = [t.state.name.lower() for t in study.get_trials(deepcopy=False)]
-    counts = {k: states.count(k) for k in dict.fromkeys(states)}
-    if not counts.get('complete'): raise UserError(f'study {search["study_name"]}: no trial completed yet ({counts or "no trials"})')
-    best = study.best_trial
-    hc = trial_config(search, best.params, tuning=False)
-    hc.experiment_name = f'best_{search["study_name"]}'
-    out = Path(search['output_dir'])/search['study_name']
-    path = out/f'best_{search["study_name"]}.yaml'
-    head = (f'# The best of {sum(counts.values())} trials of study {search["study_name"]} ({search["storage"]}): trial {best.number}, '
-            f'validation {search["metric"]} {best.value:.4f} on the tuning recipe.\n# Train it: phoalign heads train {path}\n')
-    with atomic_write(path, 'w') as f: f.write(head + hc.to_yaml())
-    summary = dict(study=search['study_name'], storage=search['storage'], metric=search['metric'], best_trial=best.number, best_value=best.value,
-                   best_params=best.params, counts=counts, best_config=str(path))
-    with atomic_write(out/'summary.json', 'w') as f: json.dump(summary, f, indent=1)
-    if log: log(f'best: trial {best.number}, {search["metric"]} {best.value:.3f}, {best.params}\nready to train: phoalign heads train {path}')
-    return dict(summary, best_config=path)

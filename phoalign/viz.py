@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 import numpy as np, pandas as pd
 from .core import DataError, atomic_write
-if TYPE_CHECKING: from matplotlib.figure import Figure
 
 # %% auto #0
 __all__ = ['PROJECTIONS', 'MARKERS', 'project_2d', 'plot_embeddings', 'plot_similarity', 'plot_image_grid',
            'plot_learning_curves', 'LiveCurves']
 
 # %% ../nbs/07a_viz.ipynb #8fa13a08
+if TYPE_CHECKING: from matplotlib.figure import Figure   # for the annotations: matplotlib loads when a figure is made
+
 def _in_kernel() -> bool:
     "Whether this runs in a live Jupyter kernel (figures show inline), not a script, a terminal or a test runner."
     if 'IPython' not in sys.modules: return False
@@ -49,6 +50,7 @@ def _save(fig:Figure, # the figure
     with atomic_write(path, 'wb') as f: fig.savefig(f, format=path.suffix[1:].lower() or 'png', dpi=dpi)
     return path
 
+# %% ../nbs/07a_viz.ipynb #3b273033
 def _plain(text) -> str:
     "`text` as NFC with `$` escaped, so matplotlib draws it as written."
     return unicodedata.normalize('NFC', str(text)).replace('$', r'\$')
@@ -114,6 +116,16 @@ def project_2d(embeddings, # [N, D] tensor or array
                       random_state=seed).fit_transform(x)
     return np.pad(xy, ((0, 0), (0, 2 - xy.shape[1]))) if xy.shape[1] < 2 else xy
 
+# %% ../nbs/07a_viz.ipynb #bda04c23
+def _label_kinds(labels:list|None, # class labels, numbers, or None
+                ) -> tuple[bool, list|None]:
+    "Whether `labels` are all numbers, and their classes: sorted when they sort, else in order of appearance; None for real values."
+    if labels is None: return False, None
+    numeric = all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in labels)
+    if numeric and any(not float(v).is_integer() for v in labels): return True, None   # real-valued: a colourbar
+    try: return numeric, sorted(set(labels))
+    except TypeError: return numeric, list(dict.fromkeys(labels))
+
 # %% ../nbs/07a_viz.ipynb #8cb346ff
 MARKERS = ('o', '^', 's', 'D', 'v', 'P', 'X', '*')
 
@@ -141,12 +153,7 @@ def plot_embeddings(embeddings, # [N, D] tensor or array
     else: fig = ax.figure
     size = float(np.clip(3000 / n, 8, 40))
     def draw(m, g, **kw): return ax.scatter(xy[m, 0], xy[m, 1], s=size, marker=MARKERS[g], alpha=0.85, linewidths=0, **kw)
-    numeric = labels is not None and all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in labels)
-    continuous = numeric and any(not float(v).is_integer() for v in labels)
-    classes, handles = None, []
-    if labels is not None and not continuous:
-        try: classes = sorted(set(labels))
-        except TypeError: classes = list(dict.fromkeys(labels))
+    (numeric, classes), handles = _label_kinds(labels), []
     if classes is not None and len(classes) <= max_legend:
         palette = colormaps['tab10' if len(classes) <= 10 else 'tab20'].colors
         index = {c: k for k, c in enumerate(classes)}
@@ -242,6 +249,7 @@ def _tile_image(item) -> tuple[np.ndarray|None, str|None]:
         img = cv2.resize(img, (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s))), interpolation=cv2.INTER_AREA)
     return img, None
 
+# %% ../nbs/07a_viz.ipynb #04250ded
 def plot_image_grid(images, # image paths, or H×W×3 / H×W arrays (uint8, or floats in [0, 1])
                     titles=None, # a caption per image (None for none), wrapped above it
                     scores=None, # a score per image (None for none), written under it
@@ -318,6 +326,7 @@ def plot_learning_curves(history:list[dict], # one row per epoch: `epoch`, `trai
     if path: _save(fig, path, dpi=90)
     return fig
 
+# %% ../nbs/07a_viz.ipynb #637c2a7f
 class LiveCurves:
     "Learning curves redrawn as a run goes: in place in a notebook, and into a PNG; at most every `min_interval` seconds and never more than 5% of the time, so short epochs are not spent drawing."
     def __init__(self, path:str|Path|None=None, # PNG to (re)write after each update

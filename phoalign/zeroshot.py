@@ -9,9 +9,9 @@ from importlib import resources
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 import torch.nn.functional as F
-from .core import DataError, ConfigError
-from .search import (EmbeddingIndex, encode_images, encode_texts, gallery_table, guess_language, query_warning,
-    model_fingerprint, check_same_model)
+from .core import DataError, ConfigError, progress_bar
+from .index import EmbeddingIndex
+from .encode import encode_images, encode_texts, gallery_table, guess_language, query_warning, model_fingerprint, check_same_model
 from .metrics import topk_accuracy
 
 # %% auto #0
@@ -77,6 +77,7 @@ def _check_templates(ts) -> list[str]:
         if '{}' not in t: raise DataError(f'template {i} ({t!r}) has no {{}} where the class name goes')
     return ts
 
+# %% ../nbs/10f_zeroshot.ipynb #ac937077
 def _default_language(model, classnames:list[str]) -> str:
     "The language of the text tower's training text ('vi' first), else the class names' (English when every one is)."
     langs = getattr(model.text_tower, 'languages', None) or ()
@@ -95,6 +96,7 @@ def _resolve_templates(model, classnames:list[str], spec) -> tuple[list[str], st
                           'for templates of your own pass a list, e.g. ["a photo of a {}."]')
     return _check_templates(spec), 'custom'
 
+# %% ../nbs/10f_zeroshot.ipynb #5729f29b
 def _warn_unclear(model, classnames:list[str]):
     why = [(c, w) for c in classnames if (w := query_warning(model, c))]
     if why: warnings.warn(f'{len(why)} of {len(classnames)} class names may not be understood by this model (first, {why[0][0]!r}: {why[0][1]})', stacklevel=3)
@@ -112,10 +114,7 @@ def zero_shot_classifier(model, # an `AlignModel`
     ts, _ = _resolve_templates(model, names, templates)
     _warn_unclear(model, names)
     per = max(1, batch_size // len(ts))                    # classes per forward pass
-    starts = range(0, len(names), per)
-    if progress:
-        from tqdm.auto import tqdm
-        starts = tqdm(starts, desc='classes', unit='batch', leave=False)
+    starts = progress_bar(range(0, len(names), per), desc='classes', show=progress, unit='batch')
     cols = []
     for s in starts:
         chunk = names[s:s + per]
@@ -142,6 +141,7 @@ def scoring(model, # an `AlignModel`
     if b is not None: return dict(scale=scale, bias=float(b.detach().float()), activation='sigmoid', source=source + ' and logit bias, a sigmoid per label (SigLIP)')
     return dict(scale=scale, bias=0.0, activation='softmax', source=source + ', a softmax over the labels')
 
+# %% ../nbs/10f_zeroshot.ipynb #83ea0884
 def _gallery(model, images):
     "An image index checked against `model`, or the gallery table of `images`."
     is_index = isinstance(images, EmbeddingIndex) or (isinstance(images, (str, Path)) and (Path(images)/'manifest.json').is_file())
@@ -165,6 +165,7 @@ def _embeddings(model, gallery, batch_size:int, device, progress:bool) -> tuple[
     enc = encode_images(model, gallery, batch_size=batch_size, device=device, progress=progress)
     return enc.embeddings, enc.table[['id', 'path']].copy(), enc.skipped
 
+# %% ../nbs/10f_zeroshot.ipynb #92fe28be
 def _check_classifier(classifier:torch.Tensor, model, n_classes:int) -> torch.Tensor:
     if not torch.is_tensor(classifier) or classifier.ndim != 2: raise TypeError('classifier: the [D, C] tensor `zero_shot_classifier` returns')
     if classifier.shape[0] != model.embed_dim: raise ConfigError(f'the classifier is {classifier.shape[0]}-d and the model {model.embed_dim}-d: build it with this model')

@@ -84,7 +84,9 @@ class SparseMoE(nn.Module):
 
 # %% ../../nbs/10a_cir.combiners.ipynb #b01efc90
 @patch
-def _route(self:SparseMoE, x:torch.Tensor) -> tuple:
+def route(self:SparseMoE,
+          x:torch.Tensor, # the rows to route, `[B, D]`
+         ) -> tuple:
     "Router logits, the top-k experts of each row and their softmax weights."
     logits = self.router(x)
     top_logits, experts = logits.topk(self.top_k, dim=-1)
@@ -102,7 +104,7 @@ def forward(self:SparseMoE,
             x:torch.Tensor, # the rows to route, `[B, D]`
            ) -> torch.Tensor:
     "Each row's weighted sum of its top-k experts; every expert runs once, on all the rows routed to it."
-    logits, experts, weights = self._route(x)
+    logits, experts, weights = self.route(x)
     flat = experts.flatten()                                   # expert of each (row, slot), row-major
     counts = torch.bincount(flat, minlength=self.num_experts)
     self.last_aux_loss = _balance_loss(logits, counts)
@@ -128,16 +130,6 @@ def expert_usage(self:SparseMoE) -> list:
 def reset_usage(self:SparseMoE):
     "Start counting the experts' usage afresh."
     self.routed.zero_()
-
-# %% ../../nbs/10a_cir.combiners.ipynb #83b60da8
-def _per_sample_moe(moe:SparseMoE, x:torch.Tensor) -> torch.Tensor:
-    "Test and benchmark helper: the seed's dispatch, one sample and one chosen expert at a time in Python."
-    _, experts, weights = moe._route(x)
-    out = x.new_zeros(len(x), moe.output_dim)
-    for b in range(len(x)):
-        for slot in range(moe.top_k):
-            out[b] = out[b] + weights[b, slot] * moe.experts[int(experts[b, slot])](x[b][None])[0]
-    return out
 
 # %% ../../nbs/10a_cir.combiners.ipynb #787cc889
 @combining_functions.register('moe')

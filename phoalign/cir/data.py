@@ -4,12 +4,13 @@
 
 # %% ../../nbs/10_cir.data.ipynb #28d81351
 from __future__ import annotations
-import json, random
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
-import numpy as np, pandas as pd, torch
+import pandas as pd, torch
 from torch.utils.data import Dataset
 from ..core import ConfigError, DataError
+from ..data.formats import read_json
 from ..data.transforms import PadTransform, read_image, preprocess_cfg
 
 # %% auto #0
@@ -41,14 +42,6 @@ class CIRData:
 TRIPLET_COLUMNS = ['pair_id', 'reference', 'target', 'caption', 'captions', 'group_members', 'category']
 
 # %% ../../nbs/10_cir.data.ipynb #b556db43
-def _read_json(path:Path, kind:type):
-    "A JSON file's content, which must be a `kind`; a `DataError` naming the file otherwise."
-    if not path.is_file(): raise DataError('file not found', path)
-    try: d = json.loads(path.read_text(encoding='utf-8'))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e: raise DataError(f'not valid JSON ({e})', path) from None
-    if not isinstance(d, kind): raise DataError(f'expected a JSON {"list" if kind is list else "object"}, found {type(d).__name__}', path)
-    return d
-
 def _entry(e, i:int, path:Path, keys:tuple) -> dict:
     "Entry `i` of a caption file, checked to hold `keys`."
     if not isinstance(e, dict): raise DataError(f'entry {i} is {type(e).__name__}, not an object', path)
@@ -84,11 +77,11 @@ def read_cirr(root, # the dataset root (holding cirr/, train/, dev/, test1/) or 
     split, root = _split_name(split), _cirr_root(root)
     name = CIRR_SPLIT_FILES[split]
     cap_path, split_path = root/'cirr'/'captions'/f'cap.rc2.{name}.json', root/'cirr'/'image_splits'/f'split.rc2.{name}.json'
-    files = _read_json(split_path, dict)
+    files = read_json(split_path, dict)
     images = {n: root/rel for n, rel in files.items() if (root/rel).is_file()}
     keys = ('pairid', 'reference', 'caption', 'img_set') + (() if split == 'test' else ('target_hard',))
     rows = []
-    for i, e in enumerate(_read_json(cap_path, list)):
+    for i, e in enumerate(read_json(cap_path, list)):
         e = _entry(e, i, cap_path, keys)
         rows.append(dict(pair_id=int(e['pairid']), reference=e['reference'], target=e.get('target_hard'), caption=e['caption'],
                          captions=[e['caption']], group_members=list(e['img_set'].get('members', [])), category='cirr'))
@@ -135,11 +128,11 @@ def read_fashioniq(root, # the dataset root (holding captions/, image_splits/, i
     on_disk = _fiq_images(root)
     rows, category_images, referred = [], {}, set()
     for cat in categories:
-        names = [str(n) for n in _read_json(root/'image_splits'/f'split.{cat}.{split}.json', list)]
+        names = [str(n) for n in read_json(root/'image_splits'/f'split.{cat}.{split}.json', list)]
         referred.update(names)
         category_images[cat] = [n for n in names if n in on_disk]
         path = root/'captions'/f'cap.{cat}.{split}.json'
-        for i, e in enumerate(_read_json(path, list)):
+        for i, e in enumerate(read_json(path, list)):
             e = _entry(e, i, path, ('candidate', 'captions'))
             try: caption = fashioniq_caption(e['captions'])
             except DataError as err: raise DataError(f'entry {i}: {err.msg}', path) from None

@@ -26,7 +26,8 @@ def _ids(names:list, position:dict, what:str) -> torch.Tensor:
 def _distances(predicted:torch.Tensor, index:torch.Tensor) -> torch.Tensor:
     return 1 - predicted @ index.T
 
-def _check(predicted, index_features, index_names, n_queries:dict):
+def _check_features(predicted, index_features, index_names, n_queries:dict):
+    "Refuse features of the wrong shapes, counts that differ, repeated index names and non-finite values."
     if predicted.ndim != 2 or index_features.ndim != 2 or predicted.shape[1] != index_features.shape[1]:
         raise ValueError(f'features must be [N, D] with the same D: predicted {tuple(predicted.shape)}, index {tuple(index_features.shape)}')
     if len(index_names) != len(index_features): raise ValueError(f'{len(index_names)} index names for {len(index_features)} index features')
@@ -76,7 +77,7 @@ def fashioniq_recalls(predicted_features:torch.Tensor, # [Q, D] normalised compo
                       chunk_size:int=1024, # queries per step
                      ) -> dict:
     "FashionIQ's `recall_at10` and `recall_at50` in percent (the reference stays in the ranking, as CLIP4Cir)."
-    _check(predicted_features, index_features, index_names, dict(target_names=len(target_names)))
+    _check_features(predicted_features, index_features, index_names, dict(target_names=len(target_names)))
     position = {n: i for i, n in enumerate(index_names)}
     ranks = target_ranks(predicted_features, index_features, _ids(target_names, position, 'target'), chunk_size=chunk_size)
     return dict(recall_at10=_percent(ranks < 10), recall_at50=_percent(ranks < 50))
@@ -118,7 +119,7 @@ def cirr_recalls(predicted_features:torch.Tensor, # [Q, D] normalised composed q
                  chunk_size:int=1024, # queries per step
                 ) -> dict:
     "CIRR's `recall_at1/5/10/50`, `recall_subset_at1/2/3` (percent), `avg` = (R@5 + R_subset@1) / 2 and the seven recalls' means."
-    _check(predicted_features, index_features, index_names,
+    _check_features(predicted_features, index_features, index_names,
            dict(reference_names=len(reference_names), target_names=len(target_names), group_members=len(group_members)))
     position = {n: i for i, n in enumerate(index_names)}
     target, reference = _ids(target_names, position, 'target'), _ids(reference_names, position, 'reference')
@@ -141,7 +142,7 @@ def cirr_rankings(predicted_features:torch.Tensor, # [Q, D] normalised composed 
                   chunk_size:int=1024, # queries per step
                  ) -> tuple:
     "Each query's `top` index names and `subset_top` image-set names, best first, its reference left out."
-    _check(predicted_features, index_features, index_names, dict(reference_names=len(reference_names), group_members=len(group_members)))
+    _check_features(predicted_features, index_features, index_names, dict(reference_names=len(reference_names), group_members=len(group_members)))
     position = {n: i for i, n in enumerate(index_names)}
     reference, members = _ids(reference_names, position, 'reference'), _members(group_members, position)
     index = F.normalize(index_features.float(), dim=-1).to(predicted_features.device)

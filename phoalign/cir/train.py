@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 from torch.utils.data import Dataset
 from fastcore.basics import patch
-from ..core import Config, TrainConfig, LossConfig, CIR_MONITORS, ConfigError, DataError, UserError, atomic_save, seed_everything, _unknown_key
+from ..core import Config, TrainConfig, LossConfig, CIR_MONITORS, ConfigError, DataError, UserError, atomic_save, seed_everything, unknown_key_error
 from ..model import AlignModel, model_checkpoint, read_checkpoint
 from ..train import Trainer, TrainTask, process_state, load_model_weights
-from ..losses import gather_features, _world
-from ..search import encode_images, encode_texts, model_fingerprint
+from ..losses import gather_features, rank_and_world
+from ..encode import encode_images, encode_texts, model_fingerprint
 from .data import CIRData, CIRDataset, cir_collate, cir_transform_for, fashioniq_caption_forms
 from .combiners import create_combiner, read_combiner_checkpoint
 from .metrics import cirr_recalls, fashioniq_recalls, fashioniq_average, write_cirr_submission
@@ -124,7 +124,7 @@ def composed_loss(predicted:torch.Tensor, # [B, D] normalised composed queries
                   logit_scale:float=100.0, # CLIP4Cir's fixed scale
                  ) -> torch.Tensor:
     "Cross-entropy of query → target over the batch (gathered from every process): CLIP4Cir's loss for both stages."
-    rank, world = _world(None, None)
+    rank, world = rank_and_world(None, None)
     predicted, target = gather_features(predicted, target, gather_with_grad=True, rank=rank, world_size=world)
     logits = logit_scale * predicted @ target.T
     return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
@@ -154,7 +154,7 @@ def cir_config(stage:int, # 1 (fine-tune the towers) or 2 (train a combiner)
                       output_dir=f'runs/cir-{"finetune" if stage == 1 else "combiner"}-{dataset.lower()}')
     d['loss'] = asdict(LossConfig(temperature=0.01))   # CLIP4Cir's logits x 100
     for k, v in flags.items():
-        if k not in CIR_KEYS: raise _unknown_key(k, CIR_KEYS, 'composed retrieval settings')
+        if k not in CIR_KEYS: raise unknown_key_error(k, CIR_KEYS, 'composed retrieval settings')
         if v is None: continue
         section, key = CIR_KEYS[k].split('.')
         d[section][key] = str(v) if key in ('output_dir', 'path') else v
@@ -388,6 +388,8 @@ def compute_loss(self:CombinerTask, model:nn.Module, rows:torch.Tensor) -> dict:
     if not self.balance_weight: return dict(loss=loss)
     balance = self.combiner.last_aux_loss
     return dict(loss=loss + self.balance_weight * balance, composed_loss=loss.detach(), balance_loss=balance.detach())
+
+# %% ../../nbs/10c_cir.train.ipynb #9a1f0d1b
 @patch
 def epoch_stats(self:CombinerTask) -> dict:
     if not hasattr(self.combiner, 'expert_usage'): return {}
@@ -483,35 +485,3 @@ def submit(model:AlignModel, # the towers
     t = f.triplets
     return write_cirr_submission(predict(_as_combiner(combiner), f), f.image_features, f.names, t.reference.tolist(),
                                  t.pair_id.tolist(), t.group_members.tolist(), out_dir, name)
-
-# %% ../../nbs/10c_cir.train.ipynb #6c3ffe77
-def _ddp_cir_run(root:str, out_dir:str, stage:int, batch_size:int) -> dict:
-    "Test helper: two optimiser steps of stage 1 (tiny towers) or stage 2 (MoE) on 32 triplets; each step's gradients and the loss."
-    from phoalign.cir.data import read_cirr
-    from phoalign.model import create_model
-    from torch.optim.optimizer import register_optimizer_step_pre_hook
-    train = read_cirr(root, 'train'); train.triplets = train.triplets.iloc[:32]
-    model = create_model('tiny', 'data.image_size=32', 'model.embed_dim=32', 'model.options.image={freeze_bn: true}',
-                         'model.options.text={dim: 32, layers: 1, heads: 4, max_length: 24, dropout: 0}', captions=train.triplets.caption.tolist())
-    flags = dict(output_dir=out_dir, num_epochs=1, batch_size=batch_size, save_training=False, seed=0)
-    grads = []
-    hook = register_optimizer_step_pre_hook(lambda opt, args, kw: grads.append(
-        [p.grad.detach().clone() for g in opt.param_groups for p in g['params'] if p.grad is not None]))
-    try:
-        if stage == 1:
-            hist = finetune(model, train, None, dict(flags, learning_rate=1e-4), progress=False, log=lambda x: None)
-            trained = model
-        else:
-            nn.Dropout.forward = lambda self, x: x   # this process only: the two runs must draw no masks
-            trained, hist = train_combiner(model, train, None, dict(flags, combiner_lr=1e-4), 'moe', projection_dim=32, hidden_dim=64,
-                                           progress=False, log=lambda x: None)
-    finally: hook.remove()
-    return dict(grads=grads, loss=hist[0]['train_loss'], weights={k: v.detach().clone() for k, v in trained.state_dict().items() if torch.is_tensor(v)})
-
-def _ddp_cir_worker(rank:int, world_size:int, port:int, root:str, out_dir:str, batch_size:int):
-    "Test helper: one process of a `world_size`-process gloo group running `_ddp_cir_run` for both stages."
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    results = {stage: _ddp_cir_run(root, f'{out_dir}/stage{stage}', stage, batch_size) for stage in (1, 2)}
-    if rank == 0: torch.save(results, f'{out_dir}/ddp_results.pt')
-    import torch.distributed as dist
-    if dist.is_initialized(): dist.destroy_process_group()

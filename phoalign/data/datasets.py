@@ -9,23 +9,32 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch.utils.data import Dataset
+from fastcore.basics import patch
 from ..core import DataError
 from .transforms import read_image
 from .formats import DAMAGE
 
 # %% auto #0
-__all__ = ['PairsDataset', 'PairsCollate', 'skipped_images', 'SkipTracker', 'TripletsDataset', 'check_pairs', 'format_report',
-           'readable_pairs']
+__all__ = ['derived_seed', 'PairsDataset', 'PairsCollate', 'skipped_images', 'SkipTracker', 'TripletsDataset', 'file_rows',
+           'check_pairs', 'format_report', 'readable_pairs']
 
 # %% ../../nbs/01c_data.datasets.ipynb #ea5e1f33
-def _seed(*parts) -> int: return zlib.crc32(' '.join(map(str, parts)).encode()) & 0x7FFFFFFF
+def derived_seed(*parts, # anything with a text form: a run's seed, an epoch, an index, what the seed is for
+                ) -> int:
+    "A seed in [0, 2**31) made from `parts`, the same in every process and run (unlike Python's salted `hash`)."
+    return zlib.crc32(' '.join(map(str, parts)).encode()) & 0x7FFFFFFF
 
+# %% ../../nbs/01c_data.datasets.ipynb #5a0ebb6e
 def _takes_seed(fn) -> bool:
+    "Whether callable `fn` takes a `seed` argument."
     try: return 'seed' in inspect.signature(fn).parameters
     except (TypeError, ValueError): return False
 
-def _text(s) -> str|None: return s if isinstance(s, str) and s else None
+def _text(s) -> str|None:
+    "`s` when it is non-empty text, else None (an empty or missing segmented caption)."
+    return s if isinstance(s, str) and s else None
 
+# %% ../../nbs/01c_data.datasets.ipynb #96fe5f56
 class PairsDataset(Dataset):
     "One item per image of a pairs table: `dict(image, caption, segmented, image_id, index)`."
     def __init__(self,
@@ -47,7 +56,7 @@ class PairsDataset(Dataset):
         self._bad = {}  # index -> why, for images found unreadable in this process (a worker's copy keeps its own)
 
     def __len__(self): return len(self.images)
-    def set_epoch(self, epoch:int): self.epoch = epoch
+    def set_epoch(self, epoch:int): self.epoch = epoch   # the epoch whose captions and augmentations items get
 
     def load(self, i:int, seed:int|None=None) -> torch.Tensor:
         "Image `i` decoded and transformed."
@@ -55,39 +64,49 @@ class PairsDataset(Dataset):
         if self.transform is None: return torch.from_numpy(img).permute(2, 0, 1).float().div(255)
         return self.transform(img, seed=seed) if self._seeded else self.transform(img)
 
-    def _item(self, i:int, key:int) -> dict:
-        "Image `i` with one of its captions, drawn (and augmented) from (seed, epoch, key); a failure is remembered."
-        if i in self._bad: raise DataError(self._bad[i], self.images[i])
-        try: image = self.load(i, _seed(self.seed, self.epoch, key, 'image'))
-        except DataError as e: self._bad[i] = e.msg; raise
-        caps = self.captions[i]
-        k = 0 if len(caps) == 1 else int(np.random.default_rng(_seed(self.seed, self.epoch, key, 'caption')).integers(len(caps)))
-        return dict(image=image, caption=caps[k], segmented=self.segmented[i][k], image_id=self.image_ids[i], index=i)
+# %% ../../nbs/01c_data.datasets.ipynb #7361dcc4
+@patch
+def _item(self:PairsDataset, i:int, # the image
+          key:int, # the index whose (seed, epoch) draws the caption and augmentation (a stand-in uses the image it replaces)
+         ) -> dict:
+    "Image `i` with one of its captions, drawn (and augmented) from (seed, epoch, key); a failure is remembered."
+    if i in self._bad: raise DataError(self._bad[i], self.images[i])
+    try: image = self.load(i, derived_seed(self.seed, self.epoch, key, 'image'))
+    except DataError as e: self._bad[i] = e.msg; raise
+    caps = self.captions[i]
+    k = 0 if len(caps) == 1 else int(np.random.default_rng(derived_seed(self.seed, self.epoch, key, 'caption')).integers(len(caps)))
+    return dict(image=image, caption=caps[k], segmented=self.segmented[i][k], image_id=self.image_ids[i], index=i)
 
-    def _stand_in(self, i:int) -> dict:
-        "Another image for unreadable image `i`, the same for the same (seed, epoch, i)."
-        # a fixed sequence of candidates, so skipping the ones known to be bad never changes the choice
-        for j in np.random.default_rng(_seed(self.seed, self.epoch, i, 'replace')).integers(len(self), size=self.tries):
-            if j == i or j in self._bad: continue
-            try: return self._item(int(j), key=i)
-            except DataError: pass
-        raise DataError(f'unreadable ({self._bad[i]}), and none of {self.tries} images tried in its place decodes', self.images[i])
+@patch
+def _stand_in(self:PairsDataset, i:int, # the unreadable image
+             ) -> dict:
+    "Another image for unreadable image `i`, the same for the same (seed, epoch, i)."
+    # a fixed sequence of candidates, so skipping the ones known to be bad never changes the choice
+    for j in np.random.default_rng(derived_seed(self.seed, self.epoch, i, 'replace')).integers(len(self), size=self.tries):
+        if j == i or j in self._bad: continue
+        try: return self._item(int(j), key=i)
+        except DataError: pass
+    raise DataError(f'unreadable ({self._bad[i]}), and none of {self.tries} images tried in its place decodes', self.images[i])
 
-    def __getitem__(self, i:int) -> dict:
-        try: return self._item(i, key=i)
-        except DataError as e:
-            if self.strict: raise
-            skipped = [(self.images[i], e.msg)]
-        return {**self._stand_in(i), 'skipped': skipped} if self.replace_unreadable else dict(skipped=skipped)
+@patch
+def __getitem__(self:PairsDataset, i:int) -> dict:
+    "Item `i`; an unreadable image raises (strict), is stood in for (`replace_unreadable`) or leaves only `skipped`."
+    try: return self._item(i, key=i)
+    except DataError as e:
+        if self.strict: raise
+        skipped = [(self.images[i], e.msg)]
+    return {**self._stand_in(i), 'skipped': skipped} if self.replace_unreadable else dict(skipped=skipped)
 
-    def all_captions(self) -> tuple[list[str], list[int]]:
-        "Every caption and the index of its image (the COCO evaluation protocol ranks them all)."
-        caps = [c for cs in self.captions for c in cs]
-        return caps, [i for i, cs in enumerate(self.captions) for _ in cs]
+@patch
+def all_captions(self:PairsDataset) -> tuple[list[str], list[int]]:
+    "Every caption and the index of its image (the COCO evaluation protocol ranks them all)."
+    caps = [c for cs in self.captions for c in cs]
+    return caps, [i for i, cs in enumerate(self.captions) for _ in cs]
 
-    def all_segmented(self) -> list[str|None]:
-        "The word-segmented form of each of `all_captions()`'s captions (None where the data gives none)."
-        return [s for ss in self.segmented for s in ss]
+@patch
+def all_segmented(self:PairsDataset) -> list[str|None]:
+    "The word-segmented form of each of `all_captions()`'s captions (None where the data gives none)."
+    return [s for ss in self.segmented for s in ss]
 
 # %% ../../nbs/01c_data.datasets.ipynb #2d72be50
 def _skips(item:dict) -> list:
@@ -166,18 +185,14 @@ def _probe(path:str):
     except DataError as e: return ('unreadable', e.msg)
 
 def _probe_images(images:list, decode:bool, workers:int) -> list:
-    "`_probe` of each image (with `decode=False` only whether the file is there)."
+    "What probing each image finds (None, or what is wrong with it); with `decode=False` only whether the file is there."
     if not decode: return [None if Path(p).is_file() else ('missing', 'image file not found') for p in images]
     with ThreadPoolExecutor(workers) as ex: return list(ex.map(_probe, map(str, images)))
 
-def _none_usable(results:dict, n:int, show:int=3) -> str:
-    "The error for a set none of whose `n` images can be used (`results`: image -> probe)."
-    kinds = pd.Series([r[0] for r in results.values() if r]).value_counts().to_dict()
-    first = '; '.join(f'{p}: {r[1]}' for p, r in list(results.items())[:show] if r)
-    return (f'none of the {n} images can be used ({", ".join(f"{v} {k}" for k, v in kinds.items())}): {first}'
-            f'{"; ..." if n > show else ""}; check the image paths (`phoalign data check`, `data.images=`)')
-
-def _file_rows(sub:pd.DataFrame, path) -> tuple[pd.Series, pd.Series]:
+# %% ../../nbs/01c_data.datasets.ipynb #104bd9ce
+def file_rows(sub:pd.DataFrame, # rows of a pairs table
+              path, # the table's file (`pairs.attrs['path']`), for rows that do not name their own
+             ) -> tuple[pd.Series, pd.Series]:
     "Each row's source file and row: the reader's `file`/`row` columns, else the table's path and index."
     files = sub['file'] if 'file' in sub else pd.Series(path, index=sub.index, dtype=object)
     return files.where(files.notna(), None), sub['row'] if 'row' in sub else pd.Series(sub.index, index=sub.index)
@@ -185,10 +200,11 @@ def _file_rows(sub:pd.DataFrame, path) -> tuple[pd.Series, pd.Series]:
 def _located(pairs:pd.DataFrame, bad:dict) -> list[dict]:
     "One entry per (bad image, file naming it): `dict(image, file, rows, reason)`; `bad` maps image -> reason."
     sub = pairs[pairs.image.isin(list(bad))]
-    files, rows = _file_rows(sub, pairs.attrs.get('path'))
+    files, rows = file_rows(sub, pairs.attrs.get('path'))
     return [dict(image=image, file=None if pd.isna(file) else str(file), rows=[int(x) for x in r if pd.notna(x)], reason=bad[image])
             for (image, file), r in rows.groupby([sub.image, files], sort=False, dropna=False)]
 
+# %% ../../nbs/01c_data.datasets.ipynb #773f720d
 def check_pairs(pairs:pd.DataFrame, # `read_pairs` output
                 decode:bool=True, # decode every image (else only check the files exist)
                 workers:int=8, # decoding threads
@@ -199,7 +215,7 @@ def check_pairs(pairs:pd.DataFrame, # `read_pairs` output
     problems = list(pairs.attrs.get('problems', []))
     empty = [dict(file=p['file'], row=p['row']) for p in problems if p['kind'] == 'empty_caption']
     empty += [dict(file=f, row=int(r) if pd.notna(r) else None)
-              for f, r in zip(*_file_rows(pairs[pairs.caption.astype(str).str.strip() == ''], pairs.attrs.get('path')))]
+              for f, r in zip(*file_rows(pairs[pairs.caption.astype(str).str.strip() == ''], pairs.attrs.get('path')))]
     of = lambda kind: _located(pairs, {p: r[1] for p, r in zip(images, results) if r and r[0] == kind})
     report = dict(format=pairs.attrs.get('format'), path=pairs.attrs.get('path'), rows=len(pairs), images=len(images),
                   captions=int((pairs.caption.astype(str).str.strip() != '').sum()),
@@ -208,6 +224,7 @@ def check_pairs(pairs:pd.DataFrame, # `read_pairs` output
     report['ok'] = not (report['missing_images'] or report['unreadable_images'] or empty or problems)
     return report
 
+# %% ../../nbs/01c_data.datasets.ipynb #dc638157
 def _where(x:dict, most:int=5) -> str:
     "`file row N` / `file rows N, M, ...` of a report entry."
     rows = x.get('rows', [])
@@ -231,6 +248,14 @@ def format_report(report:dict, # `check_pairs`'s report
     section('other skipped rows', [p for p in report['problems'] if p['kind'] not in ('empty_caption', *DAMAGE)], row_line)
     lines.append('OK: every image decodes and every caption has text' if report['ok'] else 'problems found (see above)')
     return '\n'.join(lines)
+
+# %% ../../nbs/01c_data.datasets.ipynb #e00c9b11
+def _none_usable(results:dict, n:int, show:int=3) -> str:
+    "The error for a set none of whose `n` images can be used (`results`: image -> probe)."
+    kinds = pd.Series([r[0] for r in results.values() if r]).value_counts().to_dict()
+    first = '; '.join(f'{p}: {r[1]}' for p, r in list(results.items())[:show] if r)
+    return (f'none of the {n} images can be used ({", ".join(f"{v} {k}" for k, v in kinds.items())}): {first}'
+            f'{"; ..." if n > show else ""}; check the image paths (`phoalign data check`, `data.images=`)')
 
 def readable_pairs(pairs:pd.DataFrame, # `read_pairs` output
                    decode:bool=False, # decode every image (else only check the files exist)

@@ -11,8 +11,9 @@ from ..core import DataError, Registry
 
 # %% auto #0
 __all__ = ['COLUMNS', 'IMAGE_SUFFIXES', 'READERS', 'DAMAGE', 'LONG_CAPTION', 'PREFIXES', 'normalize_caption', 'describe_problems',
-           'read_coco', 'read_ktvic', 'read_openviic', 'read_jsonl', 'read_csv', 'read_flickr30k', 'read_tsv',
-           'read_folder', 'detect_format', 'stderr_line', 'read_pairs', 'merge_pairs', 'check_splits', 'split_images']
+           'read_json', 'read_coco', 'read_ktvic', 'read_openviic', 'read_jsonl', 'read_csv', 'read_flickr30k',
+           'read_tsv', 'read_folder', 'detect_format', 'stderr_line', 'read_pairs', 'merge_pairs', 'check_splits',
+           'split_images']
 
 # %% ../../nbs/01_data.formats.ipynb #a6d73715
 _TAG = re.compile(r'<[^>]+>')
@@ -34,13 +35,15 @@ LONG_CAPTION = (20, 500)   # a caption over 20 times the median length and over 
 
 class _Problems:
     "Rows set aside while reading, or the first one raised in strict mode."
-    def __init__(self, strict:bool|None): self.strict, self.items = strict, []
+    def __init__(self, strict:bool|None): self.strict, self.items = strict, []   # `strict`: as `read_pairs` takes it
     def add(self, file, row, kind, reason):
+        "Set a row aside (file, row, kind, reason), or raise it as a `DataError` when strict."
         if self.strict: raise DataError(reason, file, row)
         self.items.append(dict(file=str(file), row=row, kind=kind, reason=reason))
     @property
     def damaged(self) -> list: return [p for p in self.items if p['kind'] in DAMAGE]
 
+# %% ../../nbs/01_data.formats.ipynb #f0c850a1
 def describe_problems(problems:list, # `df.attrs['problems']` entries (`file`, `row`, `reason`)
                       path=None, # the file read: its own rows are named by their row alone
                       show:int=10, # problems named; the rest are counted
@@ -52,13 +55,16 @@ def describe_problems(problems:list, # `df.attrs['problems']` entries (`file`, `
     lines = [': '.join(w for w in (where(p), p['reason']) if w) for p in problems[:show]]
     return lines + ([f'... and {len(problems) - show} more'] if len(problems) > show else [])
 
-def _base(path:Path) -> Path: return path if path.is_dir() else path.parent
+# %% ../../nbs/01_data.formats.ipynb #75d74272
+def _caption_root(path:Path) -> Path:
+    "The folder relative image names start from: `path` itself when a folder, else the folder holding it."
+    return path if path.is_dir() else path.parent
 
 def _resolve(name:str, path:Path, images:Path|None) -> str:
     "Resolve a relative image path: explicit root, the caption file's folder, its `images/` subfolder."
     p = Path(name)
     if p.is_absolute(): return str(p)
-    base = _base(path)
+    base = _caption_root(path)
     candidates = ([images/p] if images else []) + [base/p, base/'images'/p]
     return str(next((c for c in candidates if c.exists()), candidates[0]).resolve())
 
@@ -69,10 +75,11 @@ def _path_id(image:str, roots:list[Path]) -> str:
         except ValueError: pass
     return Path(image).as_posix()
 
+# %% ../../nbs/01_data.formats.ipynb #19d745b1
 def _table(records, path:Path, images:Path|None, problems:_Problems) -> list[dict]:
     "Rows from raw records `(image, caption, image_id, split, row[, segmented[, file]])`, with bad ones set aside."
     rows, owners = [], {}
-    roots = [r.resolve() for r in (_base(path), images) if r]  # ids relative to the caption file's folder, else `images`
+    roots = [r.resolve() for r in (_caption_root(path), images) if r]  # ids relative to the caption file's folder, else `images`
     for image, caption, image_id, split, row, *extra in records:
         segmented, file = (*extra, None, None)[:2]
         file = file or path
@@ -100,6 +107,7 @@ def _long_captions(rows:list[dict], problems:_Problems) -> list[dict]:
                                    f'median ({median:.0f}): rows run together?')
     return [r for r, n in zip(rows, lengths) if n <= limit]
 
+# %% ../../nbs/01_data.formats.ipynb #74c39972
 def _read_text(path:Path) -> str:
     "A file's text as UTF-8 (BOM allowed), or a DataError naming the line that is not."
     data = path.read_bytes()
@@ -112,6 +120,7 @@ def _lines(text:str) -> list[str]:
     "The lines of `text` as an editor numbers them (only a line feed ends a line; a CR before it goes)."
     return [l[:-1] if l.endswith('\r') else l for l in text.split('\n')]
 
+# %% ../../nbs/01_data.formats.ipynb #acc96be6
 _OPENED = {'"': 'string', '[': "'['", '{': "'{'"}
 
 def _unclosed(text:str) -> tuple|None:
@@ -128,16 +137,23 @@ def _unclosed(text:str) -> tuple|None:
         if c == '\n': line, start = line + 1, i + 1
     return string or (stack[-1] if stack else None)
 
-def _read_json(path:Path):
-    "A JSON file's content, or a DataError naming the line (and the bracket or string a cut-short file leaves open)."
+def read_json(path, # a JSON file
+              kind:type|None=None, # the type its content must have (`list`, `dict`); None: any
+             ):
+    "A JSON file's content, or a `DataError` naming the file and the line (and the bracket or string a cut-short file leaves open)."
+    path = Path(path)
+    if not path.is_file(): raise DataError('file not found' if not path.exists() else 'a folder, not a JSON file', path)
     text = _read_text(path)
-    try: return json.loads(text)
+    try: data = json.loads(text)
     except json.JSONDecodeError as e:
         opened = _unclosed(text)
         if opened and (e.pos >= len(text.rstrip()) or e.msg.startswith('Unterminated string')):   # the end reached inside it
             c, line, col = opened
             raise DataError(f'not valid JSON: the file ends inside a {_OPENED[c]} opened on line {line}, column {col} (cut short?)', path) from None
         raise DataError(f'not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}', path) from None
+    if kind is not None and not isinstance(data, kind):
+        raise DataError(f'expected a JSON {"list" if kind is list else "object"}, found {type(data).__name__}', path)
+    return data
 
 # %% ../../nbs/01_data.formats.ipynb #08163118
 @READERS.register('coco')
@@ -145,7 +161,7 @@ def read_coco(path:Path, # the caption file (or folder)
               problems:_Problems, # collects the rows left out (given by `read_pairs`)
              ):
     "COCO captions JSON (`images` + `annotations`, KTVIC's `segment_caption` kept), or the simple list `[{image, caption}]`."
-    data = _read_json(path)
+    data = read_json(path)
     if isinstance(data, list): yield from _read_records(data, path, problems); return  # a bare `return x` would drop them
     if not isinstance(data, dict) or 'annotations' not in data or 'images' not in data:
         raise DataError('expected COCO captions JSON with "images" and "annotations", or a list of {"image", "caption"}', path)
@@ -171,6 +187,7 @@ def _read_records(items, path, problems):
         if len(segs) != len(caps): segs = [None] * len(caps)  # not parallel to the captions: not usable
         for c, sc in zip(caps, segs): yield it['image'], c, it.get('image_id'), it.get('split', ''), i, sc
 
+# %% ../../nbs/01_data.formats.ipynb #856157eb
 @READERS.register('ktvic')
 def read_ktvic(path:Path, # the caption file (or folder)
                problems:_Problems, # collects the rows left out (given by `read_pairs`)
@@ -224,7 +241,12 @@ def _from(lines:list, start:int):
     "The items of `lines` from `start` on, without copying the list."
     for i in range(start, len(lines)): yield lines[i]
 
-def _csv_rows(path:Path, problems:_Problems, delimiter=None, repair=None):
+# %% ../../nbs/01_data.formats.ipynb #b04b30bb
+def _csv_rows(path:Path, # a delimited file with a header
+              problems:_Problems, # collects the rows left out
+              delimiter:str|None=None, # None: sniffed from the header
+              repair=None, # `(row, header) -> row or None`: a fix for a known quirk of a format
+             ):
     "Header + rows of a delimited file (the delimiter sniffed), each with its line number; rows that are not one line of their own are set aside."
     lines = io.StringIO(_read_text(path)).readlines()   # each with its line feed, which `csv` needs to see
     if not lines: return
@@ -257,6 +279,7 @@ def _csv_rows(path:Path, problems:_Problems, delimiter=None, repair=None):
             yield header, [c.strip() for c in row], first
         start = resume
 
+# %% ../../nbs/01_data.formats.ipynb #54db12f3
 @READERS.register('csv')
 def read_csv(path:Path, # the caption file (or folder)
              problems:_Problems, # collects the rows left out (given by `read_pairs`)
@@ -282,6 +305,7 @@ def read_flickr30k(path:Path, # the caption file (or folder)
     for header, row, n in _csv_rows(path, problems, delimiter='|', repair=_flickr30k_row):
         yield row[header.index('image_name')], row[header.index('comment')], None, '', n
 
+# %% ../../nbs/01_data.formats.ipynb #543693d7
 def _open_caption(caption:str) -> bool:
     "Whether a one-line caption opens a quote it does not close (the rest of a quoted caption on the next lines)."
     return _quote_left_open(caption.strip(), '\n')
@@ -356,12 +380,15 @@ def stderr_line(line:str, # a notice
     "Print `line` on standard error, where notices go (standard output stays for results, such as a command's JSON)."
     print(line, file=sys.stderr, flush=True)
 
-def _skipped_line(problems:list, path) -> str:
+def _skipped_rows_line(problems:list, # `df.attrs['problems']` entries
+                       path, # the file read
+                      ) -> str:
     "The notice for rows skipped while reading: the count, then one line per row."
     n, damaged = len(problems), sum(p['kind'] in DAMAGE for p in problems)
     kinds = ', '.join(w for w in (f'{damaged} damaged' if damaged else '', f'{n - damaged} unusable' if n > damaged else '') if w)
     return f'{path}: skipped {n} row{"s" * (n > 1)} ({kinds})' + ''.join(f'\n  {l}' for l in describe_problems(problems, path, show=5))
 
+# %% ../../nbs/01_data.formats.ipynb #8332f5bb
 def read_pairs(path, # a caption file or a dataset folder
                format:str='auto', # a reader name (`READERS.names()`), or 'auto' to detect it
                images=None, # image root, when images are not beside the caption file
@@ -387,7 +414,7 @@ def read_pairs(path, # a caption file or a dataset folder
     df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != 'source'])
     df.insert(3, 'source', source or fmt)
     df.attrs.update(format=fmt, path=str(path), problems=problems.items)
-    if problems.items and log: log(_skipped_line(problems.items, path))
+    if problems.items and log: log(_skipped_rows_line(problems.items, path))
     return df
 
 # %% ../../nbs/01_data.formats.ipynb #3b4837c7

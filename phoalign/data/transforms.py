@@ -13,17 +13,31 @@ from timm.layers import to_2tuple
 from ..core import DataError
 
 # %% auto #0
-__all__ = ['NORMALIZATION', 'INTERPOLATION', 'PRESETS', 'read_image', 'normalization', 'to_tensor', 'ImageTransform',
-           'image_transform', 'preprocess_cfg', 'transforms_from_cfg', 'squarepad', 'targetpad', 'PadTransform',
-           'squarepad_transform', 'targetpad_transform']
+__all__ = ['NORMALIZATION', 'INTERPOLATION', 'PRESETS', 'truncation_reason', 'decode_rgb', 'read_image', 'normalization',
+           'to_tensor', 'ImageTransform', 'image_transform', 'preprocess_cfg', 'transforms_from_cfg', 'squarepad',
+           'targetpad', 'PadTransform', 'squarepad_transform', 'targetpad_transform']
 
 # %% ../../nbs/01b_data.transforms.ipynb #1a4d96c0
-def _truncated(data:bytes) -> str|None:
-    "Why an encoded image looks cut short, or None."
+def truncation_reason(data:bytes, # an encoded image file's bytes
+                     ) -> str|None:
+    "Why an encoded image looks cut short (a JPEG without its end marker, a PNG without its IEND chunk), or None."
     if data[:3] == b'\xff\xd8\xff' and b'\xff\xd9' not in data[-1024:]: return 'truncated JPEG (no end-of-image marker)'
     if data[:8] == b'\x89PNG\r\n\x1a\n' and b'IEND' not in data[-64:]: return 'truncated PNG (no IEND chunk)'
     return None
 
+# %% ../../nbs/01b_data.transforms.ipynb #39df6be5
+def decode_rgb(data:bytes, # an encoded image file's bytes
+               reduce:int=1, # decode at 1/2, 1/4 or 1/8 size (JPEG decodes faster that way)
+              ) -> np.ndarray|None:
+    "An encoded image's bytes as RGB `uint8` (16-bit scaled, grey and alpha dropped), or None when OpenCV cannot decode them."
+    flag = {1: cv2.IMREAD_UNCHANGED, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[reduce]
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    if img is None: return None
+    if img.dtype != np.uint8: img = cv2.convertScaleAbs(img, alpha=255.0 / max(1, img.max()))
+    if img.ndim == 2: return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+
+# %% ../../nbs/01b_data.transforms.ipynb #8692f82b
 def read_image(path, # an image file (JPEG, PNG, WebP, BMP, TIFF, ...)
                reduce:int=1, # decode at 1/2, 1/4 or 1/8 size (JPEG decodes faster that way)
               ) -> np.ndarray:
@@ -32,19 +46,10 @@ def read_image(path, # an image file (JPEG, PNG, WebP, BMP, TIFF, ...)
     if not path.is_file(): raise DataError('image file not found', path)
     data = path.read_bytes()
     if not data: raise DataError('image file is empty (0 bytes)', path)
-    if (why := _truncated(data)): raise DataError(why, path)
-    img = _decode_rgb(data, reduce)
+    if (why := truncation_reason(data)): raise DataError(why, path)
+    img = decode_rgb(data, reduce)
     if img is None: raise DataError('not an image OpenCV can decode', path)
     return img
-
-def _decode_rgb(data:bytes, reduce:int=1) -> np.ndarray|None:
-    "An encoded image's bytes as RGB `uint8` (16-bit scaled, grey and alpha dropped), or None when OpenCV cannot decode them."
-    flag = {1: cv2.IMREAD_UNCHANGED, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[reduce]
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
-    if img is None: return None
-    if img.dtype != np.uint8: img = cv2.convertScaleAbs(img, alpha=255.0 / max(1, img.max()))
-    if img.ndim == 2: return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
 
 # %% ../../nbs/01b_data.transforms.ipynb #6eabdc5f
 NORMALIZATION = {'imagenet': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -158,6 +163,7 @@ def transforms_from_cfg(pretrained_cfg:dict, # a tower's `pretrained_cfg` (timm'
 
 # %% ../../nbs/01b_data.transforms.ipynb #b25cf347
 def _pad(image:np.ndarray, hp:int, vp:int) -> np.ndarray:
+    "`image` with `hp` black columns on the left and right and `vp` black rows at the top and bottom."
     return cv2.copyMakeBorder(image, vp, vp, hp, hp, cv2.BORDER_CONSTANT, value=0) if hp or vp else image
 
 def squarepad(image:np.ndarray, # an RGB array `[H, W, 3]`
@@ -175,6 +181,7 @@ def targetpad(image:np.ndarray, # an RGB array `[H, W, 3]`
     scaled = max(w, h) / target_ratio
     return _pad(image, max(int((scaled - w) / 2), 0), max(int((scaled - h) / 2), 0))
 
+# %% ../../nbs/01b_data.transforms.ipynb #992ab5b1
 class PadTransform:
     "`squarepad`/`targetpad`, then resize (PIL's antialiased bicubic, as torchvision) + centre crop to `dim` and normalisation (CLIP's by default)."
     def __init__(self,

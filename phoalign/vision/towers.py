@@ -9,14 +9,16 @@ import torch, torch.nn as nn, torch.nn.functional as F
 import timm
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, DEFAULT_CROP_PCT
 from timm.layers import to_2tuple
-from ..core import Tower, vision_models
+from fastcore.basics import patch
+from ..tower import Tower
+from ..core import Registry, vision_models
 from ..data.transforms import preprocess_cfg
 from ..text import load_by_name, ModelUnavailableError
 import phoalign.vision.vig  # registers the Pyramid ViG variants in `vision_models`
 
 # %% auto #0
-__all__ = ['CIFAR100_MEAN', 'CIFAR100_STD', 'SMALL_VIT_CFG', 'TINY_CNN_CFG', 'load_checkpoint_file', 'create_vision_model',
-           'vision_model_cfg', 'ImageTower', 'SmallViT', 'small_vit', 'TinyCNN', 'tiny_cnn']
+__all__ = ['vision_model_families', 'CIFAR100_MEAN', 'CIFAR100_STD', 'SMALL_VIT_CFG', 'TINY_CNN_CFG', 'load_checkpoint_file',
+           'create_vision_model', 'vision_model_cfg', 'ImageTower', 'SmallViT', 'small_vit', 'TinyCNN', 'tiny_cnn']
 
 # %% ../../nbs/03a_vision.towers.ipynb #6198d175
 def load_checkpoint_file(path, # a local `.pth`, `.pth.tar`, `.pt`, `.bin` or `.safetensors` file
@@ -36,22 +38,30 @@ def load_checkpoint_file(path, # a local `.pth`, `.pth.tar`, `.pt`, `.bin` or `.
     return {k.removeprefix('module.'): v for k, v in sd.items()}
 
 # %% ../../nbs/03a_vision.towers.ipynb #7336325c
+vision_model_families = Registry('vision model family')   # `<family>/<arch>` backbones: a builder taking the whole name, `cfg=` its preprocessing
+
+def _family_hint(name:str) -> str:
+    "For a `<family>/<arch>` name whose family is not registered: which module registers it ('' for other names)."
+    if '/' not in name: return ''
+    return (f'; no family {name.split("/")[0]!r} is registered (families: {", ".join(vision_model_families.names()) or "none"}; '
+            "`import phoalign.openclip` registers open_clip's openclip/<arch>, as phoalign.model does)")
+
 def create_vision_model(name:str, # a `vision_models` name (`pvig_s_224_gelu`, `small_vit`) or any timm model name
                         pretrained:bool=False, # load pretrained weights (timm: from its cache when offline)
                         checkpoint:str|Path|None=None, # local weights file, loaded strictly
                         num_classes:int=0, # 0 gives a feature extractor
                         **kwargs): # passed to the model's constructor
-    "A backbone by name: phoalign's registry first, `openclip/<arch>` (open_clip's image encoders), then timm."
-    if name.startswith('openclip/'):   # imported here: open_clip loads in seconds, and only these towers need it
-        from phoalign.openclip import openclip_backbone
-        return openclip_backbone(name, pretrained=pretrained, checkpoint=checkpoint, num_classes=num_classes, **kwargs)
+    "A backbone by name: a registered family's `<family>/<arch>` (open_clip's), phoalign's registry, then timm."
+    family = name.split('/')[0]
+    if '/' in name and family in vision_model_families:   # `openclip/<arch>`: registered by phoalign.openclip
+        return vision_model_families.get(family)(name, pretrained=pretrained, checkpoint=checkpoint, num_classes=num_classes, **kwargs)
     if name in vision_models:
         try: return vision_models.create(name, pretrained=pretrained, checkpoint=checkpoint, num_classes=num_classes, **kwargs)
         except ValueError as e:   # asked for published weights it has none of (or none phoalign downloads): the entry says what to do
             if not pretrained or checkpoint is not None: raise
             raise ModelUnavailableError(str(e)) from None
     if name not in timm.list_models() and name not in timm.list_models(pretrained=True) and name.split('.')[0] not in timm.list_models():
-        raise KeyError(f'unknown vision model {name!r}: not in phoalign ({", ".join(vision_models.names())}) nor in timm')
+        raise KeyError(f'unknown vision model {name!r}: not in phoalign ({", ".join(vision_models.names())}) nor in timm' + _family_hint(name))
     build = lambda weights: timm.create_model(name, pretrained=weights, num_classes=num_classes, **kwargs)
     if pretrained and checkpoint is None: return load_by_name(lambda: build(True), name, 'pretrained image tower', 'image', errors=(OSError, RuntimeError))
     model = build(False)
@@ -74,17 +84,13 @@ def vision_model_cfg(name:str, # a `vision_models` name or any timm model name (
                      img_size:int|tuple|None=None, # the input size the model would be built for, when not its default
                      ) -> dict:
     "The preprocessing backbone `name` declares, without building it."
-    if name.startswith('openclip/'):
-        import open_clip
-        from phoalign.openclip import openclip_arch
-        size = open_clip.get_model_config(openclip_arch(name))['vision_cfg']['image_size']
-        return preprocess_cfg(dict(input_size=(3, size, size), mean=open_clip.constants.OPENAI_DATASET_MEAN,
-                                   std=open_clip.constants.OPENAI_DATASET_STD, interpolation='bicubic'), img_size)
+    family = name.split('/')[0]
+    if '/' in name and family in vision_model_families: return preprocess_cfg(vision_model_families.get(family)._registry_meta['cfg'](name), img_size)
     if name in vision_models: return preprocess_cfg(vision_models.get(name)._registry_meta.get('pretrained_cfg'), img_size)
     try: cfg = timm.models.get_pretrained_cfg(name)
     except RuntimeError as e: raise KeyError(f'{name}: {e}') from None   # an unknown pretrained tag
     if cfg is None and not timm.is_model(name.split('.')[0]):
-        raise KeyError(f'unknown vision model {name!r}: not in phoalign ({", ".join(vision_models.names())}) nor in timm')
+        raise KeyError(f'unknown vision model {name!r}: not in phoalign ({", ".join(vision_models.names())}) nor in timm' + _family_hint(name))
     return preprocess_cfg(cfg, img_size)
 
 # %% ../../nbs/03a_vision.towers.ipynb #31ccdf3b
@@ -175,22 +181,30 @@ class SmallViT(nn.Module):
 
     def set_grad_checkpointing(self, enable:bool=True): self.grad_checkpointing = enable
 
-    def forward_features(self, x:torch.Tensor) -> torch.Tensor:
-        "Tokens after the last block and norm: [B, 1 + patches, embed_dim]."
-        if tuple(x.shape[-2:]) != self.img_size: raise ValueError(f'SmallViT expects {self.img_size} images, got {tuple(x.shape[-2:])}')
-        x = self.patch_embed(x).flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], 1) + self.pos_embed
-        for blk in self.blocks:
-            x = torch.utils.checkpoint.checkpoint(blk, x, use_reentrant=False) if self.grad_checkpointing and self.training else blk(x)
-        return self.norm(x)
+# %% ../../nbs/03a_vision.towers.ipynb #b6905a3a
+@patch
+def forward_features(self:SmallViT, x:torch.Tensor) -> torch.Tensor: # images `[B, 3, H, W]` of the size the model was built for
+    "Tokens after the last block and norm: [B, 1 + patches, embed_dim]."
+    if tuple(x.shape[-2:]) != self.img_size: raise ValueError(f'SmallViT expects {self.img_size} images, got {tuple(x.shape[-2:])}')
+    x = self.patch_embed(x).flatten(2).transpose(1, 2)
+    x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], 1) + self.pos_embed
+    for blk in self.blocks:
+        x = torch.utils.checkpoint.checkpoint(blk, x, use_reentrant=False) if self.grad_checkpointing and self.training else blk(x)
+    return self.norm(x)
 
-    def forward_head(self, x:torch.Tensor, pre_logits:bool=False) -> torch.Tensor:
-        "Class token through the projection head (and the classifier unless `pre_logits`)."
-        x = self.proj(x[:, 0])
-        return x if pre_logits else self.head(x)
+@patch
+def forward_head(self:SmallViT, x:torch.Tensor, # `forward_features`' tokens
+                 pre_logits:bool=False) -> torch.Tensor: # stop before the classifier
+    "Class token through the projection head (and the classifier unless `pre_logits`)."
+    x = self.proj(x[:, 0])
+    return x if pre_logits else self.head(x)
 
-    def forward(self, x): return self.forward_head(self.forward_features(x))
+@patch
+def forward(self:SmallViT, x:torch.Tensor) -> torch.Tensor: # images `[B, 3, H, W]`
+    "Features, projected (and classified when the model has a classifier)."
+    return self.forward_head(self.forward_features(x))
 
+# %% ../../nbs/03a_vision.towers.ipynb #f4dc24d5
 # CIFAR-100's per-channel mean and std over its 50,000 training images (the values CIFAR code commonly uses, e.g.
 # weiaicunzai/pytorch-cifar100 conf/global_settings.py, rounded to 4 digits); a pair of CIFAR images has the same statistics
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)

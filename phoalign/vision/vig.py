@@ -10,6 +10,7 @@ import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from timm.layers import DropPath, to_2tuple
+from fastcore.basics import patch
 from ..core import vision_models
 
 # %% auto #0
@@ -78,6 +79,7 @@ class MRConv(nn.Module):
         msg = msg.transpose(1, 2).reshape(B, C, H, W) - x
         return self.nn(torch.stack([x, msg], 2).reshape(B, 2 * C, H, W))               # interleave x_i and its message
 
+# %% ../../nbs/03_vision.vig.ipynb #118c2d84
 class DyGraphConv(nn.Module):
     "A dynamic graph (rebuilt from the features each call) and max-relative convolution over it."
     def __init__(self,
@@ -97,6 +99,7 @@ class DyGraphConv(nn.Module):
         idx = knn_graph(x.reshape(B, C, -1), y, self.k, self.dilation, relative_pos)
         return self.gconv(x, y, idx)
 
+# %% ../../nbs/03_vision.vig.ipynb #ec7d5ed6
 class Grapher(nn.Module):
     "1×1 conv + BN → dynamic graph convolution → 1×1 conv + BN → drop path + residual."
     def __init__(self,
@@ -129,6 +132,7 @@ class Grapher(nn.Module):
         x = self.graph_conv(x, self._relative_pos(*x.shape[-2:]))
         return self.drop_path(self.fc2(x)) + shortcut
 
+# %% ../../nbs/03_vision.vig.ipynb #ec719001
 class FFN(nn.Module):
     "1×1 conv + BN, activation, 1×1 conv + BN, drop path + residual."
     def __init__(self,
@@ -192,43 +196,57 @@ class PyramidViG(nn.Module):
                 nn.init.kaiming_normal_(m.weight)
                 if m.bias is not None: nn.init.zeros_(m.bias)
 
-    def _run(self, layer, x):
-        if hasattr(layer, 'conv'): return layer.conv(x)
-        if self.grad_checkpointing and self.training: return torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=False)
-        return layer(x)
+# %% ../../nbs/03_vision.vig.ipynb #b08c9f80
+@patch
+def _run(self:PyramidViG, layer, x):
+    "One layer: a downsampling convolution, or a block (recomputed in backward when checkpointing)."
+    if hasattr(layer, 'conv'): return layer.conv(x)
+    if self.grad_checkpointing and self.training: return torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=False)
+    return layer(x)
 
-    def forward_features(self, x:torch.Tensor) -> torch.Tensor:
-        "The last stage's map `[B, C, H/32, W/32]`."
-        x = self.stem.convs(x)
-        pos = self.pos_embed if x.shape[-2:] == self.pos_embed.shape[-2:] else \
-              F.interpolate(self.pos_embed, size=x.shape[-2:], mode='bicubic', align_corners=False)
-        x = x + pos
-        for layer in self.backbone: x = self._run(layer, x)
-        return x
+@patch
+def forward_features(self:PyramidViG, x:torch.Tensor) -> torch.Tensor: # images `[B, 3, H, W]`
+    "The last stage's map `[B, C, H/32, W/32]`."
+    x = self.stem.convs(x)
+    pos = self.pos_embed if x.shape[-2:] == self.pos_embed.shape[-2:] else \
+          F.interpolate(self.pos_embed, size=x.shape[-2:], mode='bicubic', align_corners=False)
+    x = x + pos
+    for layer in self.backbone: x = self._run(layer, x)
+    return x
 
-    def forward_tokens(self, x:torch.Tensor) -> torch.Tensor:
-        "Node features of the last stage as tokens `[B, N, C]` (for node–word alignment losses)."
-        return self.forward_features(x).flatten(2).transpose(1, 2)
+@patch
+def forward_tokens(self:PyramidViG, x:torch.Tensor) -> torch.Tensor: # images `[B, 3, H, W]`
+    "Node features of the last stage as tokens `[B, N, C]` (for node–word alignment losses)."
+    return self.forward_features(x).flatten(2).transpose(1, 2)
 
-    def forward_head(self, x:torch.Tensor, pre_logits:bool=False) -> torch.Tensor:
-        "Pool the map (`pool`), then the prediction head unless `pre_logits` or `num_classes=0`."
-        if self.pool == 'avg': pooled = x.mean((2, 3))
-        elif self.pool == 'adaptive': pooled = F.adaptive_avg_pool2d(x, 2).flatten(2).mean(-1)
-        else:
-            tokens = x.flatten(2).transpose(1, 2)
-            w = (tokens @ self.attn_query.transpose(1, 2) / math.sqrt(tokens.shape[-1])).softmax(1)
-            pooled = (w * tokens).sum(1)
-        if pre_logits or not self.num_classes: return pooled
-        return self.prediction(pooled[..., None, None]).flatten(1)
+@patch
+def forward_head(self:PyramidViG, x:torch.Tensor, # the last stage's map
+                 pre_logits:bool=False) -> torch.Tensor: # stop at the pooled features
+    "Pool the map (`pool`), then the prediction head unless `pre_logits` or `num_classes=0`."
+    if self.pool == 'avg': pooled = x.mean((2, 3))
+    elif self.pool == 'adaptive': pooled = F.adaptive_avg_pool2d(x, 2).flatten(2).mean(-1)
+    else:
+        tokens = x.flatten(2).transpose(1, 2)
+        w = (tokens @ self.attn_query.transpose(1, 2) / math.sqrt(tokens.shape[-1])).softmax(1)
+        pooled = (w * tokens).sum(1)
+    if pre_logits or not self.num_classes: return pooled
+    return self.prediction(pooled[..., None, None]).flatten(1)
 
-    def forward(self, x): return self.forward_head(self.forward_features(x))
+@patch
+def forward(self:PyramidViG, x:torch.Tensor) -> torch.Tensor: # images `[B, 3, H, W]`
+    "Pooled features, or class logits when the model has a prediction head."
+    return self.forward_head(self.forward_features(x))
 
-    def set_grad_checkpointing(self, enable:bool=True): self.grad_checkpointing = enable
+@patch
+def set_grad_checkpointing(self:PyramidViG, enable:bool=True): # recompute blocks in backward
+    "Trade compute for memory: recompute the blocks' activations in backward."
+    self.grad_checkpointing = enable
 
-    def layer_groups(self) -> list[nn.Module]:
-        "Stem, then the four stages (each with the downsampling before it)."
-        starts = [0] + self.stage_ends[:-1]
-        return [self.stem] + [nn.Sequential(*self.backbone[s:e]) for s, e in zip(starts, self.stage_ends)]
+@patch
+def layer_groups(self:PyramidViG) -> list[nn.Module]:
+    "Stem, then the four stages (each with the downsampling before it)."
+    starts = [0] + self.stage_ends[:-1]
+    return [self.stem] + [nn.Sequential(*self.backbone[s:e]) for s, e in zip(starts, self.stage_ends)]
 
 # %% ../../nbs/03_vision.vig.ipynb #3939dfad
 VIG_VARIANTS = {'pvig_ti_224_gelu': ([48, 96, 240, 384], [2, 2, 6, 2]), 'pvig_s_224_gelu': ([80, 160, 400, 640], [2, 2, 6, 2]),
