@@ -365,7 +365,10 @@ def compute_loss(self:PairsTask, model:AlignModel, batch:dict) -> dict:
     return self.loss_fn(**{k: out[k] for k in self.inputs if k in out}, output_dict=True)
 
 # %% ../nbs/08_train.ipynb #4f9a8222
-def load_model_weights(model:AlignModel, ck:dict, path:Path):
+def load_model_weights(model:AlignModel, # the model to load into
+                       ck:dict, # a checkpoint read with `read_checkpoint` (`state_dict`, `config`)
+                       path:Path, # where it was read from, for the error
+                      ):
     "Load a model checkpoint's weights into `model`; a mismatch names what the checkpoint holds (every task with an `AlignModel`)."
     try: model.load_state_dict(ck['state_dict'])
     except RuntimeError as e:
