@@ -199,12 +199,12 @@ def demo(args:argparse.Namespace, # the parsed command line (`build_parser().par
     with atomic_write(out/'metrics.json', 'w') as f: json.dump({k: round(metrics[k], 4) for k in RECALL_KEYS}, f, indent=1)
     print(f'3. held-out test split ({len(img)} images, {len(txt)} captions):\n' + format_metrics(metrics))
     captions = enc['captions']
-    top_caps = (img[0] @ txt.T).topk(5).indices.tolist()
-    print(f'4. top-5 captions for test image {Path(enc["image_paths"][0]).name}:')
+    top_caps = (img[0] @ txt.T).topk(min(5, len(txt))).indices.tolist()   # a small --n leaves fewer than 5 in the test split
+    print(f'4. top-{len(top_caps)} captions for test image {Path(enc["image_paths"][0]).name}:')
     for r, j in enumerate(top_caps, 1): print(f'   {r}. {"*" if owner[j] == 0 else " "} {captions[j]}')
     query = captions[0]
-    top_imgs = (txt[0] @ img.T).topk(5).indices.tolist()
-    print(f'5. top-5 images for "{query}":')
+    top_imgs = (txt[0] @ img.T).topk(min(5, len(img))).indices.tolist()
+    print(f'5. top-{len(top_imgs)} images for "{query}":')
     first_caption = {}
     for c, o in zip(captions, owner.tolist()): first_caption.setdefault(o, c)
     for r, i in enumerate(top_imgs, 1): print(f'   {r}. {"*" if i == owner[0] else " "} {Path(enc["image_paths"][i]).name}: {first_caption[i]}')
