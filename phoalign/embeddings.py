@@ -586,8 +586,12 @@ class HeadsTask(PairsTask):
         if hasattr(data, 'loss_with'): out['loss'] = data.loss_with(model, self.loss_fn, self.trainer.config.train.batch_size)
         return out
 
+    def epoch_end(self, row:dict):
+        "`loss_history.json` rewritten with every epoch so far (the pipeline's record beside the run's log)."
+        with atomic_write(self.trainer.run_dir/'loss_history.json', 'w') as f: json.dump(self.trainer.history, f, indent=1)
+
 class HeadsTrainer(Trainer):
-    "The `Trainer` with `HeadsTask`, the projection-head pipeline's file names and a `loss_history.json` rewritten each epoch."
+    "The `Trainer` with `HeadsTask` (which rewrites `loss_history.json` each epoch) and the projection-head pipeline's file names."
     files = dict(best='best_model.pt', last='last.pt', curves='training_curves.png')
     def __init__(self,
                  model, # the heads' `AlignModel` (`EmbeddingTower`s)
@@ -598,13 +602,6 @@ class HeadsTrainer(Trainer):
                  task=None, # default: `HeadsTask(loss)`
                  **kwargs): # the `Trainer`'s other arguments (`progress`, `live`, `overwrite`, `log`, ...)
         super().__init__(model, train_data, val_data, config, loss if task is not None else None, task if task is not None else HeadsTask(loss), **kwargs)
-
-    def _end_epoch(self, train_row:dict, t0:float) -> dict:
-        "The `Trainer`'s epoch end, then `loss_history.json` rewritten with every epoch so far."
-        row = Trainer._end_epoch(self, train_row, t0)
-        if self.accelerator.is_main_process:
-            with atomic_write(self.run_dir/'loss_history.json', 'w') as f: json.dump(self.history, f, indent=1)
-        return row
 
 # %% ../nbs/11_embeddings.ipynb #bd2371ce
 def _check_same_encoders(splits:list):
