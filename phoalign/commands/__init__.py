@@ -8,8 +8,16 @@ import argparse, contextlib, os, sys
 import phoalign
 
 # %% auto #0
-__all__ = ['COMMANDS', 'EXTENSIONS', 'PROGRESS_OFF', 'command', 'arg', 'extend', 'build_parser', 'progress_off', 'main',
-           'is_main']
+__all__ = ['COMMANDS', 'EXTENSIONS', 'PROGRESS_OFF', 'registered', 'command', 'arg', 'extend', 'build_parser', 'progress_off',
+           'main', 'is_main']
+
+# %% ../../nbs/00a_commands.ipynb #e114fd91
+def registered(old, # what the registry holds under the name (a function, or a tuple starting with one), or None
+               new, # the function being registered
+              ) -> bool:
+    "True when `old` stays: a module's registration is not replaced by a definition run in `__main__` (a notebook or a script)."
+    old_fn = old[0] if isinstance(old, tuple) else old
+    return old_fn is not None and new.__module__ == '__main__' and getattr(old_fn, '__module__', '__main__') != '__main__'
 
 # %% ../../nbs/00a_commands.ipynb #a6b04223
 COMMANDS = {}
@@ -20,7 +28,7 @@ def command(name:str, # the sub-command, words separated by spaces ("data check"
             epilog=None): # text (or a function giving it, called only when the command's help is shown) for the end of its `--help`
     "Decorator registering a function `f(args) -> int` as a `phoalign` sub-command."
     def deco(fn):
-        COMMANDS[name] = (fn, help, arguments, epilog)
+        if not registered(COMMANDS.get(name), fn): COMMANDS[name] = (fn, help, arguments, epilog)
         return fn
     return deco
 
@@ -36,7 +44,8 @@ def extend(name:str, # a command registered by an earlier module
            *arguments): # `arg(...)` specs of the options it gains
     "Decorator adding options to command `name`: `f(args)` runs first, and an exit code it returns ends the run (None: the command runs)."
     def deco(fn):
-        EXTENSIONS.setdefault(name, {})[fn.__qualname__] = (fn, arguments)   # defined again (a cell run twice): replaced
+        if not registered(EXTENSIONS.get(name, {}).get(fn.__qualname__), fn):   # defined again (a cell run twice): replaced
+            EXTENSIONS.setdefault(name, {})[fn.__qualname__] = (fn, arguments)
         return fn
     return deco
 
@@ -76,7 +85,7 @@ PROGRESS_OFF = {}
 
 def progress_off(fn): # `fn() -> context manager` silencing some progress output while entered
     "Decorator registering `fn`: `main` enters `fn()` around a command run with `--no-progress`."
-    PROGRESS_OFF[fn.__qualname__] = fn
+    if not registered(PROGRESS_OFF.get(fn.__qualname__), fn): PROGRESS_OFF[fn.__qualname__] = fn
     return fn
 
 # %% ../../nbs/00a_commands.ipynb #3707f680

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, json, sys
 from pathlib import Path
-from . import command, arg, is_main, progress_off
+from . import command, arg, is_main, progress_off, registered
 
 # %% auto #0
 __all__ = ['RECALL_KEYS', 'CONFIG_READERS', 'libraries_quiet', 'train', 'evaluate', 'config_reader', 'config_show']
@@ -139,7 +139,7 @@ def config_reader(workflow:str, # the name `config show --workflow` takes
                   needs_config:bool=True): # False: the workflow has a default config (`config show --workflow NAME` alone works)
     "Decorator registering `f(config, overrides) -> YAML text` as the reader of `phoalign config show --workflow NAME`."
     def deco(fn):
-        CONFIG_READERS[workflow] = (fn, needs_config)
+        if not registered(CONFIG_READERS.get(workflow), fn): CONFIG_READERS[workflow] = (fn, needs_config)
         return fn
     return deco
 
