@@ -610,7 +610,7 @@ def state(self:Trainer) -> dict:
                 epoch=self.epoch, step=self.step, batch_in_epoch=self.batch_in_epoch,
                 epoch_sums={k: float(v) for k, v in self._epoch_sums.items()}, rng=rng_state(), history=self.history,
                 best=self.best, bad_epochs=self.bad_epochs, n_train=len(self.train_ds), data_path=self.config.data.path,
-                processes=self.accelerator.num_processes)
+                processes=self.accelerator.num_processes, saved_at=time.time())   # when: a rerun's checkpoint is told from the last one's
 
 @patch
 def save(self:Trainer,
