@@ -23,13 +23,14 @@ __all__ = ['checkpoint_path', 'load_trained_model', 'list_images', 'gallery_tabl
            'Encoder', 'load_encoder']
 
 # %% ../nbs/07b_encode.ipynb #53e66019
-def checkpoint_path(path:str|Path, # a checkpoint file, or a run folder holding `best.pt`
+def checkpoint_path(path:str|Path, # a checkpoint file, or a run folder holding `name`
+                    name:str='best.pt', # the file a run folder keeps (`combiner_best.pt` for a combiner run)
                    ) -> Path:
-    "The checkpoint file `path` names: the file itself, or a run folder's `best.pt`."
+    "The checkpoint file `path` names: the file itself, or a run folder's `name`."
     p = Path(path)
     if p.is_dir():
-        if (p/'best.pt').is_file(): return p/'best.pt'
-        raise FileNotFoundError(f'{p} is a folder without best.pt: name a checkpoint file')
+        if (p/name).is_file(): return p/name
+        raise FileNotFoundError(f'{p} is a folder without {name}: name a checkpoint file')
     return p
 
 def load_trained_model(source:str|Path, # a checkpoint file, or a run folder holding `best.pt`

@@ -4,10 +4,16 @@
 
 # %% ../nbs/13b_testing.ipynb #4db57582
 from __future__ import annotations
+import contextlib, io, json, os, socket
 from pathlib import Path
 import torch
+import torch.distributed as dist
 from .model import create_model, image_transforms
 from .data.transforms import read_image
+from .losses import create_loss
+from .cir.combiners import SparseMoE
+from .openclip import PREFIX as OPENCLIP_PREFIX
+from .commands import main as _main_cli
 
 # %% auto #0
 __all__ = ['DDP_HEADS', 'tiny_search_model', 'ddp_loss_worker', 'per_sample_moe', 'ddp_trainer_run', 'ddp_trainer_worker',
@@ -27,10 +33,6 @@ def tiny_search_model(captions:list[str], # captions whose words the scratch tex
     with torch.no_grad(): model.train().image_outputs(batch)
     return model.eval()
 
-# %% ../nbs/13b_testing.ipynb #a05f3bf4
-import torch.distributed as dist
-from .losses import create_loss
-
 # %% ../nbs/13b_testing.ipynb #2a993b4f
 def ddp_loss_worker(rank:int, # this process's rank (`torch.multiprocessing.spawn` passes it)
                     world_size:int, # number of processes
@@ -48,12 +50,6 @@ def ddp_loss_worker(rank:int, # this process's rank (`torch.multiprocessing.spaw
     torch.save(dict(loss=loss.detach(), gi=local['image_features'].grad, gt=local['text_features'].grad), f'{out_dir}/rank{rank}.pt')
     dist.barrier()   # neither rank tears gloo down while the other still talks to it (an abort on a loaded machine)
     dist.destroy_process_group()
-
-# %% ../nbs/13b_testing.ipynb #0ec5330e
-import os
-from pathlib import Path
-import torch
-from .cir.combiners import SparseMoE
 
 # %% ../nbs/13b_testing.ipynb #23a4fa4e
 def per_sample_moe(moe:SparseMoE, # the layer whose router and experts are used
@@ -159,11 +155,6 @@ def ddp_cir_worker(rank:int, # this process's rank (`torch.multiprocessing.spawn
     import torch.distributed as dist
     if dist.is_initialized(): dist.destroy_process_group()
 
-# %% ../nbs/13b_testing.ipynb #3945adec
-import contextlib, json, os, socket
-from .openclip import PREFIX as OPENCLIP_PREFIX
-from .text import hub_reachable, offline_reason
-
 # %% ../nbs/13b_testing.ipynb #b23f70cc
 @contextlib.contextmanager
 def hub_unreachable():
@@ -189,10 +180,6 @@ def register_tiny_openclip(folder:str|Path, # where the two architectures' JSON 
         path.write_text(json.dumps(dict(embed_dim=24, vision_cfg=vision, text_cfg=text)))
         open_clip.add_model_config(path)
     return OPENCLIP_PREFIX + 'phoalign-tiny-vit'
-
-# %% ../nbs/13b_testing.ipynb #0f42a2a6
-import io
-from .commands import main as _main_cli
 
 # %% ../nbs/13b_testing.ipynb #376f4ccb
 def run_cli(*argv, # the words after `phoalign` (paths are turned into strings)

@@ -58,12 +58,12 @@ def _cir_split(args, split:str):
 # %% ../../nbs/10g_commands.cir.ipynb #f82ac017
 def _cir_towers(args, captions:list[str], scoring:bool=False):
     "`(model, checkpoint path or None)` from `--clip-model-path`, `--clip-model-name`, or (scoring) the towers a combiner records."
-    from phoalign.encode import checkpoint_path
+    from phoalign.encode import checkpoint_path, load_trained_model
     from phoalign.model import create_model, load_model
     from phoalign.core import ConfigError
     from phoalign.core import get_device
     device = get_device(getattr(args, 'device', None) or 'auto')
-    if args.clip_model_path: return load_model(checkpoint_path(args.clip_model_path), device), checkpoint_path(args.clip_model_path)
+    if args.clip_model_path: return load_trained_model(args.clip_model_path, device), checkpoint_path(args.clip_model_path)
     if args.clip_model_name: return create_model(args.clip_model_name, captions=captions).to(device), None
     if not scoring: return create_model('tiny', captions=captions), None   # training starts from the tiny preset
     recorded = _recorded_towers(args)
@@ -82,7 +82,7 @@ def _recorded_towers(args):
     if args.combining_function == 'sum' and getattr(args, 'combiner_path', None):
         raise ConfigError("--combiner-path is for --combining-function combiner or moe, not sum (which has no weights)")
     if not getattr(args, 'combiner_path', None) or args.combining_function == 'sum': return None
-    path = Path(args.combiner_path)/'combiner_best.pt' if Path(args.combiner_path).is_dir() else checkpoint_path(args.combiner_path)
+    path = checkpoint_path(args.combiner_path, 'combiner_best.pt')
     ck = read_combiner_checkpoint(path).get('cir', {}).get('model', {}).get('checkpoint')
     if ck and not Path(ck).is_file():
         raise ConfigError(f'{args.combiner_path} was trained on the towers of {ck}, which no longer exists: pass --clip-model-path')
@@ -165,7 +165,7 @@ def _cir_combining(args, model):
         if args.combiner_path: raise ConfigError("--combiner-path is for --combining-function combiner or moe, not sum (which has no weights)")
         return create_combiner('sum'), dict(transform=args.transform or 'targetpad', target_ratio=args.target_ratio or 1.25)
     if not args.combiner_path: raise ConfigError(f'--combining-function {args.combining_function} needs --combiner-path (a combiner_best.pt of phoalign cir combiner)')
-    combiner = load_combiner(checkpoint_path(args.combiner_path) if not Path(args.combiner_path).is_dir() else Path(args.combiner_path)/'combiner_best.pt')
+    combiner = load_combiner(checkpoint_path(args.combiner_path, 'combiner_best.pt'))
     info = getattr(combiner, 'checkpoint_extra', {}).get('cir', {})
     if info.get('combining_function', args.combining_function) != args.combining_function:
         raise ConfigError(f'{args.combiner_path} holds a {info["combining_function"]!r} combiner, not {args.combining_function!r}')

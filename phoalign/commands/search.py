@@ -79,11 +79,10 @@ def encode(args:argparse.Namespace, # the parsed command line (`build_parser().p
 def search(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
            ) -> int: # the exit code
     "`phoalign search`: a ranked table (or JSON) of the best matches."
-    from phoalign.encode import checkpoint_path
+    from phoalign.encode import load_trained_model
     import warnings
     from phoalign.index import EmbeddingIndex
     from phoalign.search import find_matches, index_model, show_matches
-    from phoalign.model import load_model
     from phoalign.core import ConfigError, DataError, shown_path
     composed = args.text is not None and args.image is not None
     if args.text is None and args.image is None: raise ConfigError('give a query: --text "...", --image PATH, or both (a composed query: REF changed as the text says)')
@@ -94,7 +93,7 @@ def search(args:argparse.Namespace, # the parsed command line (`build_parser().p
     if args.captions and not (folder/'manifest.json').exists() and Path(args.index).is_dir() and (Path(args.index)/'manifest.json').exists():
         raise DataError('has no captions: encode a caption file (not a folder of images) to search captions', args.index)
     index = EmbeddingIndex.load(folder)
-    model = load_model(checkpoint_path(args.checkpoint)) if args.checkpoint else index_model(EmbeddingIndex.load(args.index) if args.captions else index)
+    model = load_trained_model(args.checkpoint) if args.checkpoint else index_model(EmbeddingIndex.load(args.index) if args.captions else index)
     query = args.text if args.text is not None else Path(args.image)
     composed_with = {}
     if composed:
@@ -132,14 +131,13 @@ def search(args:argparse.Namespace, # the parsed command line (`build_parser().p
 def tag(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
         ) -> int: # the exit code
     "`phoalign tag`: the best `k` labels of each image, with their probabilities."
-    from phoalign.encode import checkpoint_path
+    from phoalign.encode import load_trained_model
     from phoalign.search import index_model
     from phoalign.zeroshot import tag_images
-    from phoalign.model import load_model
     from phoalign.core import ConfigError, shown_path
     source = Path(args.images)
     is_index = (source/'manifest.json').exists()
-    if args.checkpoint: model = load_model(checkpoint_path(args.checkpoint), args.device or 'auto')
+    if args.checkpoint: model = load_trained_model(args.checkpoint, args.device)
     elif is_index: model = index_model(source, args.device)
     else: raise ConfigError(f'{args.images} is not an index folder: pass --checkpoint (the model that tags), or encode it first')
     templates = args.templates if args.templates in (None, 'vi', 'en') else Path(args.templates)

@@ -112,12 +112,11 @@ def evaluate(args:argparse.Namespace, # the parsed command line (`build_parser()
     "`phoalign eval`: metrics of a checkpoint on a split of a data set."
     import copy
     import pandas as pd
-    from phoalign.model import load_model
     from phoalign.train import prepare_data, evaluate_pairs, format_skipped
     from phoalign.metrics import format_metrics
     from phoalign.core import ConfigError
-    from phoalign.encode import checkpoint_path, captions_warning
-    model = load_model(checkpoint_path(args.checkpoint), args.device or 'auto')
+    from phoalign.encode import load_trained_model, captions_warning
+    model = load_trained_model(args.checkpoint, args.device)
     cfg = copy.deepcopy(model.config)
     cfg.data.path, cfg.data.images = args.data, args.images
     cfg.data.format = args.format or cfg.data.format
