@@ -22,6 +22,14 @@ without HTTP), median of 100. Both are single-query latencies; the server's q/s 
 `--max-batch 1` (one query per model pass, what a server without the batcher does) is measured beside the default 32 at
 the highest concurrency, in the same run: their ratio is the batcher's gain. On 2 CPU cores the load generator and the
 server share the cores: CPU figures are ratios; absolute times are for the GPU table.
+
+`--overhead` measures what the server adds to a query, at k = 10 and 100, one query at a time (median of
+`--requests`): 'server' is the request's latency seen by the client; 'encode' and 'FAISS' are `encode_texts` of the
+same query and `search_rows` of its embedding in this process; 'overhead' = server - encode - FAISS (HTTP, JSON, the
+result rows), and the ratio server / FAISS. `--before DIR` starts the server from another checkout (its package on
+PYTHONPATH) in the same run, so the two columns compare.
+
+    python benchmarks/serve_speed.py --overhead --sizes 100000 --before /tmp/before24
 """
 from __future__ import annotations
 import argparse, http.client, json, os, shutil, socket, subprocess, sys, tempfile, threading, time, urllib.parse
@@ -57,11 +65,14 @@ def synthetic_index(model_fp:dict, dim:int, n:int, folder:Path, seed:int=0):
 def free_port() -> int:
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
-def start_server(index:Path, max_batch:int, device:str, cwd:Path):
+def start_server(index:Path, max_batch:int, device:str, cwd:Path, root:Path|None=None):
+    "`phoalign serve` on a free port, from this checkout or (`root`) another one: `(process, port)` once it answers."
     port = free_port()
-    proc = subprocess.Popen([shutil.which('phoalign') or sys.exit('the phoalign command is not installed'), 'serve', str(index),
-                             '--port', str(port), '--max-batch', str(max_batch), '--device', device, '--log-level', 'critical'],
-                            cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    root = root or repo
+    extra = ['--rate', '0', '--max-concurrency', '1024'] if root == repo else []   # a load from one address: no per-client limit
+    proc = subprocess.Popen([sys.executable, '-m', 'phoalign', 'serve', str(index),
+                             '--port', str(port), '--max-batch', str(max_batch), '--device', device, '--log-level', 'critical', *extra],
+                            cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, 'PYTHONPATH': str(root)})
     t0 = time.time()
     while True:
         try:
@@ -121,6 +132,32 @@ def bare_times(index_dir:Path, model, queries:list, device:str) -> dict:
         index.search_rows(e, 10)
     return dict(search=search, query=median(query, 100))
 
+def overhead(folder:Path, model, queries:list, device:str, work:Path, roots:list, requests:int) -> list:
+    "Rows of the overhead table: per k, the client's latency of GET /search beside encode and FAISS in this process."
+    from phoalign.index import EmbeddingIndex
+    from phoalign.encode import encode_texts
+    index = EmbeddingIndex.load(folder)
+    def median(fn, n):
+        for i in range(5): fn(i)
+        ts = []
+        for i in range(n):
+            t = time.perf_counter(); fn(i); ts.append(time.perf_counter() - t)
+        return float(np.median(ts)) * 1000
+    rows = []
+    encode = median(lambda i: encode_texts(model, [queries[i % len(queries)]], device=device), requests)
+    emb = encode_texts(model, queries, device=device)
+    for label, root in roots:
+        proc, port = start_server(folder, 32, device, work, root)
+        try:
+            for k in (10, 100):
+                faiss_ms = median(lambda i: index.search_rows(emb[i % len(emb)][None], k), requests)
+                r = load(port, queries, 1, requests, 5, k)
+                rows.append((label, k, r['p50'], encode, faiss_ms))
+                log(f'{label} k={k}: server {r["p50"]:.2f} ms, encode {encode:.2f}, FAISS {faiss_ms:.2f}')
+        finally:
+            proc.terminate(); proc.wait(30)
+    return rows
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--text-tower', choices=['tiny', 'minilm'], default='tiny', help='the model: tiny (scratch text tower) or minilm')
@@ -130,6 +167,8 @@ def main():
     p.add_argument('--requests', type=int, default=400, help='timed requests per load (at least 10 per thread)')
     p.add_argument('--warmup', type=int, default=3, help='untimed requests per thread first')
     p.add_argument('--workdir', default=None)
+    p.add_argument('--overhead', action='store_true', help="the server's time per query beside FAISS's, at k = 10 and 100 (one at a time)")
+    p.add_argument('--before', default=None, help='with --overhead: also serve from this older checkout, in the same run')
     a = p.parse_args()
     import torch
     from phoalign.data.formats import read_pairs
@@ -158,6 +197,15 @@ def main():
         gpu = torch.cuda.get_device_name() if a.device.startswith('cuda') else 'no GPU'
         print(f'\nphoalign serve: GET /search?q=...&k=10 on 127.0.0.1, {a.text_tower} model ({model.embed_dim}-d), '
               f'device {a.device} ({gpu}), {cores} cores, torch {torch.__version__}, {a.requests} timed requests per row\n')
+        if a.overhead:
+            roots = [('this checkout', repo)] + ([('before', Path(a.before).resolve())] if a.before else [])
+            table = [(name, *row) for name, folder in indexes.items() for row in overhead(folder, model, queries, a.device, work, roots, a.requests)]
+            head = ('index', 'server', 'k', 'server ms', 'encode ms', 'FAISS ms', 'overhead ms', 'server / FAISS')
+            lines = [tuple(str(x) for x in (n, label, k, f'{s:.2f}', f'{e:.2f}', f'{f:.3f}', f'{s - e - f:.2f}', f'{s / f:.1f}x'))
+                     for n, label, k, s, e, f in table]
+            widths = [max(len(r[i]) for r in lines + [head]) for i in range(len(head))]
+            for r in [head, tuple('-' * w for w in widths), *lines]: print(' | '.join(x.ljust(w) for x, w in zip(r, widths)))
+            return
         rows = []
         for name, folder in indexes.items():
             bare = bare_times(folder, model, queries, a.device)

@@ -112,7 +112,7 @@ class _Py2Pickler(pickle._Pickler):
     dispatch[_Py2Str] = save_py2str
 
 def _dump_py2(obj, path:Path):
-    with open(path, 'wb') as f: _Py2Pickler(f, protocol=2).dump(obj)
+    with atomic_write(path) as f: _Py2Pickler(f, protocol=2).dump(obj)
 
 def write_synthetic_cifar100(folder, # the folder to write `cifar-100-python/` into (what `read_cifar100` and torchvision's `CIFAR100` read)
                              n_train:int=1000, # training images, spread evenly over the classes

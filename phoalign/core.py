@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #761ee107
 from __future__ import annotations
-import os, re, sys, random, tempfile, contextlib, dataclasses, difflib, warnings, types, importlib
+import os, re, sys, time, random, tempfile, threading, contextlib, dataclasses, difflib, warnings, types, importlib
 from dataclasses import dataclass, field, fields, asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -12,11 +12,12 @@ from fastcore.basics import patch
 import yaml
 
 # %% auto #0
-__all__ = ['vision_models', 'CIR_MONITORS', 'MONITORS', 'FREEZABLE', 'RULES', 'UserError', 'DataError', 'ConfigError',
-           'UnknownNameError', 'accepted_options', 'Registry', 'seed_everything', 'get_device', 'atomic_write',
-           'atomic_save', 'shown_path', 'load_yaml', 'coerce_value', 'unknown_key_error', 'from_dict', 'DataConfig',
-           'ModelConfig', 'TrainConfig', 'LossConfig', 'lower_is_better', 'validate_config', 'Config',
-           'parse_assignments', 'set_key', 'flat_items', 'apply_overrides', 'progress_bar', 'keep_moved_names']
+__all__ = ['vision_models', 'LOCK_FILE', 'CIR_MONITORS', 'MONITORS', 'FREEZABLE', 'RULES', 'UserError', 'DataError',
+           'ConfigError', 'UnknownNameError', 'accepted_options', 'Registry', 'seed_everything', 'get_device',
+           'atomic_write', 'atomic_save', 'shown_path', 'FolderBusyError', 'folder_lock', 'load_yaml', 'coerce_value',
+           'unknown_key_error', 'from_dict', 'DataConfig', 'ModelConfig', 'TrainConfig', 'LossConfig',
+           'lower_is_better', 'validate_config', 'Config', 'parse_assignments', 'set_key', 'flat_items',
+           'apply_overrides', 'progress_bar', 'keep_moved_names']
 
 # %% ../nbs/00_core.ipynb #3b126e81
 class UserError(Exception):
@@ -196,6 +197,44 @@ def shown_path(path, # a path a message or a result names
     "`path` relative to the current folder when it lies under it (as the user typed it), else as it is."
     try: return str(Path(path).absolute().relative_to(Path.cwd()))
     except ValueError: return str(path)
+
+# %% ../nbs/00_core.ipynb #a2e2fc78
+LOCK_FILE = '.lock'   # the one-writer lock inside a folder (`folder_lock`); never deleted, so every writer locks the same file
+
+class FolderBusyError(UserError, RuntimeError):
+    "Another process holds the write lock of a folder and the caller chose not to wait."
+
+_held_locks = threading.local()   # folders this thread holds, so a writer inside a writer (encode → save) does not wait on itself
+
+def _lock_holder(f) -> str:
+    "Who holds the lock of the open lock file `f`, as its holder wrote it there."
+    import json
+    f.seek(0)
+    try: h = json.loads(f.read() or '{}')
+    except ValueError: h = {}
+    return f'process {h["pid"]} ({h.get("what", "write")}, since {h.get("since", "?")})' if 'pid' in h else 'another process'
+
+@contextlib.contextmanager
+def folder_lock(folder, # the folder to hold (created when missing)
+                wait:bool=True, # wait for another holder to finish, saying so on stderr (False: raise `FolderBusyError` at once)
+                what:str='write', # what this holder does, told to a process that finds the folder taken
+               ):
+    "Hold the one-writer lock of `folder` (`fcntl.flock` on its lock file) while the block runs; the kernel frees it when the holder dies."
+    import fcntl, json
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    key, held = str(folder.resolve()), _held_locks.__dict__.setdefault('folders', set())
+    if key in held: yield folder; return
+    with open(folder/LOCK_FILE, 'a+', encoding='utf-8') as f:
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who = _lock_holder(f)
+            if not wait: raise FolderBusyError(f'{shown_path(folder)}: {who} is writing it; not waiting (try again when it has finished)') from None
+            print(f'{shown_path(folder)}: {who} is writing it; waiting for it to finish ...', file=sys.stderr, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0); f.truncate(); f.write(json.dumps(dict(pid=os.getpid(), what=what, since=time.strftime('%H:%M:%S')))); f.flush()
+        held.add(key)
+        try: yield folder
+        finally: held.discard(key)   # closing the file releases the lock
 
 # %% ../nbs/00_core.ipynb #9a1f3c20
 class _Loader(yaml.SafeLoader):

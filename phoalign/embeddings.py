@@ -644,7 +644,8 @@ def train_heads(config, # a heads YAML file, a shipped config's name, a dict or 
         if main: say(f'resumed from {trainer.resumed_from} at epoch {trainer.epoch + 1}')
     for row in trainer.fit_epochs():
         if main:
-            if row['epoch'] == 1 or resume: (hc.run_dir/'config.yaml').write_text(hc.to_yaml(), encoding='utf-8')
+            if row['epoch'] == 1 or resume:
+                with atomic_write(hc.run_dir/'config.yaml', 'w') as f: f.write(hc.to_yaml())
             say(f'epoch {row["epoch"]}: loss {row["train_loss"]:.4f}' + (f', val loss {row["val_loss"]:.4f}' if 'val_loss' in row else '') +
                 (f', val {hc.training.monitor} {row["val_" + hc.training.monitor]:.2f}' if 'val_' + hc.training.monitor in row else '') + f' ({row["seconds"]:.1f}s)')
         if on_epoch: on_epoch(row)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07b_encode.ipynb #92be2d83
 from __future__ import annotations
-import hashlib, json, os, re, unicodedata, warnings
+import hashlib, itertools, json, os, re, unicodedata, warnings, weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,20 +214,39 @@ def _describe(config) -> str:
     m = config.model
     return f'{m.preset or "custom"} ({m.image_tower} + {m.text_tower}, {m.head} heads, {m.embed_dim}-d)'
 
+def _weights_key(model) -> tuple|None:
+    "A cheap summary that changes when any weight does (None where it cannot be had: inference-mode tensors)."
+    try: key = tuple((t.data_ptr(), t._version, t.dtype) for t in itertools.chain(model.parameters(), model.buffers()))
+    except RuntimeError: return None            # inference tensors keep no version counter
+    extra = tuple(id(v) for m in model.modules() if type(m).set_extra_state is not torch.nn.Module.set_extra_state
+                  for v in vars(m).values())    # what `set_extra_state` replaces (a vocabulary)
+    return key + extra
+
 @torch.no_grad()
-def model_fingerprint(model, # an `AlignModel`
-                      checkpoint:str|Path|None=None, # the file it was loaded from, recorded so the index can reload it
-                     ) -> dict:
-    "`name`, `config_hash`, `weights_hash`, `dim` and `checkpoint` of `model`."
-    cfg = getattr(model, 'config', None)
-    config_hash = hashlib.sha256(json.dumps(cfg.to_dict() if cfg is not None else {}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def _weights_hash(model) -> str:
+    "A hash of every state-dict entry (a sample of each tensor's values, its name and shape)."
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         if not torch.is_tensor(t): h.update(f'{name}{json.dumps(t, sort_keys=True, default=str)}'.encode()); continue  # extra state (a vocabulary)
         flat = t.detach().reshape(-1)
         sample = flat[::max(1, flat.numel() // 4096)].float().cpu() if flat.is_floating_point() else flat[:4096].cpu().to(torch.int64)
         h.update(f'{name}{tuple(t.shape)}'.encode()); h.update(sample.numpy().tobytes())
-    return dict(name=_describe(cfg), config_hash=config_hash, weights_hash=h.hexdigest()[:16], dim=int(model.embed_dim),
+    return h.hexdigest()[:16]
+
+_WEIGHTS_HASHES = weakref.WeakKeyDictionary()   # model -> (weights key, weights hash)
+
+def model_fingerprint(model, # an `AlignModel`
+                      checkpoint:str|Path|None=None, # the file it was loaded from, recorded so the index can reload it
+                     ) -> dict:
+    "`name`, `config_hash`, `weights_hash`, `dim` and `checkpoint` of `model`; the weights hash is kept until a weight changes."
+    cfg = getattr(model, 'config', None)
+    config_hash = hashlib.sha256(json.dumps(cfg.to_dict() if cfg is not None else {}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    key, cached = _weights_key(model), _WEIGHTS_HASHES.get(model)
+    if key is not None and cached is not None and cached[0] == key: weights_hash = cached[1]
+    else:
+        weights_hash = _weights_hash(model)
+        if key is not None: _WEIGHTS_HASHES[model] = (key, weights_hash)
+    return dict(name=_describe(cfg), config_hash=config_hash, weights_hash=weights_hash, dim=int(model.embed_dim),
                 checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None)
 
 def _model_line(fp:dict) -> str:

@@ -4,16 +4,17 @@
 
 # %% ../nbs/09_embedding_index.ipynb #799afc4f
 from __future__ import annotations
-import json, math, re, time, warnings
+import json, math, os, re, struct, time, warnings
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastcore.basics import patch
-from .core import DataError, ConfigError, atomic_write
+from .core import DataError, ConfigError, atomic_write, folder_lock
 
 # %% auto #0
-__all__ = ['INDEX_KINDS', 'HNSW_EF_CONSTRUCTION', 'RERANK', 'RERANK_FACTORS', 'INDEX_FORMAT', 'INDEX_VERSION', 'choose_index',
-           'factory_for', 'as_vectors', 'EmbeddingIndex', 'set_search_params', 'held_out_rows']
+__all__ = ['INDEX_KINDS', 'BLOCK_ROWS', 'HNSW_EF_CONSTRUCTION', 'RERANK', 'RERANK_FACTORS', 'INDEX_FORMAT', 'INDEX_VERSION',
+           'NPY_HEADER', 'choose_index', 'factory_for', 'as_vectors', 'EmbeddingIndex', 'set_search_params',
+           'held_out_rows']
 
 # %% ../nbs/09_embedding_index.ipynb #4c950f60
 INDEX_KINDS = ('flat', 'ivf', 'hnsw', 'ivfpq')
@@ -95,17 +96,20 @@ class EmbeddingIndex:
         self.dim, self.kind, self.factory, self.modality, self.model = int(dim), kind, factory, modality, model
         self.params, self.use_gpu = {}, _use_gpu(use_gpu)
         self.meta = pd.DataFrame(dict(id=pd.Series(dtype=object)))
+        # the vectors: `(array, kept)` pieces in row order, `kept` a mask of the rows of a memory-mapped file still in the index (None: all)
         self._chunks, self._keys, self._next_key, self._faiss, self._gpu = [], np.empty(0, np.int64), 0, None, None
         self._id_rows = self._id_array = None
+        self._saved, self.generation = None, None   # which leading rows a saved vectors file holds; the manifest's generation
 
     def __len__(self): return len(self._keys)
     def __repr__(self): return f'EmbeddingIndex({len(self)} {self.modality} vectors, {self.dim}-d, {self.factory or self.kind}{", " + str(self.params) if self.params else ""})'
 
     @property
     def vectors(self) -> np.ndarray:
-        "All vectors `[N, D]` in row order."
-        if len(self._chunks) != 1: self._chunks = [np.concatenate(self._chunks) if self._chunks else np.empty((0, self.dim), np.float32)]
-        return self._chunks[0]
+        "All vectors `[N, D]` in row order (memory-mapped from the index file after `load` or `save`)."
+        if len(self._chunks) != 1 or self._chunks[0][1] is not None:
+            self._chunks = [(np.concatenate([a if k is None else a[k] for a, k in self._chunks]) if self._chunks else np.empty((0, self.dim), np.float32), None)]
+        return self._chunks[0][0]
 
     @property
     def ids(self) -> list: return self.meta.id.tolist()
@@ -114,6 +118,44 @@ class EmbeddingIndex:
         "Row of each id (-1 where unknown)."
         if self._id_rows is None: self._id_rows = pd.Series(np.arange(len(self.meta)), index=pd.Index(self.meta.id))
         return self._id_rows.reindex(pd.Index(ids)).fillna(-1).to_numpy(np.int64)
+
+# %% ../nbs/09_embedding_index.ipynb #957773fe
+BLOCK_ROWS = 65_536   # rows read at a time from the vectors file: 64 MiB at 256 dimensions
+
+def _drop_pages(a:np.ndarray, start:int, stop:int):
+    "Hand back to the kernel the mapped pages of rows `start:stop` of the memory-mapped `a` (they stay in the page cache; read again on use)."
+    import mmap
+    mm = getattr(a, '_mmap', None)
+    if mm is None or not hasattr(mm, 'madvise') or not hasattr(mmap, 'MADV_DONTNEED') or stop <= start: return
+    begin = a.offset % mmap.ALLOCATIONGRANULARITY + start * a.strides[0]
+    lo = begin - begin % mmap.PAGESIZE
+    mm.madvise(mmap.MADV_DONTNEED, lo, min(len(mm), begin + (stop - start) * a.strides[0]) - lo)
+
+def _vector_blocks(index:EmbeddingIndex, start:int=0, rows:int=BLOCK_ROWS):
+    "`(first row, [n, D] array)` blocks of the index's vectors from row `start` on, in order, at most `rows` file rows read at a time."
+    at = 0
+    for a, kept in index._chunks:
+        n = len(a) if kept is None else int(kept.sum())
+        if at + n <= start: at += n; continue
+        mapped = isinstance(a, np.memmap)
+        for s in range(0, len(a), rows):
+            e = min(s + rows, len(a))
+            part = np.array(a[s:e]) if mapped else a[s:e]
+            if mapped: _drop_pages(a, s, e)
+            if kept is not None: part = part[kept[s:e]]
+            if at + len(part) > start: yield max(at, start), part[max(0, start - at):]
+            at += len(part)
+
+def _vector_rows(index:EmbeddingIndex, rows:np.ndarray) -> np.ndarray:
+    "The vectors of the sorted `rows`, gathered from the pieces without joining them."
+    if len(index._chunks) == 1 and index._chunks[0][1] is None: return np.asarray(index._chunks[0][0][rows])
+    out, at = [], 0
+    for a, kept in index._chunks:
+        n = len(a) if kept is None else int(kept.sum())
+        mine = rows[(rows >= at) & (rows < at + n)] - at
+        if len(mine): out.append(np.asarray(a[mine if kept is None else np.flatnonzero(kept)[mine]]))
+        at += n
+    return np.concatenate(out) if out else np.empty((0, index.dim), np.float32)
 
 # %% ../nbs/09_embedding_index.ipynb #48f72040
 def _new_faiss(index:EmbeddingIndex, n:int):
@@ -183,11 +225,12 @@ def add(self:EmbeddingIndex,
     if self._faiss is None: _train(self, x)
     keys = np.arange(self._next_key, self._next_key + len(x), dtype=np.int64)
     self._faiss.add_with_ids(x, keys)
-    self._next_key += len(x); self._keys = np.concatenate([self._keys, keys]); self._chunks.append(np.array(x))  # a copy: x may share the caller's tensor
+    self._next_key += len(x); self._keys = np.concatenate([self._keys, keys]); self._chunks.append((np.array(x), None))  # a copy: x may share the caller's tensor
     self.meta = meta if not len(self.meta) else pd.concat([self.meta, meta], ignore_index=True)
     self._id_rows, self._id_array, self._gpu = None, None, None
     return self
 
+# %% ../nbs/09_embedding_index.ipynb #2dbfab40
 @patch
 def remove(self:EmbeddingIndex,
            ids:list, # ids to take out
@@ -202,13 +245,24 @@ def remove(self:EmbeddingIndex,
     rows = np.unique(rows[rows >= 0])
     if not len(rows): return 0
     keep = np.ones(len(self), bool); keep[rows] = False
-    vectors, keys = self.vectors[keep], self._keys[keep]
+    if self._saved is not None: self._saved['rows'] = min(self._saved['rows'], int(rows[0]))   # the file holds the rows before the first removed
+    pieces, at = [], 0
+    for a, kept in self._chunks:                  # a mapped file's rows are marked, not copied; rows in memory are dropped
+        n = len(a) if kept is None else int(kept.sum())
+        mine = keep[at:at + n]; at += n
+        if mine.all(): pieces.append((a, kept)); continue
+        if not isinstance(a, np.memmap): pieces.append((a[mine], None) if mine.any() else None); continue
+        if kept is None: kept = mine.copy()
+        else: kept = kept.copy(); kept[np.flatnonzero(kept)[~mine]] = False
+        pieces.append((a, kept))
+    self._chunks = [p for p in pieces if p is not None]
+    keys = self._keys[keep]
     if self.kind == 'hnsw':   # HNSW cannot delete from its graph: rebuild it from the vectors that stay
-        self._faiss = _new_faiss(self, len(vectors))
+        self._faiss = _new_faiss(self, len(keys))
         if self.params: set_search_params(self, self.params)
-        if len(vectors): self._faiss.add_with_ids(vectors, keys)
+        for s, b in _vector_blocks(self): self._faiss.add_with_ids(b, keys[s:s + len(b)])
     else: self._faiss.remove_ids(self._keys[rows])
-    self._chunks, self._keys = [vectors], keys
+    self._keys = keys
     self.meta = self.meta[keep].reset_index(drop=True)
     self._id_rows, self._id_array, self._gpu = None, None, None
     return len(rows)
@@ -248,7 +302,7 @@ def _rescored(index:EmbeddingIndex, q:np.ndarray, rows:np.ndarray, k:int) -> tup
     found = rows >= 0
     wanted = np.unique(rows[found])                               # sorted: a memory-mapped file is read in order, once a row
     exact = np.full(rows.shape, -np.inf, np.float32)
-    vectors = np.asarray(index.vectors[wanted])
+    vectors = _vector_rows(index, wanted)
     at = np.searchsorted(wanted, rows[found])
     exact[found] = np.einsum('nd,nd->n', vectors[at], np.repeat(q, found.sum(1), axis=0))
     order = np.argsort(-exact, axis=1, kind='stable')[:, :k]
@@ -269,10 +323,17 @@ def search(self:EmbeddingIndex,
 
 # %% ../nbs/09_embedding_index.ipynb #12169e03
 def _exact_rows(index:EmbeddingIndex, q:np.ndarray, k:int, held:np.ndarray|None=None) -> np.ndarray:
-    "Exact top-`k` rows of `q` by inner product over the index's vectors, leaving out the rows `held`."
+    "Exact top-`k` rows of `q` by inner product over the index's vectors, leaving out the rows `held` (a block of vectors at a time)."
     import faiss
-    if held is None or not len(held): return faiss.knn(q, index.vectors, k, metric=faiss.METRIC_INNER_PRODUCT)[1]
-    rows = faiss.knn(q, index.vectors, min(k + len(held), len(index)), metric=faiss.METRIC_INNER_PRODUCT)[1]   # k survive the held
+    held = np.empty(0, np.int64) if held is None else held
+    want = min(k + len(held), len(index))   # k survive the held
+    scores, rows = np.empty((len(q), 0), np.float32), np.empty((len(q), 0), np.int64)
+    for s, b in _vector_blocks(index):
+        bs, br = faiss.knn(q, b, min(want, len(b)), metric=faiss.METRIC_INNER_PRODUCT)
+        scores, rows = np.concatenate([scores, bs], 1), np.concatenate([rows, br + s], 1)
+        best = np.argsort(-scores, axis=1, kind='stable')[:, :want]
+        scores, rows = np.take_along_axis(scores, best, 1), np.take_along_axis(rows, best, 1)
+    if not len(held): return rows[:, :k]
     return np.take_along_axis(rows, np.argsort(np.isin(rows, held), axis=1, kind='stable')[:, :k], axis=1)
 
 def held_out_rows(n_vectors:int, # vectors to choose from
@@ -293,18 +354,20 @@ def _holding_out(index:EmbeddingIndex, rows:np.ndarray):
         keep = np.ones(len(index), bool); keep[rows] = False
         index._faiss = _new_faiss(index, len(index))
         if index.params: set_search_params(index, index.params)
-        index._faiss.add_with_ids(np.ascontiguousarray(index.vectors[keep]), index._keys[keep])
+        for s, b in _vector_blocks(index):
+            mine = keep[s:s + len(b)]
+            index._faiss.add_with_ids(np.ascontiguousarray(b[mine]), index._keys[s:s + len(b)][mine])
     else: index._faiss.remove_ids(keys)
     index._gpu = None
     try: yield
-    finally: index._faiss.add_with_ids(np.ascontiguousarray(index.vectors[rows]), keys); index._gpu = None
+    finally: index._faiss.add_with_ids(_vector_rows(index, rows), keys); index._gpu = None
 
 def _queries(index:EmbeddingIndex, queries, n:int, seed:int) -> tuple[np.ndarray, np.ndarray]:
     "`(queries, rows held out of the index)`: the queries given (none held), else `n` of the index's vectors."
     if queries is not None: return as_vectors(queries, index.dim, 'queries'), np.empty(0, np.int64)
     held = held_out_rows(len(index), n, seed)
     if not len(held): raise DataError(f'the index holds {len(index)} vector: too few to hold any out as queries; pass queries=')
-    return np.ascontiguousarray(index.vectors[held]), held
+    return np.ascontiguousarray(_vector_rows(index, held)), held
 
 def _per_query_recall(approx:np.ndarray, exact:np.ndarray) -> np.ndarray:
     return np.array([len(set(a[a >= 0]) & set(e)) / len(e) for a, e in zip(approx, exact)])
@@ -382,6 +445,26 @@ def recall_info(self:EmbeddingIndex) -> dict:
 
 # %% ../nbs/09_embedding_index.ipynb #760f4731
 INDEX_FORMAT, INDEX_VERSION = 'phoalign-index', 1
+NPY_HEADER = 128   # bytes of the `.npy` header the index writes: room for any row count, so an append rewrites it in place
+
+def _npy_header(count:int, dim:int, size:int=NPY_HEADER) -> bytes|None:
+    "A version 1.0 `.npy` header of `size` bytes for `[count, dim]` float32 rows (None when it does not fit)."
+    text = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }" % (count, dim)
+    if len(text) + 11 > size or size - 10 > 0xFFFF: return None
+    return b'\x93NUMPY\x01\x00' + struct.pack('<H', size - 10) + (text.ljust(size - 11) + '\n').encode('latin1')
+
+def _npy_layout(path:Path) -> tuple[int, tuple]:
+    "`(header bytes, shape)` of a float32 `.npy` file."
+    with open(path, 'rb') as f:
+        major, _ = np.lib.format.read_magic(f)
+        shape, fortran, dtype = (np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0)(f)
+        if dtype != np.dtype('<f4') or fortran: raise ValueError(f'{dtype} {"Fortran" if fortran else "C"} order, not float32 rows')
+        return f.tell(), shape
+
+def _map_vectors(path:Path, header:int, count:int, dim:int) -> np.ndarray:
+    "The first `count` rows of a vectors file, memory-mapped (read-only)."
+    if not count: return np.empty((0, dim), np.float32)
+    return np.memmap(path, np.float32, 'r', offset=header, shape=(count, dim))
 
 def _read_manifest(folder:Path) -> dict:
     if not folder.is_dir(): raise DataError('no such index folder', folder)
@@ -396,64 +479,147 @@ def _read_manifest(folder:Path) -> dict:
     if m.get('version', 0) > INDEX_VERSION: raise DataError(f'index format version {m["version"]}: this phoalign reads up to {INDEX_VERSION}; upgrade phoalign', folder)
     return m
 
+# %% ../nbs/09_embedding_index.ipynb #76d47c37
+def _write_vectors(index:EmbeddingIndex, folder:Path, m:dict|None, gen:int) -> tuple[str, int]:
+    "Bring the vectors file in line with `index`: append its new rows to the manifest's file when that file holds its leading rows, else write a new one; `(name, header bytes)`."
+    s, count, row = index._saved, len(index), index.dim * 4
+    same = m is not None and s is not None and s['folder'] == folder.resolve() and s['file'] == m['files']['vectors']
+    if same and s['rows'] == m['count'] and (header := _npy_header(count, index.dim, s['header'])) is not None:
+        with open(folder/s['file'], 'r+b') as f:
+            f.truncate(s['header'] + m['count'] * row)          # what a killed save appended past the manifest's count
+            f.seek(0, os.SEEK_END)
+            for _, b in _vector_blocks(index, m['count']): f.write(memoryview(np.ascontiguousarray(b)))
+            f.flush(); os.fsync(f.fileno())
+            f.seek(0); f.write(header); f.flush(); os.fsync(f.fileno())
+        return s['file'], s['header']
+    name = f'vectors-{gen}.npy'
+    with atomic_write(folder/name) as f:
+        f.write(_npy_header(count, index.dim))
+        for _, b in _vector_blocks(index): f.write(memoryview(np.ascontiguousarray(b)))
+    return name, NPY_HEADER
+
+def _write_faiss(index:EmbeddingIndex, path:Path):
+    "Stream the FAISS structure to `path` (atomically), never holding it serialised in memory."
+    import faiss
+    with atomic_write(path) as f: faiss.write_index(index._faiss, faiss.PyCallbackIOWriter(f.write))
+
+# %% ../nbs/09_embedding_index.ipynb #aa76ea2f
+def _release_pages(address:int, length:int):
+    "Hand the whole pages of `length` bytes at `address` (unused capacity of a buffer) back to the kernel; they read as zeros if used again."
+    import ctypes, mmap
+    if not hasattr(mmap, 'MADV_DONTNEED'): return
+    lo = -(-address // mmap.PAGESIZE) * mmap.PAGESIZE
+    hi = (address + length) // mmap.PAGESIZE * mmap.PAGESIZE
+    if hi > lo: ctypes.CDLL(None).madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), mmap.MADV_DONTNEED)
+
+def _flat_from_file(index:EmbeddingIndex, path:Path, header:int, count:int):
+    """Build the flat FAISS index of `index` from the first `count` rows of its vectors file, read straight into FAISS's own
+    storage, sized once with room for an eighth more rows: adding those later copies nothing (a full buffer would be copied whole to grow)."""
+    import faiss
+    index._faiss = _new_faiss(index, count)
+    if not count: return
+    flat, size = faiss.downcast_index(index._faiss.index), count * index.dim * 4
+    spare = max(BLOCK_ROWS // 16, count // 8) * index.dim * 4
+    flat.codes.resize(size + spare)                                # the capacity; the spare rows' pages go back to the kernel until used
+    address = faiss.rev_swig_ptr(flat.codes.data(), size + spare).ctypes.data
+    flat.codes.resize(size)                                        # shrinking keeps the capacity
+    _release_pages(address + size, spare)
+    into = memoryview(faiss.rev_swig_ptr(flat.codes.data(), size))   # valid until FAISS resizes it: used here only
+    with open(path, 'rb') as f:
+        f.seek(header)
+        at, step = 0, BLOCK_ROWS * index.dim * 4
+        while at < size:
+            got = f.readinto(into[at:at + step])
+            if not got: raise DataError(f'{path.name} ends after {at // (index.dim * 4)} of {count} rows: the index is damaged', path.parent)
+            at += got
+    del into
+    flat.ntotal = count
+    faiss.copy_array_to_vector(np.ascontiguousarray(index._keys, np.int64), index._faiss.id_map)
+    index._faiss.ntotal = count
+    index._faiss.construct_rev_map()
+
 # %% ../nbs/09_embedding_index.ipynb #ced05f10
 @patch
 def save(self:EmbeddingIndex,
          folder:str|Path, # the index folder (created)
+         wait:bool=True, # another process is writing the folder: wait for it (else `FolderBusyError`)
         ) -> Path:
-    "Write the index to `folder` atomically: a kill during the save leaves the previous index."
-    import faiss
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    gen = (_read_manifest(folder).get('generation', 0) + 1) if (folder/'manifest.json').exists() else 1
-    files = dict(vectors=f'vectors-{gen}.npy', metadata=f'metadata-{gen}.parquet')
-    with atomic_write(folder/files['vectors']) as f: np.save(f, self.vectors)
-    meta = self.meta.assign(_key=self._keys)
-    try:
-        with atomic_write(folder/files['metadata']) as f: meta.to_parquet(f, index=False)
-    except Exception as e: raise DataError(f'the metadata table cannot be written as parquet ({type(e).__name__}: {e}); keep columns of one type each', folder) from None
-    if self.kind != 'flat' and self._faiss is not None:
-        files['faiss'] = f'faiss-{gen}.index'
-        with atomic_write(folder/files['faiss']) as f: f.write(faiss.serialize_index(self._faiss).tobytes())
-    manifest = dict(format=INDEX_FORMAT, version=INDEX_VERSION, generation=gen, modality=self.modality, dim=self.dim, count=len(self),
-                    kind=self.kind, factory=self.factory, params=self.params, tuned=getattr(self, 'tuned', None), **self.recall_info,
-                    next_key=self._next_key,
-                    model=self.model, files=files, sizes={k: (folder/v).stat().st_size for k, v in files.items()},
-                    saved=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
-    with atomic_write(folder/'manifest.json', 'w') as f: json.dump(manifest, f, indent=1, ensure_ascii=False)
-    for p in folder.iterdir():   # the previous generations' files, and temporary files of saves that were killed
-        if p.is_file() and re.match(r'(vectors|metadata|faiss)-\d+\.|\.\S+\.tmp$', p.name) and p.name not in files.values(): p.unlink()
+    "Write the index to `folder` under its lock: a kill at any moment leaves the index before or after the save."
+    folder = Path(folder)
+    with folder_lock(folder, wait=wait, what='save'):
+        m = _read_manifest(folder) if (folder/'manifest.json').exists() else None
+        s = self._saved
+        if m is not None and s is not None and s['folder'] == folder.resolve() and m.get('generation') != self.generation:
+            raise DataError(f'another process saved this index since it was read here (generation {self.generation}, now {m.get("generation")}): '
+                            'load it again and redo the change, or its work would be lost', folder)
+        gen = (m.get('generation', 0) + 1) if m else 1
+        files = dict(metadata=f'metadata-{gen}.parquet')
+        meta = self.meta.assign(_key=self._keys)
+        try:
+            with atomic_write(folder/files['metadata']) as f: meta.to_parquet(f, index=False)
+        except Exception as e: raise DataError(f'the metadata table cannot be written as parquet ({type(e).__name__}: {e}); keep columns of one type each', folder) from None
+        files['vectors'], header = _write_vectors(self, folder, m, gen)
+        if self.kind != 'flat' and self._faiss is not None:
+            files['faiss'] = f'faiss-{gen}.index'
+            _write_faiss(self, folder/files['faiss'])
+        sizes = {k: (folder/v).stat().st_size for k, v in files.items()}
+        sizes['vectors'] = header + len(self) * self.dim * 4   # the rows the manifest names; the file may grow past them
+        manifest = dict(format=INDEX_FORMAT, version=INDEX_VERSION, generation=gen, modality=self.modality, dim=self.dim, count=len(self),
+                        kind=self.kind, factory=self.factory, params=self.params, tuned=getattr(self, 'tuned', None), **self.recall_info,
+                        next_key=self._next_key,
+                        model=self.model, files=dict(sorted(files.items())), sizes=dict(sorted(sizes.items())),
+                        saved=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
+        with atomic_write(folder/'manifest.json', 'w') as f: json.dump(manifest, f, indent=1, ensure_ascii=False)
+        for p in folder.iterdir():   # the previous generations' files, and temporary files of saves that were killed
+            if p.is_file() and re.match(r'(vectors|metadata|faiss)-\d+\.|\.\S+\.tmp$', p.name) and p.name not in files.values(): p.unlink()
+    # the rows just written are read back from the file when needed: memory holds the FAISS structure, not a second copy
+    self._chunks = [(_map_vectors(folder/files['vectors'], header, len(self), self.dim), None)]
+    self._saved, self.generation = dict(folder=folder.resolve(), file=files['vectors'], header=header, rows=len(self)), gen
     return folder
 
 # %% ../nbs/09_embedding_index.ipynb #b103be54
+def _open_index(cls, folder:Path, m:dict, use_gpu) -> EmbeddingIndex:
+    "The index the manifest `m` names (`FileNotFoundError` or `DataError` when its files are not as it says)."
+    import faiss
+    for k, name in m['files'].items():
+        size, want = (folder/name).stat().st_size, m['sizes'][k]
+        if size < want or (k != 'vectors' and size != want):   # a vectors file may hold rows past the count: appended since, or cut off by a kill
+            raise DataError(f'{name} is {size} bytes, not {want}: the index is damaged; encode again', folder)
+    index = cls(m['dim'], m['kind'], m['factory'], m['modality'], m['model'], use_gpu)
+    vfile = folder/m['files']['vectors']
+    try:
+        header, shape = _npy_layout(vfile)
+        meta = pd.read_parquet(folder/m['files']['metadata'])
+        if len(shape) != 2 or shape[1] != m['dim']: raise ValueError(f'{vfile.name} holds {shape} arrays, not {m["dim"]}-d rows')
+        vectors = _map_vectors(vfile, header, m['count'], m['dim'])
+    except FileNotFoundError: raise
+    except Exception as e: raise DataError(f'cannot read the index files ({type(e).__name__}: {e}): the index is damaged; encode again', folder) from None
+    if len(meta) != m['count']: raise DataError(f'the files hold {len(meta)} metadata rows, the manifest {m["count"]}: the index is damaged', folder)
+    index._keys = meta.pop('_key').to_numpy(np.int64)
+    index.meta, index._chunks, index._next_key = meta, [(vectors, None)], m['next_key']
+    if 'faiss' in m['files']:                                   # read from the file opened here: a save that deletes it meanwhile does not matter
+        with open(folder/m['files']['faiss'], 'rb') as f: index._faiss = faiss.read_index(faiss.PyCallbackIOReader(f.read))
+    else: _flat_from_file(index, vfile, header, m['count'])     # a flat index: read straight from the vectors file
+    if m['params']: set_search_params(index, m['params'])
+    if m.get('tuned'): index.tuned = m['tuned']
+    index.folder, index.generation = folder, m.get('generation')
+    index._saved = dict(folder=folder.resolve(), file=m['files']['vectors'], header=header, rows=m['count'])
+    return index
+
 @patch(cls_method=True)
 def load(cls:EmbeddingIndex,
          folder:str|Path, # an index folder written by `save`
          use_gpu:bool|None=None, # search on the GPU (default: when this FAISS build sees one)
         ) -> EmbeddingIndex:
-    "Read an index folder, checking every file against the manifest."
-    import faiss
+    "Read an index folder, checking every file against the manifest (read again when a save replaced it meanwhile)."
     folder = Path(folder)
     m = _read_manifest(folder)
-    for k, name in m['files'].items():
-        p = folder/name
-        size = p.stat().st_size if p.exists() else None
-        if size != m['sizes'][k]:
-            got = 'missing' if size is None else f'{size} bytes, not {m["sizes"][k]}'
-            raise DataError(f'{name} is {got}: the index is damaged; encode again', folder)
-    index = cls(m['dim'], m['kind'], m['factory'], m['modality'], m['model'], use_gpu)
-    try:
-        vectors = np.load(folder/m['files']['vectors'], mmap_mode='r')
-        meta = pd.read_parquet(folder/m['files']['metadata'])
-    except Exception as e: raise DataError(f'cannot read the index files ({type(e).__name__}: {e}): the index is damaged; encode again', folder) from None
-    if vectors.shape != (m['count'], m['dim']) or len(meta) != m['count']:
-        raise DataError(f'the files hold {vectors.shape[0]} vectors and {len(meta)} metadata rows, the manifest {m["count"]}: the index is damaged', folder)
-    index._keys = meta.pop('_key').to_numpy(np.int64)
-    index.meta, index._chunks, index._next_key = meta, [vectors], m['next_key']
-    if 'faiss' in m['files']: index._faiss = faiss.deserialize_index(np.fromfile(folder/m['files']['faiss'], dtype=np.uint8))
-    else:
-        index._faiss = _new_faiss(index, m['count'])
-        if m['count']: index._faiss.add_with_ids(np.ascontiguousarray(vectors), index._keys)
-    if m['params']: set_search_params(index, m['params'])
-    if m.get('tuned'): index.tuned = m['tuned']
-    index.folder = folder
-    return index
+    for attempt in range(5):
+        try: return _open_index(cls, folder, m, use_gpu)
+        except (FileNotFoundError, DataError) as e:
+            newer = _read_manifest(folder)
+            if newer == m:
+                if isinstance(e, FileNotFoundError): raise DataError(f'{Path(e.filename).name} is missing: the index is damaged; encode again', folder) from None
+                raise
+            m = newer                                           # a save finished meanwhile (and deleted the old files): read its index
+    raise DataError('the index changed five times while it was read: another process keeps saving it; try again', folder)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib, os, re, time
 from pathlib import Path
 import numpy as np, pandas as pd
-from .core import DataError, ConfigError, get_device, keep_moved_names
+from .core import DataError, ConfigError, LOCK_FILE, folder_lock, get_device, keep_moved_names
 from .encode import EncodedImages, encode_images, encode_texts, encode_query, gallery_table, model_fingerprint, check_same_model
 from .index import EmbeddingIndex, as_vectors, choose_index, factory_for, held_out_rows
 from .cir.search import composed_search
@@ -103,37 +103,39 @@ def encode_gallery(model, # the `AlignModel` whose image tower encodes the galle
                    images:str|Path|None=None, # image root of a caption file (as `read_pairs`)
                    strict:bool|None=None, # a caption file's damaged rows: None refuses the file, False skips and counts them (as `read_pairs`)
                    progress:bool=True, # show progress bars
+                   wait:bool=True, # another process is writing `folder`: wait for it to finish, saying so on stderr (else `FolderBusyError`)
                   ) -> dict:
-    "Encode `source` into the index in `folder`, reusing unchanged images; returns what was done."
+    "Encode `source` into the index in `folder`, reusing unchanged images, holding the folder's lock from reading the index to saving it; returns what was done."
     if not 0 < recall <= 1: raise ConfigError(f'recall is a share of the exact top-10: give a value in (0, 1], got {recall}')
     t0, folder = time.time(), Path(folder)
     fp = model_fingerprint(model, checkpoint)
     if checkpoint: fp['checkpoint_from_index'] = os.path.relpath(fp['checkpoint'], folder.resolve())  # survives moving both together
     if folder.exists() and not folder.is_dir(): raise DataError('is a file, not an index folder', folder)
-    if folder.is_dir() and any(folder.iterdir()) and not _is_index_folder(folder):
+    if folder.is_dir() and any(p.name != LOCK_FILE for p in folder.iterdir()) and not _is_index_folder(folder):
         raise DataError('exists and is not a phoalign index: name a new or empty folder (nothing there was changed)', folder)
-    index = EmbeddingIndex.load(folder) if (folder/'manifest.json').exists() and not overwrite else None
-    if index is not None:
-        check_same_model(index.model, fp, folder)
-        if index.modality != 'image': raise DataError('holds a text index: name the gallery folder, not its captions/', folder)
-    table = gallery_table(source, format=format, images=images, strict=strict)
-    reused, gone = _reuse_unchanged(index, table)
-    todo = table[~reused]
-    enc = (encode_images(model, todo, batch_size=batch_size, workers=workers, device=device, amp=amp, progress=progress,
-                         require_any=index is None or not len(index) and not reused.any()) if len(todo) else None)
-    new_index = index is None
-    if new_index:
-        n = len(enc)
-        kind, factory = choose_index(n, fp['dim']) if kind == 'auto' else (kind, factory_for(kind, n, fp['dim']))
-        index = EmbeddingIndex(fp['dim'], kind, factory, modality='image', model=fp)
-    skipped = enc.skipped if enc is not None else []
-    readable = table[~table.id.isin([str(Path(s['path']).resolve()) for s in skipped])]
-    captions, caps = _update_captions(model, readable, folder, fp, overwrite, batch_size, device, amp)
-    if enc is not None and len(enc) and index.kind != 'flat': _add_and_tune(index, enc, captions, recall, len(readable), new_index)
-    elif enc is not None: index.add(enc.embeddings, enc.table.id, enc.table.drop(columns='id'), replace=True)
-    index.model = fp                                       # the checkpoint path may have moved
-    index.save(folder)
-    if captions is not None: captions.save(folder/'captions')
+    table = gallery_table(source, format=format, images=images, strict=strict)   # a source refused leaves no folder behind
+    with folder_lock(folder, wait=wait, what='encode'):   # a second encode waits here, then reads what the first one saved
+        index = EmbeddingIndex.load(folder) if (folder/'manifest.json').exists() and not overwrite else None
+        if index is not None:
+            check_same_model(index.model, fp, folder)
+            if index.modality != 'image': raise DataError('holds a text index: name the gallery folder, not its captions/', folder)
+        reused, gone = _reuse_unchanged(index, table)
+        todo = table[~reused]
+        enc = (encode_images(model, todo, batch_size=batch_size, workers=workers, device=device, amp=amp, progress=progress,
+                             require_any=index is None or not len(index) and not reused.any()) if len(todo) else None)
+        new_index = index is None
+        if new_index:
+            n = len(enc)
+            kind, factory = choose_index(n, fp['dim']) if kind == 'auto' else (kind, factory_for(kind, n, fp['dim']))
+            index = EmbeddingIndex(fp['dim'], kind, factory, modality='image', model=fp)
+        skipped = enc.skipped if enc is not None else []
+        readable = table[~table.id.isin([str(Path(s['path']).resolve()) for s in skipped])]
+        captions, caps = _update_captions(model, readable, folder, fp, overwrite, batch_size, device, amp)
+        if enc is not None and len(enc) and index.kind != 'flat': _add_and_tune(index, enc, captions, recall, len(readable), new_index)
+        elif enc is not None: index.add(enc.embeddings, enc.table.id, enc.table.drop(columns='id'), replace=True)
+        index.model = fp                                       # the checkpoint path may have moved
+        index.save(folder)
+        if captions is not None: captions.save(folder/'captions')
     return dict(folder=str(folder), images=len(index), encoded=len(enc) if enc is not None else 0, reused=int(reused.sum()),
                 removed=len(gone), skipped=skipped, rows_skipped=table.attrs['rows_skipped'], kind=index.kind, **index.recall_info, **caps, seconds=round(time.time() - t0, 2))
 

@@ -4,22 +4,123 @@
 
 # %% ../nbs/13a_serve.ipynb #289149de
 from __future__ import annotations
-import asyncio, io, os, queue, socket, threading, time, warnings
+import asyncio, io, os, queue, secrets, socket, sys, threading, time, warnings
 from collections import OrderedDict, deque
 from concurrent.futures import Future
+from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 from fastcore.basics import patch
 from fastapi import Request   # at module level: FastAPI resolves the routes' (string) annotations here
-from .core import ConfigError, DataError, get_device, keep_moved_names
+from .core import ConfigError, DataError, UserError, get_device, keep_moved_names
 from .index import EmbeddingIndex
 from .cir.search import check_combiner, composed_search
-from .encode import encode_texts, guess_language, query_warning, encode_query
+from .encode import check_same_model, encode_texts, guess_language, model_fingerprint, query_warning, encode_query
 from .search import index_model
+from .http import Refused, Guard, api_docs_urls, default_allowed_hosts, is_loopback, login_url, new_token, read_upload, refused_handler, server_config
 
 # %% auto #0
-__all__ = ['QUERY_LANGUAGES', 'MAX_PIXELS', 'THUMB_SIZES', 'SearchService', 'QueryBatcher', 'caption_in', 'Refused',
-           'check_query', 'language_warning', 'decode_image', 'create_app', 'RunningServer', 'serve']
+__all__ = ['QUERY_LANGUAGES', 'MAX_PIXELS', 'DECODE_BYTES_PER_PIXEL', 'caption_in', 'gallery_root', 'relative_names',
+           'manifest_stamp', 'ServedIndex', 'default_max_decoding', 'SearchService', 'QueryBatcher', 'check_query',
+           'language_warning', 'decode_image', 'create_app', 'RunningServer', 'served_hosts', 'serve']
+
+# %% ../nbs/13a_serve.ipynb #d126e166
+QUERY_LANGUAGES = ('auto', 'vi', 'en')   # the `lang` a query may give ('auto': guessed from its text); not zeroshot's template languages
+keep_moved_names(__name__, {'LANGUAGES': 'phoalign.serve:QUERY_LANGUAGES'})   # its old name, until the next release
+
+# %% ../nbs/13a_serve.ipynb #2393ddb4
+def caption_in(captions, # the image's captions (a list, or None)
+               lang:str|None, # 'vi', 'en' or None (the first caption)
+              ) -> str|None: # the caption shown
+    "The first of `captions` in language `lang` (by `guess_language`), else the first caption, else None."
+    captions = [c for c in (captions if captions is not None else []) if isinstance(c, str) and c.strip()]
+    if not captions: return None
+    return next((c for c in captions if lang and guess_language(c) == lang), captions[0])
+
+# %% ../nbs/13a_serve.ipynb #55e34d53
+def gallery_root(paths:list[str], # the index's image paths (absolute)
+                ) -> str:
+    "The deepest folder holding every one of `paths`: results name images relative to it."
+    if not paths: return ''
+    try: return os.path.commonpath([os.path.dirname(p) for p in paths])
+    except ValueError: return ''   # relative and absolute paths mixed, or several drives: names stay as written
+
+def relative_names(paths:list[str], # image paths
+                   root:str, # a folder holding them (`gallery_root`)
+                  ) -> np.ndarray:
+    "Each path relative to `root`, with forward slashes (an object array)."
+    if not root: return np.array([Path(p).as_posix() for p in paths], dtype=object)
+    cut = len(root.rstrip(os.sep)) + 1   # every path starts with root + separator: a slice, not os.path.relpath's million calls
+    return np.array([Path(p[cut:]).as_posix() for p in paths], dtype=object)
+
+# %% ../nbs/13a_serve.ipynb #d2cb9ae0
+def manifest_stamp(folder:Path, # an index folder
+                  ) -> tuple|None:
+    "What changes when a save replaces the folder's manifest.json (its inode, size and time); None when it is missing."
+    try: st = os.stat(Path(folder)/'manifest.json')
+    except OSError: return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+class ServedIndex:
+    "One version of an index folder as the server answers from it: the image index, its captions and each image's name."
+    def __init__(self, folder:str|Path): # a folder written by `phoalign encode`
+        self.folder = Path(folder)
+        self.stamp = manifest_stamp(self.folder)   # read before loading: a save meanwhile is seen by the next check
+        self.index = EmbeddingIndex.load(self.folder)
+        meta = self.index.meta
+        if self.index.modality != 'image' or 'path' not in meta:
+            raise DataError("is a caption index: serve the gallery's index folder (the one holding captions/)", self.folder)
+        sub = self.folder/'captions'
+        self.captions = EmbeddingIndex.load(sub) if (sub/'manifest.json').exists() else None
+        paths = meta.path.astype(str).tolist()
+        self.root = gallery_root(paths)
+        self.names = relative_names(paths, self.root)
+        self.files = dict(zip(self.names.tolist(), paths))   # the only files a thumbnail opens
+        self.texts = meta['captions'].to_numpy() if 'captions' in meta else meta['caption'].to_numpy() if 'caption' in meta else None
+        self._shown = {}                                     # (row, lang) -> caption: each row's language guessed once
+
+    def __len__(self): return len(self.index)
+    def __repr__(self): return f'ServedIndex({len(self)} images under {self.root or "."}, generation {getattr(self.index, "generation", "?")})'
+
+# %% ../nbs/13a_serve.ipynb #1fe9c94f
+@patch
+def caption_of(self:ServedIndex, rows:np.ndarray, # rows of the index
+               lang:str|None, # 'vi', 'en' or None (the first caption)
+              ) -> list:
+    "The caption shown for each row in language `lang` (`caption_in`), None where the gallery has none."
+    if self.texts is None: return [None] * len(rows)
+    out = []
+    for row in rows.tolist():
+        key = (row, lang)
+        if key not in self._shown:
+            texts = self.texts[row]
+            self._shown[key] = caption_in([texts] if isinstance(texts, str) else texts, lang)
+        out.append(self._shown[key])
+    return out
+
+@patch
+def results(self:ServedIndex, scores:np.ndarray, # one query's scores, best first
+            rows:np.ndarray, # their rows (-1 where an approximate search found fewer)
+            lang:str|None, # picks the caption shown
+           ) -> list[dict]:
+    "One query's FAISS answer as `dict(rank, path, score, caption)` rows, `path` relative to the gallery's root."
+    found = rows >= 0
+    rows, scores = rows[found], np.round(scores[found].astype(np.float64), 6)
+    return [dict(rank=rank, path=name, score=score, caption=caption) for rank, (name, score, caption)
+            in enumerate(zip(self.names[rows].tolist(), scores.tolist(), self.caption_of(rows, lang)), 1)]
+
+# %% ../nbs/13a_serve.ipynb #0031ad49
+MAX_PIXELS = 40_000_000        # the largest upload decoded (a decompression bomb is refused from its header, before decoding)
+DECODE_BYTES_PER_PIXEL = 6     # decoding holds the RGB array and at most one converted copy of it: 6 bytes a pixel at the worst
+
+def default_max_decoding(max_pixels:int=MAX_PIXELS, # the largest image decoded
+                         budget:int|None=None, # bytes all decodes together may hold (default: a quarter of the available memory)
+                        ) -> int:
+    "Uploads decoded at once: as many as `budget` holds at `max_pixels` each, at most one a CPU core, at least one."
+    if budget is None:
+        import psutil
+        budget = psutil.virtual_memory().available // 4
+    return int(max(1, min(os.cpu_count() or 1, budget // (max_pixels * DECODE_BYTES_PER_PIXEL))))
 
 # %% ../nbs/13a_serve.ipynb #d9b0e61e
 class SearchService:
@@ -29,34 +130,50 @@ class SearchService:
                  combiner:str|Path|None=None, # a combiner file (`phoalign cir combiner`) or 'sum': allows image + text queries
                  device:str|None=None, # where the model runs (default: the best available)
                  max_k:int=100, # the most results one query may ask for
-                 max_batch:int=32): # text queries that arrive together are encoded in batches of up to this many
+                 max_batch:int=32, # text queries that arrive together are encoded in batches of up to this many
+                 max_pixels:int=MAX_PIXELS, # the largest upload decoded, in pixels (a bigger one gets 413)
+                 max_decoding:int|None=None, # uploads and thumbnails decoded at once (default: `default_max_decoding`)
+                 decode_wait:float=10, # seconds a decode waits for its turn before a 503 with Retry-After
+                 thumb_cache_mb:float=64, # memory the thumbnails kept may take
+                 reload_every:float=2): # seconds between checks for a newer index in the folder (0: only POST /reload)
         from phoalign.model import load_model
-        from phoalign.encode import check_same_model, model_fingerprint
-        if max_k < 1: raise ConfigError(f'max_k (--max-k) must be at least 1, got {max_k}')
-        if max_batch < 1: raise ConfigError(f'max_batch (--max-batch) must be at least 1, got {max_batch}')
+        for name, value, low in [('max_k', max_k, 1), ('max_batch', max_batch, 1), ('max_pixels', max_pixels, 1), ('max_decoding', max_decoding, 1)]:
+            if value is not None and value < low: raise ConfigError(f'{name} (--{name.replace("_", "-")}) must be at least {low}, got {value}')
+        for name, value in [('decode_wait', decode_wait), ('thumb_cache_mb', thumb_cache_mb), ('reload_every', reload_every)]:
+            if value < 0: raise ConfigError(f'{name} (--{name.replace("_", "-")}) must be 0 or more, got {value}')
         self.folder = Path(index_dir)
-        self.index = EmbeddingIndex.load(self.folder)
-        if self.index.modality != 'image' or 'path' not in self.index.meta:
-            raise DataError('is a caption index: serve the gallery\'s index folder (the one holding captions/)', self.folder)
-        sub = self.folder/'captions'
-        self.captions = EmbeddingIndex.load(sub) if (sub/'manifest.json').exists() else None
+        self.current = ServedIndex(self.folder)            # the version queries read; `reload` swaps it
         self.device = get_device(device or 'auto')
-        if checkpoint is None: self.model = index_model(self.index, str(self.device))
-        else:
-            self.model = load_model(checkpoint, device=self.device)
-            check_same_model(self.index.model, model_fingerprint(self.model), self.folder)
+        if checkpoint is None: self.model = index_model(self.current.index, str(self.device))
+        else: self.model = load_model(checkpoint, device=self.device)
+        self.fingerprint = model_fingerprint(self.model)  # a reloaded index must come from this model too
+        check_same_model(self.current.index.model, self.fingerprint, self.folder)
         self.combiner = _load_combiner(combiner, self.device)
         if self.combiner is not None: check_combiner(self.model, self.combiner)
-        self.max_k, self.max_batch = max_k, max_batch
-        self.paths = frozenset(self.index.meta.path)   # the only files `thumb` will open
-        self._thumbs, self._thumbs_lock = OrderedDict(), threading.Lock()
-        self._lock = threading.Lock()                  # one query through the model at a time: the model uses every core already
+        self.max_k, self.max_batch, self.max_pixels, self.decode_wait = max_k, max_batch, int(max_pixels), decode_wait
+        self.max_decoding = max_decoding or default_max_decoding(self.max_pixels)
+        self.decode_side = _decode_side(self.model)
+        self._decoding = threading.BoundedSemaphore(self.max_decoding)
+        self._thumbs, self._thumbs_lock, self.thumb_cache_bytes, self._thumb_bytes = OrderedDict(), threading.Lock(), int(thumb_cache_mb * 2**20), 0
+        self._lock = threading.Lock()                      # one query through the model at a time: the model uses every core already
+        self._reload_lock, self.reloads, self.reload_error = threading.Lock(), 0, None
         self.batcher = QueryBatcher(self._run_texts, max_batch)
+        self._closed = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, args=(reload_every,), daemon=True, name='phoalign-reload') if reload_every else None
+        if self._watcher: self._watcher.start()
 
     def __repr__(self): return f'SearchService({len(self.index)} images of {self.folder}, {self.model_name})'
 
     @property
+    def index(self) -> EmbeddingIndex: return self.current.index
+    @property
+    def captions(self) -> EmbeddingIndex|None: return self.current.captions
+    @property
     def model_name(self) -> str: return (self.index.model or {}).get('name', type(self.model).__name__)
+
+    def close(self):
+        "Stop the batcher and the reload checks."
+        self._closed.set(); self.batcher.close()
 
 # %% ../nbs/13a_serve.ipynb #1e4eb0db
 def _load_combiner(combiner, device):
@@ -65,6 +182,12 @@ def _load_combiner(combiner, device):
     from phoalign.cir.combiners import create_combiner, load_combiner
     if str(combiner) == 'sum': return create_combiner('sum').to(device)
     return load_combiner(combiner, device=device)
+
+def _decode_side(model) -> int:
+    "The short side an upload is decoded to at least: twice the model's input, so the resize to it smooths as a full decode's does."
+    cfg = getattr(model, 'config', None)
+    size = (cfg.data.image_size if cfg is not None else None) or model.image_tower.pretrained_cfg.get('input_size', (3, 224, 224))[-1]
+    return max(512, 2 * int(size))
 
 # %% ../nbs/13a_serve.ipynb #9958c543
 class QueryBatcher:
@@ -112,47 +235,17 @@ class QueryBatcher:
             else:
                 for (_, f), r in zip(jobs, results): f.set_result(r)
 
-# %% ../nbs/13a_serve.ipynb #615d3592
-QUERY_LANGUAGES = ('auto', 'vi', 'en')   # the `lang` a query may give ('auto': guessed from its text); not zeroshot's template languages
-keep_moved_names(__name__, {'LANGUAGES': 'phoalign.serve:QUERY_LANGUAGES'})   # its old name, until the next release
-
-# %% ../nbs/13a_serve.ipynb #be8f32f0
-def caption_in(captions, # the image's captions (a list, or None)
-               lang:str|None, # 'vi', 'en' or None (the first caption)
-              ) -> str|None: # the caption shown
-    "The first of `captions` in language `lang` (by `guess_language`), else the first caption, else None."
-    captions = [c for c in (captions if captions is not None else []) if isinstance(c, str) and c.strip()]
-    if not captions: return None
-    return next((c for c in captions if lang and guess_language(c) == lang), captions[0])
-
-# %% ../nbs/13a_serve.ipynb #dfc0b86c
-def _rows_to_results(service, scores, rows, lang:str|None) -> list[dict]:
-    "One query's FAISS answer as a list of `dict(rank, path, score, caption)`."
-    meta, out = service.index.meta, []
-    for score, row in zip(scores, rows):
-        if row < 0: continue                           # fewer images than k
-        r = meta.iloc[int(row)]
-        out.append(dict(rank=len(out) + 1, path=r.path, score=round(float(score), 6),
-                        caption=caption_in(r.get('captions'), lang) if 'captions' in meta else r.get('caption')))
-    return out
-
 # %% ../nbs/13a_serve.ipynb #248beb9e
 @patch
 def _run_texts(self:SearchService, queries:list[tuple]) -> list[list[dict]]:
     "Encode `(text, k, lang)` queries in one pass and search them in one FAISS call."
-    texts = [q for q, _, _ in queries]
+    texts, version = [q for q, _, _ in queries], self.current
     with self._lock:
         embeddings = encode_texts(self.model, texts, batch_size=self.max_batch, device=str(self.device))
-        scores, rows = self.index.search_rows(embeddings, max(k for _, k, _ in queries))
-    return [_rows_to_results(self, s[:k], r[:k], lang) for (_, k, lang), s, r in zip(queries, scores, rows)]
+        scores, rows = version.index.search_rows(embeddings, max(k for _, k, _ in queries))
+    return [version.results(s[:k], r[:k], lang) for (_, k, lang), s, r in zip(queries, scores, rows)]
 
 # %% ../nbs/13a_serve.ipynb #f83a3464
-class Refused(Exception):
-    "A request the API answers with an HTTP 4xx status and the JSON `{'error': message}`."
-    def __init__(self, status:int, # the HTTP status (400 bad request, 404, 413 too large, 415 not an image)
-                 message:str): # what was wrong, in words a user can act on
-        super().__init__(message); self.status, self.message = status, message
-
 def check_query(service:SearchService, # the service the query is for
                 q:str|None, # the text (None or '' allowed when `text_needed=False`)
                 k, # results wanted, as given (a string from a URL)
@@ -162,6 +255,7 @@ def check_query(service:SearchService, # the service the query is for
     "`(text, k, lang)` checked: `Refused(400)` naming the parameter otherwise; lang 'auto' becomes the query's guessed language."
     q = (q or '').strip()
     if text_needed and not q: raise Refused(400, 'the query is empty: give some words to search for (q=...)')
+    if '\ufffd' in q: raise Refused(400, 'the query is not UTF-8 text (a byte that is no character was sent)')
     if len(q) > 1000: raise Refused(400, f'the query is {len(q)} characters long: at most 1000')
     try: k = int(k)
     except (TypeError, ValueError): raise Refused(400, f'k must be a whole number, got {k!r}') from None
@@ -190,28 +284,26 @@ def search_text(self:SearchService, q:str, # the query text
     return self.batcher.submit((q, k, lang)).result()
 
 # %% ../nbs/13a_serve.ipynb #967cb31f
-MAX_PIXELS = 40_000_000   # a decompression bomb (a small file that decodes to gigabytes) is refused before decoding
+@contextmanager
+def _decode_slot(service:SearchService):
+    "A turn to decode an image: at most `max_decoding` at once; a 503 with Retry-After after `decode_wait` seconds of waiting."
+    if not service._decoding.acquire(timeout=service.decode_wait):
+        raise Refused(503, f'the server is decoding {service.max_decoding} images already: try again in a moment', headers={'Retry-After': '2'})
+    try: yield
+    finally: service._decoding.release()
 
 def decode_image(data:bytes, # the uploaded file's bytes
-                 max_pixels:int=MAX_PIXELS, # refuse larger images before decoding them
+                 max_pixels:int=MAX_PIXELS, # refuse larger images (413) before decoding them
+                 min_side:int|None=None, # decode reduced to a short side of at least this (JPEG decodes at 1/2, 1/4, 1/8 scale)
                 ) -> np.ndarray: # `[H, W, 3]` RGB
-    "An uploaded image as an RGB `uint8` array, decoded as `read_image` decodes files; `Refused(415)` or `(413)` otherwise."
-    from PIL import Image, UnidentifiedImageError
-    from phoalign.data.transforms import decode_rgb, truncation_reason
+    "An uploaded image as an RGB `uint8` array, decoded as `read_image` decodes files: 400 when empty, 413 over `max_pixels`, 415 unreadable."
+    from phoalign.data.transforms import ImageTooLarge, decode_image_bytes
     if not data: raise Refused(400, 'the upload is empty: choose an image file')
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', Image.DecompressionBombWarning)   # the size is checked just below
-            with Image.open(io.BytesIO(data)) as im: width, height = im.size  # reads the header only
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        raise Refused(415, 'the upload is not an image that can be read (JPEG, PNG, WebP, BMP, TIFF, GIF)') from None
-    if width * height > max_pixels: raise Refused(413, f'the image is {width}×{height} pixels: at most {max_pixels / 1e6:.0f} megapixels')
-    if (why := truncation_reason(data)): raise Refused(415, f'the upload is a {why}: send the whole file')
-    img = decode_rgb(data)
-    if img is not None: return img
-    try:   # formats OpenCV lacks (GIF)
-        with Image.open(io.BytesIO(data)) as im: return np.ascontiguousarray(np.asarray(im.convert('RGB')))
-    except Exception: raise Refused(415, 'the upload is not an image that can be read (JPEG, PNG, WebP, BMP, TIFF, GIF)') from None
+    try: return decode_image_bytes(data, max_pixels=max_pixels, min_side=min_side)
+    except ImageTooLarge as e:
+        size = f'{e.width}×{e.height} pixels' if e.width else f'{e.pixels / 1e6:.0f} megapixels'
+        raise Refused(413, f'the image is {size}: at most {max_pixels / 1e6:g} megapixels (the server\'s --max-pixels)') from None
+    except DataError as e: raise Refused(415, f'the upload is not an image that can be read (JPEG, PNG, WebP, BMP, TIFF, GIF): {e}') from None
 
 # %% ../nbs/13a_serve.ipynb #238935b5
 @patch
@@ -223,106 +315,127 @@ def search_image(self:SearchService, data:bytes, # an uploaded image file
     "The `k` best images for an image (image → image), or for the image changed as `text` says (composed)."
     if text and self.combiner is None:
         raise Refused(400, 'this server has no combiner, so it cannot change an image by a text: start it with --combiner FILE (or --combiner sum)')
-    image = decode_image(data)
+    with _decode_slot(self): image = decode_image(data, self.max_pixels, self.decode_side)
+    version = self.current
     with self._lock:
-        if not text: scores, rows = self.index.search_rows(encode_query(self.model, image), k)
-        else: scores, rows = composed_search(self.model, self.index, text, image, self.combiner, k, checked=True)   # the upload itself left out
-    return _rows_to_results(self, scores[0], rows[0], lang)
+        if not text: scores, rows = version.index.search_rows(encode_query(self.model, image), k)
+        else: scores, rows = composed_search(self.model, version.index, text, image, self.combiner, k, checked=True)   # the upload itself left out
+    return version.results(scores[0], rows[0], lang)
 
 # %% ../nbs/13a_serve.ipynb #91bee832
 THUMB_SIZES = (64, 1024)   # the smallest and largest thumbnail side a request may ask for
 
 @patch
-def thumbnail(self:SearchService, path:str, # one of the index's image paths, as `search` gave it
+def thumbnail(self:SearchService, path:str, # one of the index's images, named as `search` names it (relative to the gallery's root)
               size:int=256, # the longest side, in pixels
              ) -> bytes: # the JPEG file
     "A JPEG thumbnail of an indexed image: `Refused(404)` for any path that is not one of the index's images."
     from PIL import Image, ImageOps
-    if path not in self.paths: raise Refused(404, 'not an image of this index')
+    file = self.current.files.get(path)
+    if file is None: raise Refused(404, 'not an image of this index')
     if not THUMB_SIZES[0] <= size <= THUMB_SIZES[1]: raise Refused(400, f'size must be between {THUMB_SIZES[0]} and {THUMB_SIZES[1]}, got {size}')
-    try: st = os.stat(path)
+    try: st = os.stat(file)
     except OSError: raise Refused(404, 'the image has gone from disk since it was indexed: encode the gallery again') from None
-    key = (path, size, st.st_size, st.st_mtime_ns)
+    key = (file, size, st.st_size, st.st_mtime_ns)
     with self._thumbs_lock:
         if key in self._thumbs: self._thumbs.move_to_end(key); return self._thumbs[key]
     try:
-        with Image.open(path) as im:
+        with _decode_slot(self), Image.open(file) as im:
+            im.draft('RGB', (size, size))                  # a JPEG decodes at 1/2 to 1/8 scale when that still covers `size`
             im = ImageOps.exif_transpose(im).convert('RGB'); im.thumbnail((size, size))
             out = io.BytesIO(); im.save(out, 'JPEG', quality=85); data = out.getvalue()
+    except Refused: raise
     except Exception as e: raise Refused(404, f'the image cannot be read ({type(e).__name__})') from None
     with self._thumbs_lock:
-        self._thumbs[key] = data
-        while len(self._thumbs) > 2048: self._thumbs.popitem(last=False)
+        if key not in self._thumbs: self._thumbs[key] = data; self._thumb_bytes += len(data)
+        while self._thumb_bytes > self.thumb_cache_bytes and self._thumbs:   # bounded in bytes: big thumbnails count for what they take
+            self._thumb_bytes -= len(self._thumbs.popitem(last=False)[1])
     return data
+
+# %% ../nbs/13a_serve.ipynb #665fc19f
+@patch
+def reload(self:SearchService, force:bool=False, # load the folder again even when its manifest looks unchanged
+          ) -> bool: # True when a new version is served
+    "Serve the folder's newer index, when its manifest changed since the version served; the old one answers until it is in place."
+    with self._reload_lock:
+        if not force and manifest_stamp(self.folder) == self.current.stamp: return False
+        try:
+            version = ServedIndex(self.folder)
+            check_same_model(version.index.model, self.fingerprint, self.folder)
+        except UserError as e: self.reload_error = str(e); raise
+        self.current, self.reload_error, self.reloads = version, None, self.reloads + 1
+        return True
+
+@patch
+def _watch(self:SearchService, every:float):
+    "Check for a newer index every `every` seconds until `close`; a failed load is reported once and tried again."
+    shown = None
+    while not self._closed.wait(every):
+        try: self.reload()
+        except Exception as e:
+            if str(e) != shown: print(f'phoalign serve: the index folder changed but cannot be served yet: {e}', file=sys.stderr, flush=True); shown = str(e)
+
+# %% ../nbs/13a_serve.ipynb #263e5397
+@patch
+def info(self:SearchService, max_upload_mb:float|None=None, # the app's upload limit, shown with the rest
+        ) -> dict:
+    "What `/info` answers: the index served, the model, the limits, the reloads and the batcher's counters."
+    version = self.current
+    return dict(images=len(version), captions=len(version.captions) if version.captions is not None else 0, model=self.model_name,
+                combiner=self.combiner is not None, max_k=self.max_k, max_upload_mb=max_upload_mb, languages=list(QUERY_LANGUAGES),
+                max_pixels=self.max_pixels, max_decoding=self.max_decoding,
+                decode_budget_mb=round(self.max_decoding * self.max_pixels * DECODE_BYTES_PER_PIXEL / 2**20),
+                generation=getattr(version.index, 'generation', None), reloads=self.reloads, reload_error=self.reload_error,
+                text_queries=self.batcher.items, text_batches=self.batcher.batches)
 
 # %% ../nbs/13a_serve.ipynb #7e3a177d
 def _page() -> str:
     import phoalign
     return (Path(phoalign.__file__).parent/'assets'/'search.html').read_text(encoding='utf-8')
 
-async def _read_upload(request, limit:int) -> tuple[bytes, dict]:
-    "The uploaded image's bytes and the form's other fields, refusing more than `limit` bytes."
-    length = request.headers.get('content-length')
-    if length and length.isdigit() and int(length) > limit + 64 * 1024:   # the multipart framing comes on top of the file
-        raise Refused(413, f'the upload is {int(length) / 2**20:.1f} MiB: at most {limit / 2**20:g} MiB (the server\'s --max-upload-mb)')
-    kind = request.headers.get('content-type', '')
-    if kind.startswith('multipart/form-data'):
-        form = await request.form(max_files=1, max_fields=8)
-        upload = form.get('image')
-        if upload is None or isinstance(upload, str): raise Refused(400, 'send the image as the form field "image"')
-        data = await upload.read(limit + 1)
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    else:   # a raw body: `curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg'`
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk); chunks.append(chunk)
-            if size > limit: break
-        data, fields = b''.join(chunks), {}
-    if len(data) > limit: raise Refused(413, f'the upload is over {limit / 2**20:g} MiB (the server\'s --max-upload-mb)')
-    return data, fields
-
 # %% ../nbs/13a_serve.ipynb #9cd5b5e6
 def create_app(service:SearchService, # what to search
-               max_upload_mb:float=10): # the largest image upload accepted
-    "The FastAPI app: the page at `/`, and `/search`, `/thumb` and `/info`."
+               max_upload_mb:float=10, # the largest image upload accepted
+               token:str|None=None, # the secret every request needs (a bearer header, or the cookie the login link sets); None: none
+               allowed_hosts:list[str]|None=None, # Host names answered (default: the loopback names); None in the list or '*': any
+               rate:float=0, # searches a second per client (bursts of twice that); 0: no limit
+               max_concurrency:int=0, # requests handled at once, more get 503 with Retry-After; 0: no limit
+               api_docs:bool=False): # also serve /docs and /openapi.json
+    "The FastAPI app: the page at `/`, and `/search`, `/thumb`, `/info` and `POST /reload`, behind a `Guard`."
     from fastapi import FastAPI
     from fastapi.responses import HTMLResponse, JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
     if max_upload_mb <= 0: raise ConfigError(f'max_upload_mb (--max-upload-mb) must be above 0, got {max_upload_mb}')
     limit = int(max_upload_mb * 2**20)
-    app = FastAPI(title='phoalign search', docs_url='/docs', redoc_url=None)
+    hosts = default_allowed_hosts('127.0.0.1') if allowed_hosts is None else None if '*' in allowed_hosts else list(allowed_hosts)
+    app = FastAPI(title='phoalign search', **api_docs_urls(api_docs))
     app.state.service = service
-
-    @app.exception_handler(Refused)
-    async def refused(request, e: Refused): return JSONResponse({'error': e.message}, status_code=e.status)
+    app.add_exception_handler(Refused, refused_handler)
+    app.add_middleware(Guard, allowed_hosts=hosts, token=token, rate=rate, max_concurrency=max_concurrency)
 
     @app.get('/', response_class=HTMLResponse)
     async def page(): return HTMLResponse(_page())
 
     @app.get('/info')
-    async def info():
-        return dict(images=len(service.index), captions=len(service.captions) if service.captions is not None else 0,
-                    model=service.model_name, combiner=service.combiner is not None, max_k=service.max_k,
-                    max_upload_mb=max_upload_mb, languages=list(QUERY_LANGUAGES),
-                    text_queries=service.batcher.items, text_batches=service.batcher.batches)
+    async def info(): return JSONResponse(service.info(max_upload_mb))
 
     @app.get('/search')
     async def search_get(q:str|None=None, k:str='10', lang:str='auto'):
         q, k, lang = check_query(service, q, k, lang)
         t0 = time.perf_counter()
         results = await asyncio.wrap_future(service.batcher.submit((q, k, lang)))
-        return dict(query=q, k=k, lang=lang, warning=language_warning(service, q, lang), results=results,
-                    seconds=round(time.perf_counter() - t0, 4))
+        return JSONResponse(dict(query=q, k=k, lang=lang, warning=language_warning(service, q, lang), results=results,
+                                 seconds=round(time.perf_counter() - t0, 4)))
 
     @app.post('/search')
     async def search_post(request: Request):
-        data, fields = await _read_upload(request, limit)
+        data, fields = await read_upload(request, limit)
         params = {**request.query_params, **fields}
         q, k, lang = check_query(service, params.get('q'), params.get('k', '10'), params.get('lang', 'auto'), text_needed=False)
         t0 = time.perf_counter()
         results = await run_in_threadpool(service.search_image, data, k, q or None, lang)
-        return dict(query=q or None, k=k, lang=lang, warning=language_warning(service, q, lang) if q else None,
-                    results=results, seconds=round(time.perf_counter() - t0, 4))
+        return JSONResponse(dict(query=q or None, k=k, lang=lang, warning=language_warning(service, q, lang) if q else None,
+                                 results=results, seconds=round(time.perf_counter() - t0, 4)))
 
     @app.get('/thumb')
     def thumb(path:str, size:str='256'):   # a plain function: FastAPI runs it on a worker thread (file reading, decoding)
@@ -330,22 +443,52 @@ def create_app(service:SearchService, # what to search
         except ValueError: raise Refused(400, f'size must be a whole number, got {size!r}') from None
         return Response(service.thumbnail(path, size), media_type='image/jpeg', headers={'Cache-Control': 'max-age=3600'})
 
+    @app.post('/reload')
+    async def reload():
+        if token is None: raise Refused(403, 'this server has no token, so POST /reload is off: start it with --token (it checks the folder by itself every --reload-every seconds)')
+        try: changed = await run_in_threadpool(service.reload, True)
+        except UserError as e: raise Refused(409, f'the index folder cannot be served: {e}') from None
+        return JSONResponse(dict(reloaded=changed, images=len(service.current), generation=getattr(service.index, 'generation', None)))
+
     return app
 
 # %% ../nbs/13a_serve.ipynb #5b13cc25
 class RunningServer:
-    "A server started by `serve(..., background=True)`: the page's `url` (Colab's proxy with `share`), `local_url`, and `stop()`."
+    "A server started by `serve(..., background=True)`: the page's `url` (Colab's proxy with `share`), `local_url`, `login_url`, and `stop()`."
     def __init__(self, server, # the `uvicorn.Server`
                  thread, # the thread it runs on
                  url:str, # the page's address (on Colab with `share`, the proxy's)
-                 local_url:str): # the page's address on this machine
-        self.server, self.thread, self.url, self.local_url = server, thread, url, local_url
+                 local_url:str, # the page's address on this machine
+                 token:str|None=None): # the token requests need (None: none)
+        self.server, self.thread, self.url, self.local_url, self.token = server, thread, url, local_url, token
+        self.login_url = login_url(url, token) if token else url
     def __repr__(self): return f'RunningServer({self.url})'
+
+    @classmethod
+    def start(cls, server, sock:socket.socket, url:str, local_url:str, token:str|None=None) -> RunningServer:
+        "Run `server` on `sock` on a thread, once it answers: the handle."
+        thread = threading.Thread(target=server.run, kwargs=dict(sockets=[sock]), daemon=True, name='phoalign-serve')
+        thread.start()
+        t0 = time.time()
+        while not server.started and thread.is_alive() and time.time() - t0 < 30: time.sleep(0.02)
+        if not server.started: server.config.app.state.service.close(); raise RuntimeError('the server did not start (see the log above)')
+        return cls(server, thread, url, local_url, token)
+
+    def announce(self, host:str, hosts:list|None, made_up:bool):
+        "Print where the page is, its login link and the Host names answered."
+        service = self.server.config.app.state.service
+        print(f'phoalign: serving {len(service.index)} images ({service.model_name}) at {self.url}  (Ctrl-C stops)', flush=True)
+        if self.token:
+            how = 'a token made up for this run (--token or $PHOALIGN_TOKEN keeps one)' if made_up else 'the token given'
+            print(f'phoalign: open {self.login_url} to log in ({how}); scripts send the header "Authorization: Bearer {self.token}"', flush=True)
+        if hosts is not None and not is_loopback(host):
+            print(f'phoalign: answering to Host names {", ".join(hosts)}; add the one clients use with --allowed-host NAME', flush=True)
     def stop(self):
         "Stop the server and wait for its thread."
         self.server.should_exit = True; self.thread.join(10)
-        self.server.config.app.state.service.batcher.close()
+        self.server.config.app.state.service.close()
 
+# %% ../nbs/13a_serve.ipynb #c4e5ceb5
 def _bind(host:str, port:int) -> socket.socket:
     "A listening socket, or a `ConfigError` saying why not (a port in use, a host this machine does not have)."
     if not 0 <= port <= 65535: raise ConfigError(f'--port must be between 0 and 65535, got {port}')
@@ -365,9 +508,31 @@ def _on_colab() -> bool:
     import importlib.util
     return importlib.util.find_spec('google.colab') is not None if importlib.util.find_spec('google') else False
 
+def _colab_url(port:int) -> str:
+    from google.colab import output
+    return output.eval_js(f'google.colab.kernel.proxyPort({port})')
+
+def _colab_window(port:int, token:str):
+    from google.colab import output
+    output.serve_kernel_port_as_window(port, path=f'/?token={token}', anchor_text='open the phoalign search page')
+
+# %% ../nbs/13a_serve.ipynb #193f52b0
+def served_hosts(host:str, # the address the server listens on
+                 allowed_hosts:list[str]=(), # more names (--allowed-host); '*' allows any
+                ) -> list[str]|None: # the Host names answered (None: any)
+    "The Host names a server on `host` answers to: loopback names, the bound address, this machine's names when bound to every address."
+    if '*' in allowed_hosts: return None
+    hosts = default_allowed_hosts(host)
+    if host in ('0.0.0.0', '::', ''):                    # every address: the names a LAN client may use for this machine
+        name = socket.gethostname()
+        hosts += [name, socket.getfqdn()]
+        try: hosts += [a[4][0] for a in socket.getaddrinfo(name, None)]
+        except OSError: pass
+    return list(dict.fromkeys([*hosts, *allowed_hosts]))
+
 # %% ../nbs/13a_serve.ipynb #4e83c9d6
 def serve(index_dir:str|Path, # a folder written by `phoalign encode`
-          host:str='127.0.0.1', # the address to listen on ('0.0.0.0': every network; the page has no login)
+          host:str='127.0.0.1', # the address to listen on ('0.0.0.0': every network; a token is then required)
           port:int=8000, # the port (0: any free one)
           checkpoint:str|Path|None=None, # the model, when the checkpoint the index names has moved
           combiner:str|Path|None=None, # a combiner file or 'sum': allows image + text (composed) queries
@@ -377,36 +542,50 @@ def serve(index_dir:str|Path, # a folder written by `phoalign encode`
           max_batch:int=32, # text queries that arrive together are encoded in batches of up to this many (1: one at a time)
           share:bool=False, # on Colab: open the page through Colab's port proxy
           background:bool=False, # run on a thread and return a `RunningServer` (in notebooks)
-          log_level:str='warning'): # uvicorn's log level ('info' logs every request)
+          log_level:str='warning', # uvicorn's log level ('info' logs every request)
+          token:str|None=None, # the secret requests need; made up (and printed) when serving beyond loopback without one
+          allowed_hosts:list[str]=(), # Host names answered besides loopback and the bound address ('*': any)
+          rate:float=10, # searches a second per client (bursts of twice that); 0: no limit
+          max_concurrency:int=64, # requests handled at once; more get 503 with Retry-After
+          max_connections:int=512, # open connections; more are closed at once
+          header_timeout:float=10, # seconds a client has to send its request head
+          max_pixels:int=MAX_PIXELS, # the largest image decoded (a bigger one gets 413)
+          max_decoding:int|None=None, # images decoded at once (default: `default_max_decoding`)
+          thumb_cache_mb:float=64, # memory the thumbnail cache may take
+          reload_every:float=2, # seconds between checks for a newer index in the folder (0: only POST /reload)
+          api_docs:bool=False): # also serve /docs and /openapi.json
     "Serve the search page and its JSON API over `index_dir` until Ctrl-C (or in the background)."
     import uvicorn
+    from phoalign.http import RateLimit
     if share and not _on_colab():
         raise ConfigError('--share works on Colab (through its port proxy); elsewhere forward the port with ssh -L 8000:127.0.0.1:8000 HOST')
+    RateLimit(rate)                                # the settings checked before anything starts
+    if not max_concurrency >= 1: raise ConfigError(f'--max-concurrency must be at least 1, got {max_concurrency}')
+    if token is not None and not token.strip(): raise ConfigError('--token is empty: give a secret (or leave it out on 127.0.0.1)')
+    made_up = token is None and (share or not is_loopback(host))
+    if made_up: token = new_token()
+    hosts = served_hosts(host, ['*'] if share else list(allowed_hosts))   # Colab's proxy names itself: the token guards it
+    config = dict(header_timeout=header_timeout, max_connections=max_connections, log_level=log_level, timeout_graceful_shutdown=2)
+    server_config(None, **config)
     sock = _bind(host, port)                       # a port in use fails before the model is loaded
-    try: app = create_app(SearchService(index_dir, checkpoint, combiner, device, max_k, max_batch), max_upload_mb)
+    try:
+        service = SearchService(index_dir, checkpoint, combiner, device, max_k, max_batch, max_pixels, max_decoding,
+                                thumb_cache_mb=thumb_cache_mb, reload_every=reload_every)
+        app = create_app(service, max_upload_mb, token, ['*'] if hosts is None else hosts, rate, max_concurrency, api_docs)
     except BaseException: sock.close(); raise
-    service = app.state.service
     port = sock.getsockname()[1]
     url = local = f'http://{"127.0.0.1" if host in ("0.0.0.0", "::") else "[::1]" if host == "::1" else host}:{port}/'
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=2))
-    if share:
-        from google.colab import output
-        output.serve_kernel_port_as_window(port, anchor_text='open the phoalign search page')
-        url = output.eval_js(f'google.colab.kernel.proxyPort({port})')
+    server = uvicorn.Server(server_config(app, **config))
+    if share: url = _colab_url(port)
     if not background:
-        # A server process: the model, its libraries and the index are millions of long-lived objects; left to the garbage
-        # collector, each full pass stalls every query in flight for ~0.3 s (p99 of benchmarks/serve_speed.py: 365 -> 83 ms
-        # frozen). Not in the background: a notebook's own objects would be frozen too.
+        # millions of long-lived objects (model, index): each full GC pass would stall queries ~0.3 s (serve_speed p99 365 -> 83
+        # ms frozen). Not in the background: a notebook's own objects would be frozen too
         import gc; gc.collect(); gc.freeze()
-    thread = threading.Thread(target=server.run, kwargs=dict(sockets=[sock]), daemon=True, name='phoalign-serve')
-    thread.start()
-    t0 = time.time()
-    while not server.started and thread.is_alive() and time.time() - t0 < 30: time.sleep(0.02)
-    if not server.started: raise RuntimeError('the server did not start (see the log above)')
-    running = RunningServer(server, thread, url, local)
+    running = RunningServer.start(server, sock, url, local, token)
+    if share: _colab_window(port, token)
     if background: return running
-    print(f'phoalign: serving {len(service.index)} images ({service.model_name}) at {url}  (Ctrl-C stops)', flush=True)
+    running.announce(host, hosts, made_up)
     try:
-        while thread.is_alive(): thread.join(0.5)
+        while running.thread.is_alive(): running.thread.join(0.5)
     except KeyboardInterrupt: pass
     finally: running.stop()

@@ -10,7 +10,7 @@ from typing import Callable
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch
 from .tower import Tower
-from .core import Registry, UnknownNameError, UserError
+from .core import Registry, UnknownNameError, UserError, atomic_write
 from .data.formats import normalize_caption
 
 # %% auto #0
@@ -198,7 +198,7 @@ def write_assets(assets:dict[str, str], # file name -> text, as `folder_assets` 
         binary = name.endswith(ASSET_B64)
         out = folder/(name[:-len(ASSET_B64)] if binary else name)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(base64.b64decode(text) if binary else text.encode('utf-8'))
+        with atomic_write(out) as f: f.write(base64.b64decode(text) if binary else text.encode('utf-8'))
     return folder
 
 def _tokenizer_files(tokenizer) -> dict[str, str]:
@@ -376,12 +376,12 @@ def build_tiny_phobert(out_dir, # folder to write
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     words = collections.Counter(w for c in Segmenter('pyvi')(captions) for w in c.split())
     codes, segmented = learn_bpe(words, merges)
-    (out/'bpe.codes').write_text(''.join(f'{a} {b} {k}\n' for k, (a, b) in enumerate(codes)), encoding='utf-8')
+    with atomic_write(out/'bpe.codes', 'w') as f: f.write(''.join(f'{a} {b} {k}\n' for k, (a, b) in enumerate(codes)))
     counts = collections.Counter()
     for sym, c in segmented.items():
         for k, s in enumerate(sym): counts[s[:-4] if k == len(sym) - 1 else s + '@@'] += c
     for ch in {ch for w in words for ch in w}: counts[ch] += 0; counts[ch + '@@'] += 0  # every character stays known
-    (out/'vocab.txt').write_text(''.join(f'{t} {c}\n' for t, c in counts.most_common() if t), encoding='utf-8')
+    with atomic_write(out/'vocab.txt', 'w') as f: f.write(''.join(f'{t} {c}\n' for t, c in counts.most_common() if t))
     tok = PhobertTokenizer(str(out/'vocab.txt'), str(out/'bpe.codes'))
     tok.save_pretrained(out)
     cfg = RobertaConfig(vocab_size=len(tok), hidden_size=hidden_size, num_hidden_layers=layers, num_attention_heads=heads,
@@ -517,8 +517,8 @@ def build_tiny_clip_text(out_dir, # folder to write
         for k, ch in enumerate(w[1:], 1):
             right = ch + ('</w>' if k == len(w) - 1 else '')
             merges[f'{acc} {right}'] = None; vocab.setdefault(acc + right, len(vocab)); acc += ch
-    (out/'vocab.json').write_text(json.dumps(vocab, ensure_ascii=False), encoding='utf-8')
-    (out/'merges.txt').write_text('#version: 0.2\n' + '\n'.join(merges) + '\n', encoding='utf-8')
+    with atomic_write(out/'vocab.json', 'w') as f: f.write(json.dumps(vocab, ensure_ascii=False))
+    with atomic_write(out/'merges.txt', 'w') as f: f.write('#version: 0.2\n' + '\n'.join(merges) + '\n')
     CLIPTokenizer(str(out/'vocab.json'), str(out/'merges.txt')).save_pretrained(out)
     torch.manual_seed(0)
     CLIPTextModelWithProjection(CLIPTextConfig(vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=4 * hidden_size,

@@ -88,8 +88,9 @@ class RunLogger:
     def log(self, row:dict):
         "Write one row (an epoch's numbers), and flush it so the files are current while the run goes on."
         self.rows.append(row)
-        with open(self.run_dir/'metrics.jsonl', 'a', encoding='utf-8') as f: f.write(json.dumps(row) + '\n')
-        pd.DataFrame(self.rows).to_csv(self.run_dir/'metrics.csv', index=False)  # columns may grow: rewrite the small file
+        # whole files through the atomic writer: a kill leaves the previous rows, never a torn line a resume cannot read
+        with atomic_write(self.run_dir/'metrics.jsonl', 'w') as f: f.write(''.join(json.dumps(r) + '\n' for r in self.rows))
+        with atomic_write(self.run_dir/'metrics.csv', 'w') as f: pd.DataFrame(self.rows).to_csv(f, index=False)  # columns may grow: rewrite the small file
         step = row.get('step', 0)
         for name, t in self.trackers.items():
             scalars = {k: v for k, v in row.items() if isinstance(v, (int, float))}
@@ -101,7 +102,8 @@ class RunLogger:
         "Forget rows after `epoch`, and the evaluations logged after training (a resumed run rewrites them)."
         self.rows = [r for r in self.rows if r['epoch'] <= epoch and 'split' not in r]
         with atomic_write(self.run_dir/'metrics.jsonl', 'w') as f: f.write(''.join(json.dumps(r) + '\n' for r in self.rows))
-        if self.rows: pd.DataFrame(self.rows).to_csv(self.run_dir/'metrics.csv', index=False)
+        if self.rows:
+            with atomic_write(self.run_dir/'metrics.csv', 'w') as f: pd.DataFrame(self.rows).to_csv(f, index=False)
         else: (self.run_dir/'metrics.csv').unlink(missing_ok=True)
 
 # %% ../nbs/08_train.ipynb #6457f2b4

@@ -64,12 +64,15 @@ def _preview(pairs, path, n=8):
     import matplotlib; matplotlib.use('Agg', force=False)
     import matplotlib.pyplot as plt, textwrap
     from phoalign.data.transforms import read_image
+    from phoalign.core import atomic_write
     first = pairs.drop_duplicates('image_id').head(n)
     fig, axs = plt.subplots(1, len(first), figsize=(2.2*len(first), 2.8))
     for ax, (_, r) in zip(list(axs) if len(first) > 1 else [axs], first.iterrows()):
         ax.imshow(read_image(r.image)); ax.axis('off')
         ax.set_title('\n'.join(textwrap.wrap(r.caption, 22)[:3]), fontsize=7)
-    fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
+    fig.tight_layout()
+    with atomic_write(path) as f: fig.savefig(f, format='png', dpi=100)   # a kill leaves the old sheet or the new one
+    plt.close(fig)
     return path
 
 @command('data demo', 'the data layer end to end on the embedded shapes set',

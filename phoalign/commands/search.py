@@ -37,6 +37,7 @@ def _unreadable_line(skipped:list, show:int=3) -> str:
              "true stops at the first bad row (default: a damaged file is refused)"),
          arg('--device', default=None, help="'cuda', 'cpu', ... (default: the best available)"),
          arg('--overwrite', action='store_true', help='replace an index written by another model'),
+         arg('--no-wait', action='store_true', help='refuse at once when another process is writing the index folder (default: wait for it to finish)'),
          arg('--json', action='store_true', help='print what was done as JSON'),
          arg('--no-progress', action='store_true', help='no progress bar'))
 def encode(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
@@ -53,7 +54,7 @@ def encode(args:argparse.Namespace, # the parsed command line (`build_parser().p
     report = encode_gallery(model, args.images, args.out, checkpoint=checkpoint, kind=args.kind, recall=args.recall, overwrite=args.overwrite,
                             batch_size=args.batch_size, workers=args.workers, device=args.device, format=args.format,
                             images=args.image_root, strict=None if args.strict is None else args.strict == 'true',
-                            progress=not (args.no_progress or args.json))
+                            progress=not (args.no_progress or args.json), wait=not args.no_wait)
     if args.json: print(json.dumps(report, ensure_ascii=False)); return 0
     captions = f', {report["captions"]} captions ({report["captions_encoded"]} encoded)' if report['captions'] else ''
     measured = (f' (recall@{report["recall_k"]} {report["recall"]:.3f} on {report["recall_queries"]})'

@@ -12,25 +12,41 @@ __all__ = ['serve_command']
 
 # %% ../../nbs/13c_commands.serve.ipynb #03be8f7c
 @command('serve', 'serve a search page and its JSON API over an index folder (text, image and composed queries)',
-         arg('index', help='an index folder written by phoalign encode'),
-         arg('--host', default='127.0.0.1', help="the address to listen on (default 127.0.0.1: this machine only; the page has no login)"),
+         arg('index', help='an index folder written by phoalign encode (a newer index written there is served by itself)'),
+         arg('--host', default='127.0.0.1', help="the address to listen on (default 127.0.0.1: this machine only; any other needs a token)"),
          arg('--port', type=int, default=8000, help='the port (0: any free one)'),
+         arg('--token', default=None, help='the secret every page, API call and thumbnail needs (default: $PHOALIGN_TOKEN; made up and printed '
+                                          'when serving beyond this machine without one)'),
+         arg('--allowed-host', action='append', default=[], metavar='NAME',
+             help="a Host name the server answers besides localhost and the bound address (repeat for more; '*': any, behind a proxy)"),
+         arg('--rate', type=float, default=10, help='searches a second one client may send (bursts of twice that); 0: no limit'),
+         arg('--max-concurrency', type=int, default=64, help='requests handled at once; more get 503 with Retry-After'),
+         arg('--max-connections', type=int, default=512, help='open connections; more are closed at once'),
+         arg('--header-timeout', type=float, default=10, help='seconds a client has to send its request head (slow clients are closed)'),
          arg('--checkpoint', default=None, help='the model, when the checkpoint named in the index has moved'),
          arg('--combiner', default=None, help="a combiner of phoalign cir combiner, or 'sum': allows image + text (composed) queries"),
          arg('--device', default=None, help="'cuda', 'cpu', ... (default: the best available)"),
          arg('--max-k', type=int, default=100, help='the most results one query may ask for'),
          arg('--max-upload-mb', type=float, default=10, help='the largest image upload accepted, in MiB'),
+         arg('--max-pixels', type=int, default=40_000_000, help='the largest image decoded, in pixels (a bigger one gets 413)'),
+         arg('--max-decoding', type=int, default=None, help='images decoded at once (default: what a quarter of the free memory holds at '
+                                                            '--max-pixels, at most one a core); more wait, then get 503'),
+         arg('--thumb-cache-mb', type=float, default=64, help='memory the thumbnail cache may take'),
          arg('--max-batch', type=int, default=32, help='text queries arriving together are encoded in batches of up to this many (1: one at a time)'),
+         arg('--reload-every', type=float, default=2, help='seconds between checks for a newer index in the folder (0: only POST /reload)'),
+         arg('--api-docs', action='store_true', help='also serve the API documentation at /docs and /openapi.json'),
          arg('--share', action='store_true', help="on Colab: open the page through Colab's port proxy"),
          arg('--log-level', default='warning', choices=['critical', 'error', 'warning', 'info', 'debug'], help="uvicorn's log level (info: every request)"))
 def serve_command(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
                   ) -> int: # the exit code
     "`phoalign serve`: the search page until Ctrl-C."
+    import os
     from phoalign.encode import checkpoint_path
     from phoalign.serve import serve
     checkpoint = checkpoint_path(args.checkpoint) if args.checkpoint else None
-    if args.host not in ('127.0.0.1', 'localhost', '::1'):
-        print(f'phoalign: warning: listening on {args.host}: anyone who can reach this machine can search the gallery and see its images', file=sys.stderr)
     serve(args.index, args.host, args.port, checkpoint, args.combiner, args.device, args.max_k, args.max_upload_mb, args.max_batch, args.share,
-          log_level=args.log_level)
+          log_level=args.log_level, token=args.token or os.environ.get('PHOALIGN_TOKEN') or None, allowed_hosts=args.allowed_host,
+          rate=args.rate, max_concurrency=args.max_concurrency, max_connections=args.max_connections, header_timeout=args.header_timeout,
+          max_pixels=args.max_pixels, max_decoding=args.max_decoding, thumb_cache_mb=args.thumb_cache_mb, reload_every=args.reload_every,
+          api_docs=args.api_docs)
     return 0

@@ -8,6 +8,7 @@ import json, time, unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 import cv2, numpy as np, pandas as pd
+from ..core import atomic_write
 
 # %% auto #0
 __all__ = ['KINDS', 'COLOURS', 'SIZES', 'PLACES', 'BACKGROUNDS', 'NUMBERS_EN', 'NUMBERS_VI', 'CIRR_SPLITS', 'Shape', 'Scene',
@@ -214,7 +215,8 @@ def write_coco(shapes:ShapesSet, # from `make_shapes`
                     images=[dict(id=k, file_name=n, width=w, height=h, split=s) for k, (n, s) in enumerate(zip(names, shapes.split))],
                     annotations=[dict(id=5 * k + j, image_id=k, caption=c) for k, cs in enumerate(caps) for j, c in enumerate(cs)])
         p = out/f'captions_{lg}.json'
-        p.write_text(json.dumps(data, ensure_ascii=False), encoding='utf-8'); paths.append(p)
+        with atomic_write(p, 'w') as f: f.write(json.dumps(data, ensure_ascii=False))
+        paths.append(p)
     return paths if lang == 'both' else paths[0]
 
 CIRR_SPLITS = {'train': ('train', 'train'), 'val': ('val', 'dev'), 'test': ('test1', 'test1')}  # ours -> (CIRR split, image folder)
@@ -241,7 +243,7 @@ def write_cirr(shapes:ShapesSet, # the set from `make_shapes`
         for sub, data in (('captions', entries), ('image_splits', {i: f'./{folder}/{i}.png' for i in members})):
             (out/'cirr'/sub).mkdir(parents=True, exist_ok=True)
             name = f'cap.rc2.{cirr_split}.json' if sub == 'captions' else f'split.rc2.{cirr_split}.json'
-            (out/'cirr'/sub/name).write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding='utf-8')
+            with atomic_write(out/'cirr'/sub/name, 'w') as f: f.write(json.dumps(data, ensure_ascii=False, indent=1))
     return out/'cirr'
 
 # %% ../../nbs/01a_data.synthetic.ipynb #9b436e73

@@ -4,52 +4,233 @@
 
 # %% ../../nbs/01b_data.transforms.ipynb #ce715fe9
 from __future__ import annotations
-import numbers
+import io, numbers, re, struct, warnings
 from pathlib import Path
-import cv2, numpy as np, torch
+import cv2, numpy as np, simplejpeg, torch
 import albumentations as A
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, DEFAULT_CROP_PCT
 from timm.layers import to_2tuple
-from ..core import DataError
+from ..core import DataError, ConfigError
 
 # %% auto #0
-__all__ = ['NORMALIZATION', 'INTERPOLATION', 'PRESETS', 'truncation_reason', 'decode_rgb', 'read_image', 'normalization',
-           'to_tensor', 'ImageTransform', 'image_transform', 'preprocess_cfg', 'transforms_from_cfg', 'squarepad',
-           'targetpad', 'PadTransform', 'squarepad_transform', 'targetpad_transform']
+__all__ = ['NORMALIZATION', 'INTERPOLATION', 'PRESETS', 'ImageTooLarge', 'image_format', 'image_size', 'truncation_reason',
+           'decode_image_bytes', 'decode_rgb', 'read_image', 'normalization', 'to_tensor', 'ImageTransform',
+           'image_transform', 'preprocess_cfg', 'transforms_from_cfg', 'squarepad', 'targetpad', 'PadTransform',
+           'squarepad_transform', 'targetpad_transform']
 
 # %% ../../nbs/01b_data.transforms.ipynb #1a4d96c0
+class ImageTooLarge(DataError):
+    "An image with more pixels than a limit allows (a decompression bomb among them), found from its header before decoding."
+    def __init__(self,
+                 width:int|None, # its width in pixels (None where only the pixel count is known)
+                 height:int|None, # its height in pixels
+                 max_pixels:int, # the limit it exceeds
+                 path=None, # the file it came from
+                 pixels:int|None=None): # its pixel count, where the width and height are unknown
+        self.width, self.height, self.max_pixels = width, height, max_pixels
+        self.pixels = pixels if pixels is not None else width * height
+        size = f'{width}×{height} pixels' if width is not None else f'{self.pixels / 1e6:.0f} megapixels'
+        super().__init__(f'the image is {size}: at most {max_pixels / 1e6:g} megapixels ({max_pixels} pixels) are allowed', path)
+
+# %% ../../nbs/01b_data.transforms.ipynb #b2680aa1
+_SIGNATURES = ((b'\xff\xd8\xff', 'jpeg'), (b'\x89PNG\r\n\x1a\n', 'png'), (b'GIF87a', 'gif'), (b'GIF89a', 'gif'),
+               (b'II*\x00', 'tiff'), (b'MM\x00*', 'tiff'), (b'BM', 'bmp'))
+
+def image_format(data:bytes, # the first bytes of an encoded image (more is fine)
+                ) -> str|None:
+    "The format an encoded image's first bytes declare: jpeg, png, gif, webp, bmp, tiff, svg, or None."
+    head = bytes(data[:16])
+    if head[:4] == b'RIFF' and head[8:12] == b'WEBP': return 'webp'
+    for sig, fmt in _SIGNATURES:
+        if head.startswith(sig): return fmt
+    text = bytes(data[:4096]).lstrip(b'\xef\xbb\xbf \t\r\n').lower()
+    if text.startswith(b'<') and b'<svg' in text: return 'svg'
+    return None
+
+# %% ../../nbs/01b_data.transforms.ipynb #008e81d9
+def _pil_open(data:bytes):
+    "A Pillow image of `data` with only its header read (the caller checks the size, so no bomb check here), or None."
+    from PIL import Image
+    Image.init()
+    fp, prefix = io.BytesIO(data), bytes(data[:16])
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        for fmt in Image.ID:                      # what `Image.open` does, less its decompression-bomb check
+            factory, accept = Image.OPEN[fmt]
+            ok = not accept or accept(prefix)
+            if not ok or isinstance(ok, str): continue
+            try: fp.seek(0); return factory(fp, '')
+            except Image.DecompressionBombError: raise
+            except Exception: continue
+    return None
+
+def _header_size(data:bytes, fmt:str|None) -> tuple|None:
+    "(width, height) parsed from the header of a PNG, GIF, BMP or WebP, or None."
+    u16, u24 = (lambda i: int.from_bytes(data[i:i + 2], 'little')), (lambda i: int.from_bytes(data[i:i + 3], 'little'))
+    if fmt == 'png' and len(data) >= 24 and data[12:16] == b'IHDR': return struct.unpack('>II', data[16:24])
+    if fmt == 'gif' and len(data) >= 10: return u16(6), u16(8)
+    if fmt == 'bmp' and len(data) >= 26:
+        if struct.unpack('<I', data[14:18])[0] == 12: return u16(18), u16(20)   # the old OS/2 header
+        w, h = struct.unpack('<ii', data[18:26]); return abs(w), abs(h)
+    if fmt == 'webp' and len(data) >= 30:
+        kind = data[12:16]
+        if kind == b'VP8 ' and data[23:26] == b'\x9d\x01\x2a': return u16(26) & 0x3fff, u16(28) & 0x3fff
+        if kind == b'VP8L' and data[20] == 0x2f:
+            b = int.from_bytes(data[21:25], 'little'); return (b & 0x3fff) + 1, ((b >> 14) & 0x3fff) + 1
+        if kind == b'VP8X': return u24(24) + 1, u24(27) + 1
+    return None
+
+# %% ../../nbs/01b_data.transforms.ipynb #e827c8e5
+def _not_an_image(data:bytes, fmt:str|None) -> str:
+    if fmt == 'svg': return 'an SVG drawing, not a raster image: convert it to PNG or JPEG'
+    if fmt is None: return f'not an image that can be decoded (JPEG, PNG, WebP, BMP, TIFF, GIF): the data starts with {bytes(data[:12])!r}'
+    return f'a damaged {fmt.upper()} whose header cannot be read'
+
+def _jpeg_reason(e:Exception) -> str:
+    "libjpeg-turbo's message, without the API function's name."
+    return re.sub(r'^\w+\(\):\s*', '', str(e)).strip()
+
+def _bomb(e:Exception, max_pixels:int|None) -> DataError:
+    "Pillow's decompression-bomb error as `ImageTooLarge` (its pixel count from the message), other errors as they are."
+    from PIL import Image
+    if not isinstance(e, Image.DecompressionBombError): return e
+    n = re.search(r'\((\d+) pixels\)', str(e))
+    return ImageTooLarge(None, None, max_pixels or Image.MAX_IMAGE_PIXELS, pixels=int(n[1]) if n else None)
+
+def image_size(data:bytes, # an encoded image file's bytes (the header is enough for most formats)
+              ) -> tuple[int, int]:
+    "The `(width, height)` an encoded image declares, read from its header without decoding; a `DataError` when there is none."
+    if not len(data): raise DataError('no image data (0 bytes)')
+    fmt = image_format(data)
+    if fmt == 'jpeg':
+        try: h, w, *_ = simplejpeg.decode_jpeg_header(data); return w, h
+        except ValueError as e: why = _jpeg_reason(e)
+        im = _pil_open(data)                       # a header libjpeg-turbo's short reader refuses, Pillow may read
+        if im is None: raise DataError(f'corrupt JPEG (its header cannot be read: {why})')
+        return im.size
+    if fmt != 'svg' and (size := _header_size(data, fmt)): return size
+    try: im = _pil_open(data) if fmt != 'svg' else None
+    except Exception as e: raise _bomb(e, None) from None
+    if im is None: raise DataError(_not_an_image(data, fmt))
+    return im.size
+
+# %% ../../nbs/01b_data.transforms.ipynb #c597870f
+def _png_chunks_reason(data:bytes) -> str|None:
+    "Why a PNG's chunk chain is broken (a chunk cut short, no IEND at its end), or None."
+    i, n = 8, len(data)
+    while i + 8 <= n:
+        size, kind = struct.unpack('>I', data[i:i + 4])[0], data[i + 4:i + 8]
+        if not kind.isalpha(): return f'corrupt PNG (a damaged chunk at byte {i}: the chunk before it may be cut short)'
+        if i + 12 + size > n: return f'truncated PNG (chunk {kind.decode()} cut short)'
+        if kind == b'IEND': return None
+        i += 12 + size
+    return 'truncated PNG (no IEND chunk)'
+
 def truncation_reason(data:bytes, # an encoded image file's bytes
                      ) -> str|None:
-    "Why an encoded image looks cut short (a JPEG without its end marker, a PNG without its IEND chunk), or None."
-    if data[:3] == b'\xff\xd8\xff' and b'\xff\xd9' not in data[-1024:]: return 'truncated JPEG (no end-of-image marker)'
-    if data[:8] == b'\x89PNG\r\n\x1a\n' and b'IEND' not in data[-64:]: return 'truncated PNG (no IEND chunk)'
+    "Why an encoded image looks cut short or damaged from its structure (JPEG, PNG, WebP, BMP), or None."
+    fmt = image_format(data)
+    if fmt == 'jpeg' and b'\xff\xd9' not in data[-1024:]: return 'truncated JPEG (no end-of-image marker)'
+    if fmt == 'png': return _png_chunks_reason(data)
+    if fmt == 'webp' and len(data) < (want := 8 + struct.unpack('<I', data[4:8])[0]): return f'truncated WebP ({len(data)} of {want} bytes)'
+    if fmt == 'bmp' and len(data) >= 6 and len(data) < (want := struct.unpack('<I', data[2:6])[0]): return f'truncated BMP ({len(data)} of {want} bytes)'
     return None
 
 # %% ../../nbs/01b_data.transforms.ipynb #39df6be5
+_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+def _shrink(img:np.ndarray, min_side:int|None) -> np.ndarray:
+    "`img` resized (area-averaged) so that its short side is `min_side`, when it is longer."
+    h, w = img.shape[:2]
+    if not min_side or min(h, w) <= min_side: return img
+    s = min_side / min(h, w)
+    return cv2.resize(img, (max(min_side, round(w * s)), max(min_side, round(h * s))), interpolation=cv2.INTER_AREA)
+
+def _opencv(data:bytes, fmt:str|None, reduce:int=1, min_side:int|None=None) -> np.ndarray|None:
+    "OpenCV's decoding as RGB `uint8` (16-bit scaled by its maximum, grey and alpha dropped), shrunk before the colour conversion; None when it fails."
+    deep = fmt in ('tiff', None) or (fmt == 'png' and data[24:25] == b'\x10')   # may hold 16 bits a channel
+    if min_side and reduce == 1 and not deep and (size := _header_size(data, fmt)):   # OpenCV's reduced modes peak at half the memory
+        reduce = max([1] + [r for r in (2, 4, 8) if min(size) // r >= min_side])
+    flag = _REDUCED[reduce] if reduce > 1 else cv2.IMREAD_UNCHANGED if deep else cv2.IMREAD_COLOR
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    if img is None: return None
+    img = _shrink(img, min_side)
+    if img.dtype != np.uint8: img = cv2.convertScaleAbs(img, alpha=255.0 / max(1, img.max()))
+    if img.ndim == 2: return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.shape[2] == 4: return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)   # in place: no second full-size array
+
+# %% ../../nbs/01b_data.transforms.ipynb #e0a4e6b4
+def _pillow(data:bytes, fmt:str|None, max_pixels:int|None, min_side:int|None) -> np.ndarray:
+    "Pillow's decoding (formats and files OpenCV refuses) as RGB `uint8`, or a `DataError` with Pillow's reason."
+    try:
+        im = _pil_open(data)
+        if im is None: raise DataError(_not_an_image(data, fmt))
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            im.load()
+        return _shrink(np.asarray(im.convert('RGB')), min_side)
+    except DataError: raise
+    except Exception as e:
+        if (bomb := _bomb(e, max_pixels)) is not e: raise bomb from None
+        raise DataError(f'corrupt {(fmt or "image").upper()} ({str(e) or type(e).__name__})') from None
+
+def _jpeg(data:bytes, h:int, w:int, reduce:int, min_side:int|None) -> np.ndarray:
+    "libjpeg-turbo's strict decoding at the smallest DCT scale that keeps `1/reduce` of each side and a short side of `min_side`."
+    mh, mw = (-(-h // reduce), -(-w // reduce)) if reduce > 1 else (0, 0)
+    if min_side: mh, mw = max(mh, min(min_side, h)), max(mw, min(min_side, w))
+    try: return simplejpeg.decode_jpeg(data, 'RGB', min_height=mh, min_width=mw, strict=True)
+    except ValueError as e: why = _jpeg_reason(e)
+    if 'extraneous bytes before marker' in why or 'nsupported' in why:   # harmless stray bytes, or a variant turbojpeg lacks
+        if (img := _opencv(data, 'jpeg', reduce, min_side)) is not None: return img
+    raise DataError(f'corrupt JPEG ({why.removeprefix("Corrupt JPEG data: ")})')
+
+# %% ../../nbs/01b_data.transforms.ipynb #28dcc73e
+def _decode(data:bytes, max_pixels:int|None=None, min_side:int|None=None, reduce:int=1) -> np.ndarray:
+    "Strict decoding of an image's bytes to RGB `uint8`, the size checked from the header first; a `DataError` (no file named) otherwise."
+    if not len(data): raise DataError('no image data (0 bytes)')
+    fmt = image_format(data)
+    if fmt == 'svg': raise DataError(_not_an_image(data, fmt))
+    if (why := truncation_reason(data)): raise DataError(why)
+    if fmt == 'jpeg' or max_pixels is not None:
+        try: w, h = image_size(data)
+        except ImageTooLarge as e: raise ImageTooLarge(None, None, max_pixels or e.max_pixels, pixels=e.pixels) from None
+        if max_pixels is not None and w * h > max_pixels: raise ImageTooLarge(w, h, max_pixels)
+    if fmt == 'jpeg': return _jpeg(data, h, w, reduce, min_side)
+    img = _opencv(data, fmt, reduce, min_side)
+    return img if img is not None else _pillow(data, fmt, max_pixels, min_side)
+
+# %% ../../nbs/01b_data.transforms.ipynb #9cd95754
+def decode_image_bytes(data:bytes, # an encoded image (an upload, a file's bytes)
+                       max_pixels:int|None=None, # refuse images with more pixels (read from the header, before decoding) with `ImageTooLarge`
+                       min_side:int|None=None, # decode reduced to a short side of at least this (JPEG: a DCT scale; others: resized at once)
+                      ) -> np.ndarray:
+    "An encoded image as an RGB `uint8` array `[H, W, 3]`, decoded strictly; a `DataError` with the decoder's reason otherwise."
+    for name, v in (('max_pixels', max_pixels), ('min_side', min_side)):
+        if v is not None and (not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1):
+            raise ConfigError(f'{name} must be a positive whole number or None, got {v!r}')
+    return _decode(data, max_pixels, min_side)
+
 def decode_rgb(data:bytes, # an encoded image file's bytes
                reduce:int=1, # decode at 1/2, 1/4 or 1/8 size (JPEG decodes faster that way)
               ) -> np.ndarray|None:
-    "An encoded image's bytes as RGB `uint8` (16-bit scaled, grey and alpha dropped), or None when OpenCV cannot decode them."
-    flag = {1: cv2.IMREAD_UNCHANGED, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[reduce]
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
-    if img is None: return None
-    if img.dtype != np.uint8: img = cv2.convertScaleAbs(img, alpha=255.0 / max(1, img.max()))
-    if img.ndim == 2: return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    "An encoded image's bytes as RGB `uint8`, decoded strictly as `decode_image_bytes` does, or None when they cannot be."
+    try: return _decode(data, reduce=reduce)
+    except DataError: return None
 
 # %% ../../nbs/01b_data.transforms.ipynb #8692f82b
-def read_image(path, # an image file (JPEG, PNG, WebP, BMP, TIFF, ...)
+def read_image(path, # an image file (JPEG, PNG, WebP, BMP, TIFF, GIF, ...)
                reduce:int=1, # decode at 1/2, 1/4 or 1/8 size (JPEG decodes faster that way)
               ) -> np.ndarray:
     "The image at `path` as an RGB `uint8` array `[H, W, 3]`; a `DataError` naming the file and the reason otherwise."
     path = Path(path)
+    if reduce not in (1, 2, 4, 8): raise ConfigError(f'reduce must be 1, 2, 4 or 8, got {reduce!r}')
     if not path.is_file(): raise DataError('image file not found', path)
     data = path.read_bytes()
     if not data: raise DataError('image file is empty (0 bytes)', path)
-    if (why := truncation_reason(data)): raise DataError(why, path)
-    img = decode_rgb(data, reduce)
-    if img is None: raise DataError('not an image OpenCV can decode', path)
-    return img
+    try: return _decode(data, reduce=reduce)
+    except ImageTooLarge as e: raise ImageTooLarge(e.width, e.height, e.max_pixels, path, e.pixels) from None
+    except DataError as e: raise DataError(e.msg, path) from None
 
 # %% ../../nbs/01b_data.transforms.ipynb #6eabdc5f
 NORMALIZATION = {'imagenet': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
