@@ -17,7 +17,7 @@ from .core import parse_assignments, set_key, flat_items, DataError, ConfigError
 __all__ = ['CIFAR100_CLASSES', 'CAPTION_TEMPLATE', 'SEED_SECTIONS', 'SEED_KEYS', 'CIFARSplit', 'cifar_folder', 'read_cifar100',
            'write_synthetic_cifar100', 'PairTransform', 'PairedCIFAR', 'write_toy_clip_text', 'CifarData',
            'CifarConfig', 'read_cifar_config', 'short_run_warmup', 'cifar_datasets', 'accuracy_line', 'train_cifar',
-           'evaluate_cifar', 'demo_plotting']
+           'evaluate_cifar', 'demo_plotting', 'cifar100_classnames', 'zero_shot_cifar100']
 
 # %% ../nbs/12a_cifar.ipynb #1dc8b353
 @dataclass
@@ -493,3 +493,42 @@ def demo_plotting(epochs:int=4, # a short run
             'train': {'epochs': epochs, 'batch_size': 32, 'lr': 1e-3, 'warmup_steps': 0, 'output_dir': str(work/'run')}}, progress=False)['history']
     finally:
         if folder is None: shutil.rmtree(work, ignore_errors=True)
+
+# %% ../nbs/12a_cifar.ipynb #663e985f
+def cifar100_classnames(language:str='vi', # 'vi' or 'en'
+                       ) -> list[str]:
+    "CIFAR-100's 100 class names in `language`, in CIFAR-100's class order."
+    from phoalign.zeroshot import LANGUAGES, label_set
+    if language not in LANGUAGES: raise ConfigError(f'language={language!r}: CIFAR-100 class names ship in {" and ".join(map(repr, LANGUAGES))}')
+    return label_set(f'cifar100-{language}')
+
+# %% ../nbs/12a_cifar.ipynb #16f1fa05
+@torch.no_grad()
+def zero_shot_cifar100(model, # an `AlignModel` with an image and a text tower
+                       data_dir:str|Path, # a folder holding `cifar-100-python/` (or its files)
+                       language:str='vi', # the class names' and the templates' language: 'vi' or 'en'
+                       templates:str|list|Path|None=None, # other templates (as `zero_shot_classifier`); None: those of `language`
+                       split:str='test', # 'test' (open_clip's figure) or 'train'
+                       samples:int|None=None, # only the first N images
+                       batch_size:int=256, # images per forward pass
+                       device:str|None=None, # default: the best available
+                       progress:bool=False, # show a progress bar
+                      ) -> dict:
+    "Zero-shot top-1 and top-5 accuracy (%) on CIFAR-100 with its class names and templates in `language`."
+    from phoalign.core import get_device, progress_bar
+    from phoalign.model import image_transforms
+    from phoalign.encode import embed_images
+    from phoalign.zeroshot import zero_shot_classifier, zero_shot_accuracy
+    if samples is not None and samples < 1: raise ConfigError(f'samples (--samples) must be at least 1, got {samples}')
+    names = cifar100_classnames(language)
+    data = _first(read_cifar100(data_dir, split), samples)
+    if data.classes != list(CIFAR100_CLASSES):
+        raise DataError(f"the meta file names other classes than CIFAR-100's (first: {data.classes[0]!r}): the shipped names are CIFAR-100's, in its order", data.path.parent/'meta')
+    classifier = zero_shot_classifier(model, names, language if templates is None else templates, device=device)
+    dev, transform = get_device(device or 'auto'), image_transforms(model)[1]
+    model.eval().to(dev)
+    starts = range(0, len(data), batch_size)
+    emb = torch.cat([embed_images(model, torch.stack([transform(im) for im in data.images[s:s + batch_size]])).cpu()
+                     for s in progress_bar(starts, len(starts), 'images', progress, unit='batch')])
+    acc = zero_shot_accuracy(model, emb, data.labels, classifier)
+    return dict(acc, language=language, templates=language if templates is None else 'custom', split=split, classes=len(names))

@@ -371,6 +371,8 @@ def encode_pairs(pairs, # a pairs table (`read_pairs`) or a caption file / folde
                  overwrite:bool=False, # replace a split of that name
                  progress:bool=True, # progress bars
                  log:Callable|None=print, # where the report goes
+                 text_pooling:str|None=None, # `hf:` text encoders: 'mean' (default), 'cls' or 'last' (decoder embedding models)
+                 text_instruction:str='', # `hf:` text encoders: put before every caption (E5's 'passage: ')
                 ) -> EmbeddingSplit:
     "Encode every caption and image of `pairs` into `{split}_image_embeddings.pt`, `{split}_text_embeddings.pt` and `{split}_metadata.json`."
     from phoalign.data.formats import read_pairs
@@ -389,7 +391,7 @@ def encode_pairs(pairs, # a pairs table (`read_pairs`) or a caption file / folde
     from phoalign.text import loading_progress
     with loading_progress(progress):   # the libraries' bars (downloads, "Loading weights") follow `progress` too
         img_enc = image_encoder if isinstance(image_encoder, Encoder) else load_encoder(image_encoder, 'image', dev, image_weights)
-        txt_enc = text_encoder if isinstance(text_encoder, Encoder) else load_encoder(text_encoder, 'text', dev)
+        txt_enc = text_encoder if isinstance(text_encoder, Encoder) else load_encoder(text_encoder, 'text', dev, pooling=text_pooling, instruction=text_instruction)
     group = pairs.groupby('image', sort=False).ngroup().to_numpy()
     pairs = pairs.iloc[np.argsort(group, kind='stable')].reset_index(drop=True)   # each image's captions together
     images = pairs.image.drop_duplicates().tolist()
@@ -403,7 +405,8 @@ def encode_pairs(pairs, # a pairs table (`read_pairs`) or a caption file / folde
         kept = pairs.drop_duplicates('image')
         w.metadata = dict(image_ids=pairs.image_id.tolist(), caption_ids=pairs['row'].tolist() if 'row' in pairs else list(range(len(pairs))), captions=captions,
                           image_files={str(i): p for p, i in zip(kept.image, kept.image_id) if p not in gone},
-                          encoders=dict(image=img_enc.name, text=txt_enc.name), source=str(source) if source else None, left_out=left_out)
+                          encoders=dict(image=img_enc.name, text=txt_enc.name, **({'text_pooling': text_pooling} if text_pooling else {}),
+                                        **({'text_instruction': text_instruction} if text_instruction else {})), source=str(source) if source else None, left_out=left_out)
     out = load_split(out_dir, split)
     if log:
         n, c = len(left_out), sum(d['captions'] for d in left_out)

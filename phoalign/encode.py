@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from .core import DataError, ConfigError, UnknownNameError, get_device, progress_bar
 from .data.formats import read_pairs, IMAGE_SUFFIXES
 from .data.transforms import read_image
+import phoalign.outside   # registers the towers of published models (hf/, sbert/): a checkpoint of one loads wherever this module is used
 
 # %% auto #0
 __all__ = ['checkpoint_path', 'load_trained_model', 'list_images', 'gallery_table', 'ImageFileDataset', 'embed_images',
@@ -23,17 +24,19 @@ __all__ = ['checkpoint_path', 'load_trained_model', 'list_images', 'gallery_tabl
            'Encoder', 'load_encoder']
 
 # %% ../nbs/07b_encode.ipynb #53e66019
-def checkpoint_path(path:str|Path, # a checkpoint file, or a run folder holding `name`
+def checkpoint_path(path:str|Path, # a checkpoint file, a run folder holding `name`, or an outside model's name (`hf:...`, `open_clip:...`)
                     name:str='best.pt', # the file a run folder keeps (`combiner_best.pt` for a combiner run)
                    ) -> Path:
-    "The checkpoint file `path` names: the file itself, or a run folder's `name`."
+    "The checkpoint file `path` names: the file itself, a run folder's `name`, or the cached checkpoint of an outside model."
+    from phoalign.outside import outside_checkpoint, outside_family
+    if outside_family(str(path)): return outside_checkpoint(str(path))
     p = Path(path)
     if p.is_dir():
         if (p/name).is_file(): return p/name
         raise FileNotFoundError(f'{p} is a folder without {name}: name a checkpoint file')
     return p
 
-def load_trained_model(source:str|Path, # a checkpoint file, or a run folder holding `best.pt`
+def load_trained_model(source:str|Path, # a checkpoint file, a run folder holding `best.pt`, or an outside model's name
                        device:str|None=None, # 'cuda', 'cpu', ... (default: the best available)
                       ):
     "The `AlignModel` saved at `source`, in evaluation mode on `device`."
@@ -357,15 +360,28 @@ def _phoalign_checkpoint(spec:str) -> Path|None:
     return None
 
 # %% ../nbs/07b_encode.ipynb #9a1d6894
-def load_encoder(spec:str, # a phoalign checkpoint, a tower name, a local model folder, or `hf:<name or folder>` (texts)
+def load_encoder(spec:str, # a phoalign checkpoint, a tower name, a local model folder, `hf:<name or folder>` (a text encoder, or a CLIP/SigLIP), `open_clip:<arch>/<tag>`
                  kind:str, # 'image' or 'text'
                  device='cpu', # where it runs
                  weights:str|None=None, # a local weights file for an image tower (or an open_clip text tower)
+                 pooling:str|None=None, # `hf:` text encoders: 'mean' (default), 'cls', or 'last' (the last real token, for decoder embedding models)
+                 instruction:str='', # `hf:` text encoders: put before every text ('query: ' for E5)
                 ) -> Encoder:
     "A frozen encoder for `kind` from `spec`."
     from phoalign.model import load_model, image_transforms
+    from phoalign.outside import outside_family, outside_model, hf_pair_model, last_token_pool
     if kind not in ('image', 'text'): raise ValueError(f"kind must be 'image' or 'text', got {kind!r}")
+    if pooling not in (None, 'mean', 'cls', 'last'): raise ConfigError(f"pooling must be 'mean', 'cls' or 'last', got {pooling!r}")
     device = torch.device(device)
+    family = outside_family(spec)
+    text_only = family == 'hf' and kind == 'text' and not hf_pair_model(spec[3:])
+    if (pooling is not None or instruction) and not text_only:
+        raise ConfigError(f'pooling and instruction are for hf:<name> text encoders; {spec!r} ({kind}) is not one')
+    if family and not text_only:   # a published image-text model: one of its towers, with its projection
+        if weights: raise ConfigError(f'{spec} is a published model: its name brings its weights (drop the weights file)')
+        model = outside_model(spec, device).requires_grad_(False)
+        if kind == 'image': return Encoder(spec, kind, model.embed_dim, model.encode_image, image_transforms(model)[1])
+        return Encoder(spec, kind, model.embed_dim, model.encode_text)
     if (ck := _phoalign_checkpoint(spec)) is not None:
         if weights: raise ConfigError(f'{spec} is a phoalign checkpoint: it holds its weights (drop the weights file)')
         model = load_model(ck, device).eval().requires_grad_(False)
@@ -381,10 +397,13 @@ def load_encoder(spec:str, # a phoalign checkpoint, a tower name, a local model 
     if spec.startswith('hf:'):
         from transformers import AutoModel, AutoTokenizer
         name = spec[3:]
-        tower = HFTextTower(load_pretrained(AutoModel, name, 'text model'), load_pretrained(AutoTokenizer, name, 'tokenizer'), pooling='mean', name=name)
+        tok = load_pretrained(AutoTokenizer, name, 'tokenizer')
+        if tok.pad_token is None: tok.pad_token = tok.eos_token   # decoder tokenizers (Qwen, Mistral) may have none
+        tower = HFTextTower(load_pretrained(AutoModel, name, 'text model'), tok, pooling='cls' if pooling == 'cls' else 'mean', name=name)
     else: tower = create_text_tower(spec, pretrained=True, **(dict(checkpoint=weights) if weights else {}))
     tower = tower.to(device).eval().requires_grad_(False)
     def encode(texts):
-        batch = tower.tokenize(list(texts))
-        return tower({k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()})['pooled']
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in tower.tokenize([instruction + t for t in texts]).items()}
+        if pooling == 'last': return last_token_pool(tower.encoder_output(batch).last_hidden_state, batch['attention_mask'])
+        return tower(batch)['pooled']
     return Encoder(spec, kind, tower.out_dim, encode)

@@ -17,8 +17,8 @@ from .commands import main as _main_cli
 
 # %% auto #0
 __all__ = ['DDP_HEADS', 'tiny_search_model', 'ddp_loss_worker', 'per_sample_moe', 'ddp_trainer_run', 'ddp_trainer_worker',
-           'ddp_cir_run', 'ddp_cir_worker', 'hub_unreachable', 'register_tiny_openclip', 'run_cli',
-           'write_synthetic_embeddings']
+           'ddp_cir_run', 'ddp_cir_worker', 'hub_unreachable', 'register_tiny_openclip', 'write_tiny_hf_clip',
+           'write_tiny_sbert_clip', 'run_cli', 'write_synthetic_embeddings']
 
 # %% ../nbs/13b_testing.ipynb #c2657bb5
 def tiny_search_model(captions:list[str], # captions whose words the scratch text tower learns
@@ -180,6 +180,56 @@ def register_tiny_openclip(folder:str|Path, # where the two architectures' JSON 
         path.write_text(json.dumps(dict(embed_dim=24, vision_cfg=vision, text_cfg=text)))
         open_clip.add_model_config(path)
     return OPENCLIP_PREFIX + 'phoalign-tiny-vit'
+
+# %% ../nbs/13b_testing.ipynb #4d8d5043
+def write_tiny_hf_clip(folder:str|Path, # where the model folder is written
+                       kind:str='clip', # 'clip' or 'siglip'
+                       captions:tuple=('a red square', 'a blue circle', 'a green triangle'), # words its tokenizer knows
+                       logit_scale:float=2.3, # the model's logit scale (log space)
+                       logit_bias:float=-1.5, # SigLIP's logit bias
+                      ) -> Path:
+    "Write a tiny random transformers CLIP or SigLIP (model, tokenizer, image processor; 32-pixel images) that `hf:<folder>` loads."
+    import transformers as T
+    from phoalign.text import build_tiny_clip_text
+    folder = build_tiny_clip_text(folder, list(captions))   # its BPE tokenizer serves both kinds
+    vocab = json.loads((folder/'config.json').read_text())['vocab_size']
+    for f in ('config.json', 'model.safetensors'): (folder/f).unlink(missing_ok=True)
+    text = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8)
+    torch.manual_seed(0)
+    if kind == 'clip':
+        model = T.CLIPModel(T.CLIPConfig(text_config=dict(text, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+                                         vision_config=vision, projection_dim=24))
+        T.CLIPImageProcessor(size={'shortest_edge': 32}, crop_size={'height': 32, 'width': 32}).save_pretrained(folder)
+    elif kind == 'siglip':
+        model = T.SiglipModel(T.SiglipConfig(text_config=dict(text, max_position_embeddings=16), vision_config=vision))
+        T.SiglipImageProcessor(size={'height': 32, 'width': 32}, resample=2).save_pretrained(folder)
+        with torch.no_grad(): model.logit_bias.fill_(logit_bias)
+    else: raise ValueError(f"kind is 'clip' or 'siglip', got {kind!r}")
+    with torch.no_grad(): model.logit_scale.fill_(logit_scale)
+    model.save_pretrained(folder)
+    return folder
+
+# %% ../nbs/13b_testing.ipynb #774f5e62
+def write_tiny_sbert_clip(folder:str|Path, # where the two model folders (`image`, `text`) are written
+                          words:tuple=('a', 'red', 'square', 'blue', 'circle', 'một', 'hình', 'vuông', 'đỏ', 'tròn', 'xanh'), # the text tokenizer's words
+                         ) -> tuple:
+    "Write a tiny sentence-transformers CLIP (`image`) and a text model distilled to its 24-d space (`text`: BERT -> mean -> Dense); returns both folders."
+    import transformers as T
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
+    folder = Path(folder); image, bert = folder/'image', folder/'bert'
+    write_tiny_hf_clip(image/'0_CLIPModel', 'clip')
+    (image/'modules.json').write_text(json.dumps([dict(idx=0, name='0', path='0_CLIPModel', type='sentence_transformers.models.CLIPModel')]))
+    bert.mkdir(parents=True, exist_ok=True)
+    (bert/'vocab.txt').write_text('\n'.join(['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', *words]) + '\n', encoding='utf-8')
+    T.BertTokenizer(str(bert/'vocab.txt'), do_lower_case=True, strip_accents=False).save_pretrained(bert)
+    torch.manual_seed(0)
+    T.BertModel(T.BertConfig(vocab_size=5 + len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                             max_position_embeddings=64), add_pooling_layer=False).save_pretrained(bert)
+    SentenceTransformer(modules=[Transformer(str(bert), max_seq_length=32), Pooling(32, 'mean'),
+                                 Dense(32, 24, bias=False, activation_function=torch.nn.Identity())], device='cpu').save(str(folder/'text'))
+    return image, folder/'text'
 
 # %% ../nbs/13b_testing.ipynb #376f4ccb
 def run_cli(*argv, # the words after `phoalign` (paths are turned into strings)

@@ -15,7 +15,8 @@ from .encode import encode_images, encode_texts, gallery_table, guess_language, 
 from .metrics import topk_accuracy
 
 # %% auto #0
-__all__ = ['LANGUAGES', 'templates', 'read_labels', 'zero_shot_classifier', 'scoring', 'tag_images', 'zero_shot_accuracy']
+__all__ = ['LANGUAGES', 'LABEL_SETS', 'templates', 'read_labels', 'label_set', 'zero_shot_classifier', 'scoring', 'tag_images',
+           'zero_shot_accuracy']
 
 # %% ../nbs/10f_zeroshot.ipynb #34a1a796
 LANGUAGES = ('vi', 'en')
@@ -56,6 +57,20 @@ def read_labels(path:str|Path, # a text file, one label a line
         seen[_key(label)] = i
     return [l for _, l in lines]
 
+# %% ../nbs/10f_zeroshot.ipynb #2e345a67
+LABEL_SETS = ('cifar100-vi', 'cifar100-en')
+
+def label_set(name:str, # one of `LABEL_SETS`
+             ) -> list[str]:
+    "The labels of a label set shipped with the package, in its class order."
+    if name not in LABEL_SETS: raise ConfigError(f'label set {name!r}: choose one of {", ".join(map(repr, LABEL_SETS))}, or give a labels file')
+    with resources.as_file(resources.files('phoalign').joinpath('assets', name.replace('-', '_') + '.txt')) as path: return read_labels(path)
+
+def _labels(spec) -> list[str]:
+    "The labels `spec` gives: a list, a labels file, or the name of a label set (a file of that name first)."
+    if isinstance(spec, str) and spec in LABEL_SETS and not Path(spec).is_file(): return label_set(spec)
+    return read_labels(spec) if isinstance(spec, (str, Path)) else _check_classnames(spec)
+
 # %% ../nbs/10f_zeroshot.ipynb #30d3481e
 def _check_classnames(classnames) -> list[str]:
     if isinstance(classnames, (str, Path)): raise TypeError('class names are a list of strings (read a labels file with `read_labels`)')
@@ -64,6 +79,7 @@ def _check_classnames(classnames) -> list[str]:
     seen = {}
     for i, c in enumerate(names):
         if not isinstance(c, str): raise TypeError(f'class name {i} is {type(c).__name__}, not a string')
+        names[i] = c = unicodedata.normalize('NFC', c)      # decomposed accents (a Mac's) are the same class name, and tag as composed
         if not c.strip(): raise DataError(f'class name {i} is empty')
         if _key(c) in seen: raise DataError(f'class name {i} ({c!r}) repeats class name {seen[_key(c)]} ({names[seen[_key(c)]]!r}): each class once')
         seen[_key(c)] = i
@@ -181,7 +197,7 @@ def _probabilities(embeddings:torch.Tensor, classifier:torch.Tensor, how:dict, c
 # %% ../nbs/10f_zeroshot.ipynb #6366cccc
 def tag_images(model, # the `AlignModel` (that wrote the index, for an index)
                images, # a folder, list of image paths, caption file, or an image `EmbeddingIndex` or its folder
-               labels:list[str]|str|Path, # the tags to choose from, or a labels file
+               labels:list[str]|str|Path, # the tags to choose from, a labels file, or a label set's name (`LABEL_SETS`)
                k:int=3, # tags per image (at most the number of labels)
                templates:str|list|Path|None=None, # as `zero_shot_classifier` (None: the model's language)
                classifier:torch.Tensor|None=None, # a ready `zero_shot_classifier(model, labels)`, to tag many folders with one
@@ -190,7 +206,7 @@ def tag_images(model, # the `AlignModel` (that wrote the index, for an index)
                progress:bool=False, # show a progress bar
               ) -> pd.DataFrame:
     "One row per image: `id`, `path`, `tags` (the best `k` labels, best first), `scores` (their probabilities, as `scoring(model)` says: `attrs['scoring']`)."
-    names = read_labels(labels) if isinstance(labels, (str, Path)) else _check_classnames(labels)
+    names = _labels(labels)
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1: raise ConfigError(f'k={k!r}: ask for at least 1 tag')
     if k > len(names): raise ConfigError(f'k={k}: there are only {len(names)} labels; ask for k <= {len(names)}')
     gallery = _gallery(model, images)

@@ -18,6 +18,9 @@ __all__ = ['encode_pairs_command', 'split_embeddings_command', 'heads_train', 'h
          arg('--image-encoder', required=True, help='a phoalign checkpoint or run folder, or an image tower name (timm, openclip/<arch>, pvig_*)'),
          arg('--text-encoder', required=True, help='a phoalign checkpoint or run folder, a text tower name or folder (Sentence-BERT, PhoBERT, CLIP), or hf:<name or folder>'),
          arg('--image-weights', default=None, help='a local weights file for the image tower'),
+         arg('--text-pooling', default=None, choices=['mean', 'cls', 'last'], help='hf:<name> text encoders: how token features become one vector '
+             "(default mean; 'last' for decoder embedding models such as Qwen3-Embedding)"),
+         arg('--text-instruction', default='', help="hf:<name> text encoders: a prefix put before every caption (E5's 'passage: ')"),
          arg('--out', default='pretrain_encoded', help='the embeddings folder'),
          arg('--split', default=None, help="the files' prefix (default: the caption file's name, e.g. captions_train2017 -> train2017)"),
          arg('--format', default='auto', help='reader name'), arg('--images', default=None, help='image root'),
@@ -36,7 +39,8 @@ def encode_pairs_command(args:argparse.Namespace, # the parsed command line (`bu
     pairs = read_pairs(args.data, format=args.format, images=args.images, strict=None if args.strict is None else args.strict == 'true')
     split = args.split or Path(args.data).stem.removeprefix('captions_') or 'train'
     encode_pairs(pairs, args.image_encoder, args.text_encoder, args.out, split, args.batch_size, args.text_batch_size, args.dtype, args.device,
-                 args.num_workers, args.image_weights, args.overwrite, not args.no_progress)
+                 args.num_workers, args.image_weights, args.overwrite, not args.no_progress,
+                 text_pooling=args.text_pooling, text_instruction=args.text_instruction)
     return 0
 
 # %% ../../nbs/12b_commands.heads.ipynb #90243c38

@@ -121,8 +121,10 @@ def search(args:argparse.Namespace, # the parsed command line (`build_parser().p
 
 # %% ../../nbs/10h_commands.search.ipynb #d9b9dbb7
 @command('tag', 'tag images with the best labels from a list, zero-shot (averaged prompt embeddings)',
-         arg('images', help='an index folder written by phoalign encode (its embeddings are reused), an image folder or a caption file'),
-         arg('--labels', required=True, help='a text file, one label a line (blank lines and # comments skipped)'),
+         arg('images', help='an index folder written by phoalign encode (its embeddings are reused), an image folder or a caption file '
+                 '(CIFAR-100 scored zero-shot: phoalign cifar zeroshot)'),
+         arg('--labels', required=True, help='a text file, one label a line (blank lines and # comments skipped), or a label set of the '
+                 "package: cifar100-vi (CIFAR-100's classes in Vietnamese) or cifar100-en"),
          arg('-k', type=int, default=3, help='tags per image'),
          arg('--checkpoint', default=None, help='the model (needed for an image folder; an index folder names its own)'),
          arg('--templates', default=None, help="prompt templates: 'vi', 'en' or a file with one template a line ({} = label); default: the text tower's language"),
@@ -142,7 +144,7 @@ def tag(args:argparse.Namespace, # the parsed command line (`build_parser().pars
     elif is_index: model = index_model(source, args.device)
     else: raise ConfigError(f'{args.images} is not an index folder: pass --checkpoint (the model that tags), or encode it first')
     templates = args.templates if args.templates in (None, 'vi', 'en') else Path(args.templates)
-    tags = tag_images(model, source, Path(args.labels), k=args.k, templates=templates, batch_size=args.batch_size,
+    tags = tag_images(model, source, args.labels, k=args.k, templates=templates, batch_size=args.batch_size,
                       progress=not args.json and not is_index, device=args.device)
     how = tags.attrs['scoring']
     line = f"scores: {how['activation']} of {how['scale']:.4g} x cosine" + (f" {how['bias']:+.4g}" if how['bias'] else '') + f" ({how['source']})"

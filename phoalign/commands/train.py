@@ -97,38 +97,69 @@ def train(args:argparse.Namespace, # the parsed command line (`build_parser().pa
     return 0
 
 # %% ../../nbs/08a_commands.train.ipynb #f03f2540
-@command('eval', 'evaluate a checkpoint or a run folder on image-caption data (I2T/T2I Recall@1/5/10, RSum)',
+@command('eval', 'evaluate a checkpoint or a run folder on image-caption data, or on a Vietnamese benchmark (I2T/T2I Recall@1/5/10, RSum)',
          arg('checkpoint', help='a checkpoint written by phoalign train, or its run folder (its best.pt)'),
-         arg('--data', required=True, help='caption file or folder'),
+         arg('--data', required=True, help='caption file or folder (with --benchmark: its captions file, or the Crossmodal-3600 folder)'),
+         arg('--benchmark', default=None, choices=['ktvic', 'openviic', 'xm3600'], help="score on a benchmark's own files with "
+             "its protocol: every caption a query, an image's hit any of its captions; mean of the six recalls and RSum"),
+         arg('--protocol', default=None, choices=['all_captions', 'clip_benchmark'], help="with --benchmark: all_captions (default) "
+             "or clip_benchmark (each image's first caption only, as CLIP_benchmark scores Crossmodal-3600)"),
+         arg('--language', default=None, help="with --benchmark xm3600: the captions' language (default vi; any in the file)"),
          arg('--format', default=None, help='reader name (default: the one in the checkpoint config, or detect)'),
          arg('--images', default=None, help='image root'),
-         arg('--split', default='test', help="split to evaluate, as the training run made it, or 'all'"),
+         arg('--split', default=None, help="split to evaluate, as the training run made it, or 'all' (default test)"),
          arg('--json', action='store_true', help='print the metrics as JSON'),
          arg('--strict', default=None, choices=['true', 'false'], help="data.strict for this data: false skips damaged rows (counted), "
              "true stops at the first bad row or unreadable image (default: the run's setting)"),
          arg('--device', default=None, help="'cuda', 'cuda:N', 'cpu', 'mps' (default: the accelerator when there is one)"))
 def evaluate(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
              ) -> int: # the exit code
-    "`phoalign eval`: metrics of a checkpoint on a split of a data set."
+    "`phoalign eval`: metrics of a checkpoint on a split of a data set, or on a benchmark."
     import copy
     import pandas as pd
     from phoalign.train import prepare_data, evaluate_pairs, format_skipped
     from phoalign.metrics import format_metrics
     from phoalign.core import ConfigError
     from phoalign.encode import load_trained_model, captions_warning
+    if args.benchmark: return _evaluate_benchmark(args)
+    for flag in ('protocol', 'language'):
+        if getattr(args, flag): raise ConfigError(f'--{flag} is a setting of --benchmark: name the benchmark (ktvic, openviic, xm3600)')
+    split = args.split or 'test'
     model = load_trained_model(args.checkpoint, args.device)
     cfg = copy.deepcopy(model.config)
     cfg.data.path, cfg.data.images = args.data, args.images
     cfg.data.format = args.format or cfg.data.format
     if args.strict: cfg.data.strict = args.strict == 'true'
     splits = prepare_data(cfg, verbose=not args.json)
-    pairs = pd.concat(splits.values()) if args.split == 'all' else splits.get(args.split)
-    if pairs is None: raise ConfigError(f'--split: no {args.split!r} split in {args.data} (splits: {", ".join(sorted(splits))}, all)')
+    pairs = pd.concat(splits.values()) if split == 'all' else splits.get(split)
+    if pairs is None: raise ConfigError(f'--split: no {split!r} split in {args.data} (splits: {", ".join(sorted(splits))}, all)')
     metrics = evaluate_pairs(model, pairs, cfg)
     if (why := captions_warning(model, pairs.caption.tolist())): print(f'warning: {why}', file=sys.stderr)   # as `search` warns for one query
-    if args.json: print(json.dumps(_measured(metrics, args.split)))
-    else: print(f'{args.split} split of {args.data}: {_measured_line(metrics)}\n' + format_metrics(metrics) + '\n' +
-                '\n'.join(s for s in (format_skipped({args.split: metrics}), _rows_skipped_line(pairs, args.data)) if s))
+    if args.json: print(json.dumps(_measured(metrics, split)))
+    else: print(f'{split} split of {args.data}: {_measured_line(metrics)}\n' + format_metrics(metrics) + '\n' +
+                '\n'.join(s for s in (format_skipped({split: metrics}), _rows_skipped_line(pairs, args.data)) if s))
+    return 0
+
+# %% ../../nbs/08a_commands.train.ipynb #8a0128f0
+def _evaluate_benchmark(args:argparse.Namespace) -> int:
+    "`phoalign eval --benchmark`: a benchmark read from its own files and scored with `benchmark_metrics`."
+    from phoalign.core import ConfigError
+    from phoalign.data.benchmarks import read_benchmark
+    from phoalign.benchmarks import benchmark_metrics
+    from phoalign.metrics import format_metrics
+    from phoalign.encode import load_trained_model, captions_warning
+    for flag in ('format', 'split', 'strict'):
+        if getattr(args, flag): raise ConfigError(f'--{flag} is not a setting of --benchmark: a benchmark is read from its own layout, all of it')
+    table = read_benchmark(args.benchmark, args.data, args.images, args.language)   # the data is checked before the model is loaded
+    model = load_trained_model(args.checkpoint, args.device)
+    m = benchmark_metrics(model, table, args.protocol or 'all_captions', device=args.device, progress=not args.json)
+    if (why := captions_warning(model, table.caption.tolist())): print(f'warning: {why}', file=sys.stderr)
+    keys = [*RECALL_KEYS, 'mean_recall', 'benchmark', 'protocol', 'language', 'images', 'captions', 'images_missing', 'images_unreadable']
+    if args.json: print(json.dumps({k: m[k] for k in keys})); return 0   # unrounded: the figure is compared with publications
+    left = [f'{m["images_missing"]} missing' if m['images_missing'] else '', f'{m["images_unreadable"]} unreadable' if m['images_unreadable'] else '']
+    print(f'{m["benchmark"]} ({m["language"]}, {m["protocol"]} protocol) from {args.data}: {m["images"]} images, {m["captions"]} captions' +
+          (f'; images left out with their captions: {", ".join(s for s in left if s)}' if any(left) else '') + '\n' + format_metrics(m))
+    for u in m['unreadable'][:3]: print(f'  unreadable: {u["path"]}: {u["reason"]}')
     return 0
 
 # %% ../../nbs/08a_commands.train.ipynb #b8581c13
