@@ -65,3 +65,34 @@ def test_unknown_family_or_missing_model_is_one_line(work, name, message):
     r = phoalign('encode', name, '--images', 'photos', '--out', 'idx-bad', cwd=work)
     assert r.returncode != 0 and message in r.stderr and 'Traceback' not in r.stderr, r.stderr
     assert not (work/'idx-bad').exists()
+
+@pytest.mark.slow
+def test_cir_stages_take_a_named_model(work):
+    "CIR's stage 1 starts from the outside model's towers (--clip-model-path hf:...), stage 2 trains a combiner on them."
+    r = phoalign('data', 'synth', '--out', 'shapes', '--n', '200', '--size', '32', '--lang', 'en', '--cirr', cwd=work)
+    assert r.returncode == 0, r.stderr
+    r = phoalign('cir', 'finetune', '--dataset', 'cirr', '--data-path', 'shapes', '--clip-model-path', 'hf:models/siglip', '--num-epochs', '1',
+                 '--batch-size', '16', '--learning-rate', '1e-4', '--output-dir', 's1', '--no-progress', cwd=work)
+    assert r.returncode == 0 and (work/'s1'/'best.pt').is_file(), r.stdout + r.stderr
+    r = phoalign('cir', 'combiner', '--dataset', 'CIRR', '--data-path', 'shapes', '--clip-model-path', 'hf:models/siglip', '--projection-dim', '32',
+                 '--hidden-dim', '64', '--num-epochs', '1', '--batch-size', '16', '--output-dir', 's2', '--no-progress', cwd=work)
+    assert r.returncode == 0 and 'recall' in (r.stdout + r.stderr).lower(), r.stdout + r.stderr
+
+@pytest.mark.slow
+def test_serve_an_index_a_named_model_wrote(work):
+    "The server reloads the outside model from the checkpoint the index names, and answers as search does."
+    import socket, subprocess, time, urllib.parse, urllib.request, os
+    run_json('encode', 'hf:models/siglip', '--images', 'photos', '--out', 'idx-serve', cwd=work)
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    proc = subprocess.Popen([shutil.which('phoalign'), 'serve', 'idx-serve', '--port', str(port)], cwd=work, stdout=subprocess.DEVNULL,
+                            stderr=open(work/'serve-outside.err', 'w'), env={**os.environ, 'HF_HUB_OFFLINE': '1'})
+    try:
+        url, t0 = f'http://127.0.0.1:{port}/', time.time()
+        while True:
+            try: answer = json.load(urllib.request.urlopen(url + 'search?' + urllib.parse.urlencode(dict(q='a red square', k=3)), timeout=30)); break
+            except OSError:
+                assert proc.poll() is None, (work/'serve-outside.err').read_text()
+                assert time.time() - t0 < 120; time.sleep(0.3)
+        cli = run_json('search', 'idx-serve', '--text', 'a red square', '-k', '3', cwd=work)
+        assert [h['path'] for h in answer['results']] == [Path(h['path']).name for h in cli]
+    finally: proc.terminate(); proc.wait(30)
