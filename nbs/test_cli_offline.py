@@ -52,7 +52,7 @@ TEXT = ('a local model folder', 'a phoalign checkpoint', 'all-MiniLM-L6-v2 (the 
 
 CASES = dict(timm=('resnet18', 'all-MiniLM-L6-v2', "pretrained image tower 'resnet18'", IMAGE),
              sbert=('model.pt', 'all-mpnet-base-v2', "Sentence-BERT model 'all-mpnet-base-v2'", TEXT),
-             hf=('model.pt', 'hf:sentence-transformers/all-MiniLM-L6-v2', "text model 'sentence-transformers/all-MiniLM-L6-v2'", TEXT),
+             hf=('model.pt', 'hf:sentence-transformers/all-MiniLM-L6-v2', "Hugging Face model config of 'sentence-transformers/all-MiniLM-L6-v2'", TEXT),   # read first: a CLIP or SigLIP, or a text model
              phobert=('model.pt', 'phobert-base', "PhoBERT tokenizer 'vinai/phobert-base'", TEXT),
              openclip=('openclip/ViT-B-32', 'model.pt', "open_clip 'openai' weights of 'openclip/ViT-B-32'", ('a local CLIP checkpoint file', '--image-weights FILE')))
 

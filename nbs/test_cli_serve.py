@@ -119,8 +119,8 @@ def post(url:str, body:bytes, kind='image/jpeg', timeout=60):
     "POST `body` to /search: `(status, json, headers)`."
     req = urllib.request.Request(url + 'search?k=3', data=body, headers={'Content-Type': kind}, method='POST')
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r: return r.status, json.load(r), dict(r.headers)
-    except urllib.error.HTTPError as e: return e.code, json.load(e), dict(e.headers)
+        with urllib.request.urlopen(req, timeout=timeout) as r: return r.status, json.load(r), r.headers
+    except urllib.error.HTTPError as e: return e.code, json.load(e), e.headers   # headers looked up by any case (Starlette sends them lower-case)
 
 def png_of(width, height) -> bytes:
     import PIL.Image

@@ -272,7 +272,9 @@ def coerce_value(value, # the value read from YAML or the command line
     if 'int' in kinds:
         if isinstance(value, str):
             try: value = float(value) if any(c in value for c in '.eE') else int(value)
-            except ValueError: raise bad('a whole number') from None
+            except ValueError:
+                if 'str' in kinds: return value.strip()   # a word for a number-or-word setting (`batch_size: auto`); its rule checks the word
+                raise bad('a whole number') from None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value): raise bad('a whole number')
         return int(value)
     if 'float' in kinds:
@@ -355,7 +357,8 @@ class TrainConfig:
     "How the model is optimised."
     epochs:int = 10               # passes over the training split
     max_steps:int = 0             # stop after this many optimiser steps (0: run every epoch)
-    batch_size:int = 64           # pairs per step (per process)
+    batch_size:int|str = 64       # pairs per step (per process), or 'auto': the largest that a training step fits in memory
+    batch_size_start:int = 512    # with batch_size=auto: the first size tried (at most the training samples per process), halved until a step fits
     lr:float = 1e-4               # base learning rate
     lr_image:float|None = None    # image tower learning rate (PhoCLIP: 1e-4)
     lr_text:float|None = None     # text tower learning rate (PhoCLIP: 1e-5)
@@ -428,10 +431,14 @@ def _model_options(v):
     if isinstance(ld, bool) or not isinstance(ld, int) or ld < 0: return 'local_dim must be a whole number >= 0'
 
 # %% ../nbs/00_core.ipynb #53ad1da3
+def _batch_size(v):
+    ok = v == 'auto' or (isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+    return None if ok else "must be a whole number of pairs (at least 1) or 'auto' (the largest batch that fits in memory)"
+
 RULES = {'data.image_size': _image_size, 'data.augment': _one_of('none', 'light', 'medium', 'strong'),
          'data.normalize': _one_of('auto', 'imagenet', 'clip', 'half'), 'data.val_frac': _fraction, 'data.test_frac': _fraction,
          'data.tune_frac': _fraction, 'data.num_workers': _at_least(0), 'model.embed_dim': _at_least(1), 'model.options': _model_options, 'model.freeze': _parts,
-         'train.epochs': _at_least(1), 'train.max_steps': _at_least(0), 'train.batch_size': _at_least(1), 'train.lr': _at_least(0),
+         'train.epochs': _at_least(1), 'train.max_steps': _at_least(0), 'train.batch_size': _batch_size, 'train.batch_size_start': _at_least(1), 'train.lr': _at_least(0),
          'train.lr_image': _at_least(0), 'train.lr_text': _at_least(0), 'train.lr_head': _at_least(0),
          'train.weight_decay': _at_least(0), 'train.warmup_steps': _at_least(0), 'train.grad_accum': _at_least(1),
          'train.grad_clip': lambda v: None if v > 0 else 'must be positive (or none to disable clipping)',

@@ -24,19 +24,22 @@ __all__ = ['checkpoint_path', 'load_trained_model', 'list_images', 'gallery_tabl
            'Encoder', 'load_encoder']
 
 # %% ../nbs/07b_encode.ipynb #53e66019
-def checkpoint_path(path:str|Path, # a checkpoint file, a run folder holding `name`, or an outside model's name (`hf:...`, `open_clip:...`)
+def checkpoint_path(path:str|Path, # a checkpoint file, a run folder holding `name`, an exported model folder, `hf-hub:ORG/NAME`, or an outside model's name (`hf:...`, `open_clip:...`)
                     name:str='best.pt', # the file a run folder keeps (`combiner_best.pt` for a combiner run)
                    ) -> Path:
-    "The checkpoint file `path` names: the file itself, a run folder's `name`, or the cached checkpoint of an outside model."
+    "The file `load_model` reads for `path`: the file itself, a run folder's `name`, an exported model's `model.safetensors`, or an outside model's cached checkpoint."
     from phoalign.outside import outside_checkpoint, outside_family
+    from phoalign.model import HUB_PREFIX, WEIGHTS_FILE, pretrained_folder, is_model_folder
+    if str(path).startswith(HUB_PREFIX): return pretrained_folder(path)/WEIGHTS_FILE   # downloaded once, then read from the Hugging Face cache
     if outside_family(str(path)): return outside_checkpoint(str(path))
     p = Path(path)
     if p.is_dir():
         if (p/name).is_file(): return p/name
-        raise FileNotFoundError(f'{p} is a folder without {name}: name a checkpoint file')
+        if name == 'best.pt' and is_model_folder(p): return p/WEIGHTS_FILE
+        raise FileNotFoundError(f'{p} is a folder without {name}: name a checkpoint file' + (' or an exported model folder (model.safetensors, config.json)' if name == 'best.pt' else ''))
     return p
 
-def load_trained_model(source:str|Path, # a checkpoint file, a run folder holding `best.pt`, or an outside model's name
+def load_trained_model(source:str|Path, # a checkpoint file, a run folder holding `best.pt`, an exported model folder, `hf-hub:ORG/NAME`, or an outside model's name
                        device:str|None=None, # 'cuda', 'cpu', ... (default: the best available)
                       ):
     "The `AlignModel` saved at `source`, in evaluation mode on `device`."

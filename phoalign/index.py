@@ -13,8 +13,8 @@ from .core import DataError, ConfigError, atomic_write, folder_lock
 
 # %% auto #0
 __all__ = ['INDEX_KINDS', 'BLOCK_ROWS', 'HNSW_EF_CONSTRUCTION', 'RERANK', 'RERANK_FACTORS', 'INDEX_FORMAT', 'INDEX_VERSION',
-           'NPY_HEADER', 'choose_index', 'factory_for', 'as_vectors', 'EmbeddingIndex', 'set_search_params',
-           'held_out_rows']
+           'NPY_HEADER', 'choose_index', 'factory_for', 'parse_size', 'needs_disk', 'ondisk_factory', 'as_vectors',
+           'EmbeddingIndex', 'set_search_params', 'held_out_rows']
 
 # %% ../nbs/09_embedding_index.ipynb #4c950f60
 INDEX_KINDS = ('flat', 'ivf', 'hnsw', 'ivfpq')
@@ -63,6 +63,38 @@ def factory_for(kind:str, # 'flat', 'ivf', 'hnsw' or 'ivfpq'
     if kind == 'ivf': return f'IVF{_nlist(n)},Flat'
     return f'IVF{_nlist(n)},PQ{_pq_code(n, dim, memory if memory is not None else _available_memory() // 2)}'
 
+# %% ../nbs/09_embedding_index.ipynb #5f11579f
+_SIZE_UNITS = dict(b=1, kb=10**3, mb=10**6, gb=10**9, tb=10**12, kib=2**10, mib=2**20, gib=2**30, tib=2**40)
+
+def parse_size(size, # bytes: an integer, or a string such as '1GiB', '512MB', '2e9'
+               what:str='max_memory', # the setting it is, named by the error
+              ) -> int:
+    "Bytes of `size`, refusing a typo or a size that is not positive with an error naming `what`."
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool): n = int(size)
+    else:
+        m = re.fullmatch(r'\s*(\d*\.?\d+(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)\s*', str(size))
+        unit = _SIZE_UNITS.get(m.group(2).lower() or 'b') if m else None
+        if unit is None: raise ConfigError(f'{what} {size!r}: give a size such as 1GiB, 512MB or 2e9 (bytes); units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB')
+        n = int(float(m.group(1)) * unit)
+    if n <= 0: raise ConfigError(f'{what} {size!r}: give a positive size')
+    return n
+
+def needs_disk(n:int, # vectors to index
+               dim:int, # their dimension
+               max_memory:int, # bytes the index may hold in memory
+              ) -> bool:
+    "Whether `n` float vectors overflow `max_memory` (10% to spare): then the index keeps its inverted lists on disk."
+    return n * dim * 4 * 1.1 > max_memory
+
+def ondisk_factory(n:int, # vectors to index
+                   dim:int, # their dimension
+                  ) -> str:
+    "IVF-PQ for lists kept on disk: codes of a sixteenth of the floats' bytes (the floats re-rank), fewer PQ bits when the training sample is small, no polysemous training (np: it takes 4× the PQ's time for a search phoalign does not use)."
+    nlist = _nlist(n)
+    m = next((m for m in _PQ_CODES if m <= max(1, dim // 4) and dim % m == 0), 1)
+    bits = max(1, min(8, int(math.log2(max(2, min(n, 64 * nlist) / 39)))))   # 39 training points a PQ centroid
+    return f'IVF{nlist},PQ{m}' + ('' if bits == 8 else f'x{bits}') + 'np'
+
 # %% ../nbs/09_embedding_index.ipynb #e722e891
 def as_vectors(vectors, # `[N, D]` (or one `[D]`) tensor or array
                dim:int|None=None, # the dimension they must have (the index's)
@@ -90,11 +122,17 @@ class EmbeddingIndex:
                  factory:str|None=None, # a FAISS factory string (default: `factory_for(kind, ...)` when the first vectors arrive)
                  modality:str='image', # what the vectors embed: 'image' or 'text' (what a query searches)
                  model:dict|None=None, # `model_fingerprint` of the model that wrote the vectors
-                 use_gpu:bool|None=None): # search on the GPU (default: when this FAISS build sees one)
+                 use_gpu:bool|None=None, # search on the GPU (default: when this FAISS build sees one)
+                 ondisk:bool=False, # kind 'ivfpq' only: keep the inverted lists in a file of the folder, built at `save` and memory-mapped
+                 max_memory:int|str|None=None): # bytes an on-disk index's save holds at once while it builds the lists (default 1GiB)
         if kind not in INDEX_KINDS: raise ConfigError(f'index kind {kind!r}: use one of {", ".join(INDEX_KINDS)}')
         if modality not in ('image', 'text'): raise ConfigError(f"modality {modality!r}: use 'image' or 'text'")
         self.dim, self.kind, self.factory, self.modality, self.model = int(dim), kind, factory, modality, model
-        self.params, self.use_gpu = {}, _use_gpu(use_gpu)
+        if ondisk and kind != 'ivfpq': raise ConfigError(f'ondisk=True is for kind="ivfpq" (its codes go to disk, its floats re-rank), not {kind!r}')
+        self.params, self.use_gpu = {}, _use_gpu(use_gpu) and not ondisk
+        self.ondisk, self.max_memory = ondisk, parse_size(max_memory if max_memory is not None else 2**30)
+        # on disk: the trained empty index, how many leading rows the lists hold, whether rows changed since, the saved lists, keys a search skips
+        self._trained, self._listed, self._stale, self._lists, self._exclude = None, 0, False, None, None
         self.meta = pd.DataFrame(dict(id=pd.Series(dtype=object)))
         # the vectors: `(array, kept)` pieces in row order, `kept` a mask of the rows of a memory-mapped file still in the index (None: all)
         self._chunks, self._keys, self._next_key, self._faiss, self._gpu = [], np.empty(0, np.int64), 0, None, None
@@ -102,7 +140,7 @@ class EmbeddingIndex:
         self._saved, self.generation = None, None   # which leading rows a saved vectors file holds; the manifest's generation
 
     def __len__(self): return len(self._keys)
-    def __repr__(self): return f'EmbeddingIndex({len(self)} {self.modality} vectors, {self.dim}-d, {self.factory or self.kind}{", " + str(self.params) if self.params else ""})'
+    def __repr__(self): return f'EmbeddingIndex({len(self)} {self.modality} vectors, {self.dim}-d, {self.factory or self.kind}{" on disk" if self.ondisk else ""}{", " + str(self.params) if self.params else ""})'
 
     @property
     def vectors(self) -> np.ndarray:
@@ -192,7 +230,7 @@ def set_search_params(index:EmbeddingIndex, # an index with its FAISS structure 
         raise ConfigError(f'{RERANK}={params[RERANK]}: re-ranking is for kind="ivfpq" (the others score with the floats already), with k_factor >= 1')
     ps = faiss.ParameterSpace()
     for k, v in params.items():
-        if k != RERANK: ps.set_index_parameter(index._faiss, k, v)
+        if k != RERANK: ps.set_index_parameter(index._faiss if index._faiss is not None else index._trained, k, v)
     index.params.update(params); index._gpu = None
 
 # %% ../nbs/09_embedding_index.ipynb #4194154b
@@ -222,9 +260,11 @@ def add(self:EmbeddingIndex,
     meta = _metadata(ids, metadata, len(x))
     if known: self.remove(known)
     if not len(x): return self
-    if self._faiss is None: _train(self, x)
+    if self.ondisk and self._trained is None: _train(self, x); self._trained, self._faiss = self._faiss, None   # listed at save
+    elif self._faiss is None and not self.ondisk: _train(self, x)
     keys = np.arange(self._next_key, self._next_key + len(x), dtype=np.int64)
-    self._faiss.add_with_ids(x, keys)
+    if self.ondisk: self._stale = True
+    else: self._faiss.add_with_ids(x, keys)
     self._next_key += len(x); self._keys = np.concatenate([self._keys, keys]); self._chunks.append((np.array(x), None))  # a copy: x may share the caller's tensor
     self.meta = meta if not len(self.meta) else pd.concat([self.meta, meta], ignore_index=True)
     self._id_rows, self._id_array, self._gpu = None, None, None
@@ -257,7 +297,8 @@ def remove(self:EmbeddingIndex,
         pieces.append((a, kept))
     self._chunks = [p for p in pieces if p is not None]
     keys = self._keys[keep]
-    if self.kind == 'hnsw':   # HNSW cannot delete from its graph: rebuild it from the vectors that stay
+    if self.ondisk: self._listed, self._stale = 0, True   # read-only lists: rebuilt from the vectors file at the next save
+    elif self.kind == 'hnsw':   # HNSW cannot delete from its graph: rebuild it from the vectors that stay
         self._faiss = _new_faiss(self, len(keys))
         if self.params: set_search_params(self, self.params)
         for s, b in _vector_blocks(self): self._faiss.add_with_ids(b, keys[s:s + len(b)])
@@ -267,10 +308,10 @@ def remove(self:EmbeddingIndex,
     self._id_rows, self._id_array, self._gpu = None, None, None
     return len(rows)
 
-# %% ../nbs/09_embedding_index.ipynb #4660d0cd
+# %% ../nbs/09_embedding_index.ipynb #bc7fefd5
 def _search_index(index:EmbeddingIndex):
     "The FAISS index to search: a GPU copy when GPU search is on (HNSW stays on the CPU)."
-    if not index.use_gpu or index.kind == 'hnsw': return index._faiss
+    if not index.use_gpu or index.kind == 'hnsw' or index.ondisk: return index._faiss
     if index._gpu is None:
         import faiss
         index._gpu = faiss.index_cpu_to_all_gpus(index._faiss)
@@ -278,6 +319,14 @@ def _search_index(index:EmbeddingIndex):
             if k != RERANK: faiss.GpuParameterSpace().set_index_parameter(index._gpu, k, v)
     return index._gpu
 
+def _faiss_search(index:EmbeddingIndex, q:np.ndarray, k:int):
+    "FAISS's `(scores, keys)` for `q`, skipping the keys an on-disk index holds out while it is measured."
+    if index._exclude is None: return _search_index(index).search(q, k)
+    import faiss
+    batch = faiss.IDSelectorBatch(index._exclude); skip = faiss.IDSelectorNot(batch)   # both kept alive through the search
+    return index._faiss.search(q, k, params=faiss.SearchParametersIVF(sel=skip, nprobe=faiss.extract_index_ivf(index._faiss).nprobe))
+
+# %% ../nbs/09_embedding_index.ipynb #4660d0cd
 @patch
 def search_rows(self:EmbeddingIndex,
                 queries, # `[Q, D]` query embeddings
@@ -287,9 +336,10 @@ def search_rows(self:EmbeddingIndex,
     q = as_vectors(queries, self.dim, 'queries')
     if not len(self): raise DataError('the index is empty: add vectors before searching')
     if k < 1: raise ValueError(f'k must be at least 1, got {k}')
+    if self.ondisk and (self._stale or self._faiss is None): raise DataError(f'{len(self)} vectors, not all in the on-disk lists yet: save the index to a folder first (its lists are built there)')
     k = min(k, len(self))
     rerank = self.kind == 'ivfpq'   # PQ scores are approximate: the kept floats give the true ones, and the order
-    scores, keys = _search_index(self).search(q, min(k * int(self.params.get(RERANK, 1)), len(self)) if rerank else k)
+    scores, keys = _faiss_search(self, q, min(k * int(self.params.get(RERANK, 1)), len(self)) if rerank else k)
     found = keys >= 0
     first = self._keys[0]
     if self._keys[-1] - first == len(self) - 1: rows = np.where(found, keys - first, -1)   # no gaps (nothing removed): a key is its row
@@ -350,6 +400,11 @@ def _holding_out(index:EmbeddingIndex, rows:np.ndarray):
     "The FAISS index without the vectors of `rows` while the block runs; they are added back after."
     if not len(rows): yield; return
     keys = index._keys[rows]
+    if index.ondisk:                         # read-only lists: the search skips them instead
+        index._exclude = keys
+        try: yield
+        finally: index._exclude = None
+        return
     if index.kind == 'hnsw':                 # its graph cannot delete: build it without them, add them after
         keep = np.ones(len(index), bool); keep[rows] = False
         index._faiss = _new_faiss(index, len(index))
@@ -470,7 +525,7 @@ def _read_manifest(folder:Path) -> dict:
     if not folder.is_dir(): raise DataError('no such index folder', folder)
     mf = folder/'manifest.json'
     if not mf.exists():
-        leftovers = [p.name for p in folder.iterdir() if re.match(r'(vectors|metadata|faiss)-\d+\.|\.\S+\.tmp$', p.name)]
+        leftovers = [p.name for p in folder.iterdir() if re.match(r'(vectors|metadata|faiss|lists|trained)-\d+\.|\.\S+\.tmp$', p.name)]
         raise DataError('no manifest.json: ' + ('a save was interrupted before the index was first written; encode again' if leftovers
                         else 'not a phoalign index folder (write one with `phoalign encode` or `EmbeddingIndex.save`)'), folder)
     try: m = json.loads(mf.read_text(encoding='utf-8'))
@@ -538,6 +593,60 @@ def _flat_from_file(index:EmbeddingIndex, path:Path, header:int, count:int):
     index._faiss.ntotal = count
     index._faiss.construct_rev_map()
 
+# %% ../nbs/09_embedding_index.ipynb #4b251437
+@contextmanager
+def _quiet_stdout():
+    "Send what FAISS's C++ code prints on the standard output (file resizes, moved paths) nowhere while the block runs: it would mix with a command's JSON."
+    import ctypes, sys
+    sys.stdout.flush(); saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1); os.close(null)
+    try: yield
+    finally: ctypes.CDLL(None).fflush(None); os.dup2(saved, 1); os.close(saved)
+
+def _write_lists(index:EmbeddingIndex, folder:Path, m:dict|None, gen:int) -> tuple[dict, object]:
+    """`(files, FAISS index)` of an on-disk index saved as generation `gen`: the manifest's files when its rows have not changed,
+    else the rows not yet listed encoded part by part (each part's lists in a temporary file), merged with the lists kept
+    (all of them again after a removal) into a new lists file that FAISS memory-maps."""
+    import faiss
+    s = index._lists
+    same = m is not None and s is not None and s['folder'] == folder.resolve() and s['faiss'] == m['files'].get('faiss')
+    if same and not index._stale: return {k: m['files'][k] for k in ('faiss', 'lists', 'trained')}, index._faiss
+    if index._trained is None: raise DataError('an on-disk index is trained on its first vectors: add some before saving it', folder)
+    start = index._listed if same else 0
+    files = dict(faiss=f'faiss-{gen}.index', lists=f'lists-{gen}.ivfdata', trained=f'trained-{gen}.index')
+    with atomic_write(folder/files['trained']) as f: faiss.write_index(index._trained, faiss.PyCallbackIOWriter(f.write))
+    rows = max(1024, index.max_memory // 2 // (index.dim * 4 + index._trained.code_size + 8))   # a part's floats, codes and ids: half the budget
+    parts, opened = [], []
+    try:
+        for at, block in _vector_blocks(index, start, rows):
+            part = faiss.clone_index(index._trained)
+            part.add_with_ids(np.ascontiguousarray(block), index._keys[at:at + len(block)])
+            parts.append(folder/f'.part-{gen}-{len(parts)}.tmp')
+            faiss.write_index(part, str(parts[-1])); del part
+        opened = [faiss.read_index(str(p), faiss.IO_FLAG_MMAP) for p in parts]
+        sources = faiss.InvertedListsPtrVector()
+        for ivf in ([index._faiss] if start else []) + opened: sources.push_back(faiss.extract_index_ivf(ivf).invlists)
+        ivf = faiss.extract_index_ivf(index._trained)
+        lists = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str((folder/files['lists']).resolve()))
+        with _quiet_stdout(): total = lists.merge_from_multiple(sources.data(), sources.size(), False)
+        if total != len(index): raise DataError(f'the on-disk lists hold {total} vectors, the index {len(index)}: the index is damaged; encode again', folder)
+        built = faiss.clone_index(index._trained)
+        built.replace_invlists(lists, True); lists.this.disown(); built.ntotal = total
+        fd = os.open(folder/files['lists'], os.O_RDONLY); os.fsync(fd); os.close(fd)
+        with atomic_write(folder/files['faiss']) as f: faiss.write_index(built, faiss.PyCallbackIOWriter(f.write))
+    finally:
+        del opened
+        for p in parts: p.unlink(missing_ok=True)
+    return files, built
+
+def _read_lists(index:EmbeddingIndex, folder:Path, m:dict):
+    "Open an on-disk index's FAISS files: the lists memory-mapped, not read."
+    import faiss
+    with _quiet_stdout(): index._faiss = faiss.read_index(str((folder/m['files']['faiss']).resolve()), faiss.IO_FLAG_ONDISK_SAME_DIR)
+    with open(folder/m['files']['trained'], 'rb') as f: index._trained = faiss.read_index(faiss.PyCallbackIOReader(f.read))
+    index._listed, index._stale = m['count'], False
+    index._lists = dict(folder=folder.resolve(), faiss=m['files']['faiss'])
+
 # %% ../nbs/09_embedding_index.ipynb #ced05f10
 @patch
 def save(self:EmbeddingIndex,
@@ -559,19 +668,22 @@ def save(self:EmbeddingIndex,
             with atomic_write(folder/files['metadata']) as f: meta.to_parquet(f, index=False)
         except Exception as e: raise DataError(f'the metadata table cannot be written as parquet ({type(e).__name__}: {e}); keep columns of one type each', folder) from None
         files['vectors'], header = _write_vectors(self, folder, m, gen)
-        if self.kind != 'flat' and self._faiss is not None:
+        if self.ondisk: od_files, built = _write_lists(self, folder, m, gen); files.update(od_files)
+        elif self.kind != 'flat' and self._faiss is not None:
             files['faiss'] = f'faiss-{gen}.index'
             _write_faiss(self, folder/files['faiss'])
         sizes = {k: (folder/v).stat().st_size for k, v in files.items()}
         sizes['vectors'] = header + len(self) * self.dim * 4   # the rows the manifest names; the file may grow past them
         manifest = dict(format=INDEX_FORMAT, version=INDEX_VERSION, generation=gen, modality=self.modality, dim=self.dim, count=len(self),
                         kind=self.kind, factory=self.factory, params=self.params, tuned=getattr(self, 'tuned', None), **self.recall_info,
-                        next_key=self._next_key,
+                        next_key=self._next_key, **(dict(ondisk=True, max_memory=self.max_memory) if self.ondisk else {}),
                         model=self.model, files=dict(sorted(files.items())), sizes=dict(sorted(sizes.items())),
                         saved=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
         with atomic_write(folder/'manifest.json', 'w') as f: json.dump(manifest, f, indent=1, ensure_ascii=False)
         for p in folder.iterdir():   # the previous generations' files, and temporary files of saves that were killed
-            if p.is_file() and re.match(r'(vectors|metadata|faiss)-\d+\.|\.\S+\.tmp$', p.name) and p.name not in files.values(): p.unlink()
+            if p.is_file() and re.match(r'(vectors|metadata|faiss|lists|trained)-\d+\.|\.\S+\.tmp$', p.name) and p.name not in files.values(): p.unlink()
+    if self.ondisk: self._faiss, self._listed, self._stale, self._lists = built, len(self), False, dict(folder=folder.resolve(), faiss=files['faiss'])
+    if self.ondisk and self.params: set_search_params(self, dict(self.params))
     # the rows just written are read back from the file when needed: memory holds the FAISS structure, not a second copy
     self._chunks = [(_map_vectors(folder/files['vectors'], header, len(self), self.dim), None)]
     self._saved, self.generation = dict(folder=folder.resolve(), file=files['vectors'], header=header, rows=len(self)), gen
@@ -585,7 +697,7 @@ def _open_index(cls, folder:Path, m:dict, use_gpu) -> EmbeddingIndex:
         size, want = (folder/name).stat().st_size, m['sizes'][k]
         if size < want or (k != 'vectors' and size != want):   # a vectors file may hold rows past the count: appended since, or cut off by a kill
             raise DataError(f'{name} is {size} bytes, not {want}: the index is damaged; encode again', folder)
-    index = cls(m['dim'], m['kind'], m['factory'], m['modality'], m['model'], use_gpu)
+    index = cls(m['dim'], m['kind'], m['factory'], m['modality'], m['model'], use_gpu, ondisk=m.get('ondisk', False), max_memory=m.get('max_memory'))
     vfile = folder/m['files']['vectors']
     try:
         header, shape = _npy_layout(vfile)
@@ -597,7 +709,8 @@ def _open_index(cls, folder:Path, m:dict, use_gpu) -> EmbeddingIndex:
     if len(meta) != m['count']: raise DataError(f'the files hold {len(meta)} metadata rows, the manifest {m["count"]}: the index is damaged', folder)
     index._keys = meta.pop('_key').to_numpy(np.int64)
     index.meta, index._chunks, index._next_key = meta, [(vectors, None)], m['next_key']
-    if 'faiss' in m['files']:                                   # read from the file opened here: a save that deletes it meanwhile does not matter
+    if m.get('ondisk'): _read_lists(index, folder, m)           # the lists memory-mapped from their file
+    elif 'faiss' in m['files']:                                   # read from the file opened here: a save that deletes it meanwhile does not matter
         with open(folder/m['files']['faiss'], 'rb') as f: index._faiss = faiss.read_index(faiss.PyCallbackIOReader(f.read))
     else: _flat_from_file(index, vfile, header, m['count'])     # a flat index: read straight from the vectors file
     if m['params']: set_search_params(index, m['params'])

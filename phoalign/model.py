@@ -4,23 +4,25 @@
 
 # %% ../nbs/06_model.ipynb #6ba90b16
 from __future__ import annotations
-import copy, math, re
+import copy, json, math, re
 from pathlib import Path
 from importlib import resources
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch
-from .core import FREEZABLE, Config, ConfigError, UnknownNameError, atomic_save, seed_everything, apply_overrides
+from .core import FREEZABLE, Config, ConfigError, UnknownNameError, atomic_save, atomic_write, seed_everything, apply_overrides
 from .heads import create_head, heads
 from .losses import logit_settings, loss_inputs, loss_from_config
 from .vision.towers import ImageTower
-from .text import create_text_tower, text_tower_assets
+from .text import create_text_tower, text_tower_assets, ModelUnavailableError
 from .openclip import PREFIX as OPENCLIP_PREFIX   # and open_clip's towers (`openclip/<arch>`) are registered
 from .data.transforms import transforms_from_cfg
 
 # %% auto #0
-__all__ = ['PRESET_ALIASES', 'list_presets', 'read_preset', 'load_config', 'AlignModel', 'EmbeddingTower', 'check_model_config',
-           'freeze_parts', 'create_model', 'image_transforms', 'create_model_and_transforms', 'model_checkpoint',
-           'save_model', 'read_checkpoint', 'load_model']
+__all__ = ['PRESET_ALIASES', 'HUB_PREFIX', 'WEIGHTS_FILE', 'CONFIG_FILE', 'CARD_FILE', 'MODEL_FORMAT', 'list_presets',
+           'read_preset', 'load_config', 'AlignModel', 'EmbeddingTower', 'check_model_config', 'freeze_parts',
+           'create_model', 'image_transforms', 'create_model_and_transforms', 'model_checkpoint', 'save_model',
+           'read_checkpoint', 'model_card', 'save_pretrained', 'pretrained_folder', 'is_model_folder',
+           'read_pretrained', 'load_model']
 
 # %% ../nbs/06_model.ipynb #096c957c
 def list_presets() -> list[str]:
@@ -320,11 +322,24 @@ def image_transforms(model:AlignModel, # gives the image tower's `pretrained_cfg
     return (transforms_from_cfg(tower_cfg, preset=dc.augment, train=True, size=dc.image_size, normalize=dc.normalize),
             transforms_from_cfg(tower_cfg, preset='none', train=False, size=dc.image_size, normalize=dc.normalize))
 
+def _with_weights(config, overrides:tuple, source, kwargs:dict) -> AlignModel:
+    "The model `config` describes, holding the weights of the exported model `source` (refused when they do not fit)."
+    ck = read_pretrained(source)
+    model = create_model(config, *overrides, pretrained=False, text_assets=ck['text_assets'] or None, **kwargs)
+    try: model.load_state_dict(ck['state_dict'], strict=True)
+    except RuntimeError as e:
+        why = next((l.strip() for l in str(e).splitlines()[1:] if l.strip()), str(e))[:300]
+        raise ConfigError(f'{source}: its weights do not fit {model.config.model.preset or config} ({why}); '
+                          'build the architecture it was trained with (its config.json), or load it whole with load_model') from None
+    return model
+
 def create_model_and_transforms(config:Config|str|Path='tiny', # a Config, a preset name or a YAML file
                                 *overrides:str, # `section.key=value` assignments
+                                pretrained:bool|str|Path|None=None, # override `model.pretrained`; or weights to load: `hf-hub:ORG/NAME` or an exported model folder
                                 **kwargs) -> tuple: # `create_model`'s keyword arguments
-    "`(model, train_transform, eval_transform)`, as open_clip's `create_model_and_transforms`."
-    model = create_model(config, *overrides, **kwargs)
+    "`(model, train_transform, eval_transform)`, as open_clip's `create_model_and_transforms`; `pretrained` may name an exported model."
+    if isinstance(pretrained, (str, Path)): model = _with_weights(config, overrides, pretrained, kwargs)
+    else: model = create_model(config, *overrides, pretrained=pretrained, **kwargs)
     return (model, *image_transforms(model))
 
 # %% ../nbs/06_model.ipynb #6f64fa26
@@ -345,7 +360,7 @@ def read_checkpoint(path:str|Path, # a checkpoint file
                    ) -> dict:
     "A phoalign checkpoint's content, loaded without executing code; a clear error for anything else."
     path = Path(path)
-    if path.is_dir(): raise FileNotFoundError(f'{path} is a folder: name a checkpoint file (e.g. {path/"best.pt"})')
+    if path.is_dir(): raise FileNotFoundError(f'{path} is a folder: name a checkpoint file (e.g. {path/"best.pt"}) or an exported model folder')
     if not path.is_file(): raise FileNotFoundError(f'checkpoint {path} does not exist')
     try: ck = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e: raise ConfigError(f'{path}: not a phoalign checkpoint (torch.load cannot read it: {type(e).__name__})') from None
@@ -353,11 +368,133 @@ def read_checkpoint(path:str|Path, # a checkpoint file
         raise ConfigError(f'{path}: not a phoalign checkpoint (no config and weights inside)')
     return ck
 
-def load_model(path:str|Path, # a checkpoint written by `save_model` or the Trainer
+# %% ../nbs/06_model.ipynb #2451851a
+HUB_PREFIX = 'hf-hub:'   # a phoalign model folder on the Hugging Face Hub: `hf-hub:ORG/NAME`
+WEIGHTS_FILE, CONFIG_FILE, CARD_FILE = 'model.safetensors', 'config.json', 'README.md'   # the files of an exported model folder
+MODEL_FORMAT = 'phoalign-model'   # `config.json`'s `format`: what tells a phoalign model folder from another library's
+
+def _state_parts(model:AlignModel) -> tuple[dict, dict]:
+    "The state dict split into tensors (shared storage cloned, so each is written once) and the extra state (JSON values)."
+    tensors, extra, seen = {}, {}, set()
+    for k, v in model.state_dict().items():
+        if not torch.is_tensor(v):
+            try: extra[k] = json.loads(json.dumps(v))
+            except TypeError: raise TypeError(f'{k}: its extra state is not JSON ({type(v).__name__}); a model folder cannot hold it') from None
+            continue
+        v = v.detach().cpu()
+        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape))
+        tensors[k] = v.clone().contiguous() if key in seen or not v.is_contiguous() else v
+        seen.add(key)
+    return tensors, extra
+
+# %% ../nbs/06_model.ipynb #3bb9f2cb
+def _card_table(rows:dict) -> str:
+    return '| | |\n|---|---|\n' + '\n'.join(f'| {k} | {v} |' for k, v in rows.items())
+
+def model_card(model:AlignModel, # a model built by `create_model`
+               metrics:dict|None=None, # what the run measured (a run folder's `metrics.json`)
+               card_data:dict|None=None, # `repo` (ORG/NAME), `data_path`, `n_train`, `epoch`, `source` (the checkpoint exported)
+              ) -> str:
+    "A model card (`README.md`) for `model`: towers, training data, metrics, settings and how to load it."
+    cfg, info = model.config, dict(card_data or {})
+    m, repo = cfg.model, info.get('repo')
+    name = f'{HUB_PREFIX}{repo}' if repo else 'path/to/this/folder'
+    params = sum(p.numel() for p in model.parameters())
+    arch = {'preset': m.preset or 'custom', 'image tower': f'`{m.image_tower}`', 'text tower': f'`{m.text_tower}`',
+            'heads': f'`{m.head}`', 'shared width': model.embed_dim, 'parameters': f'{params:,}'}
+    data = {'data': f'`{info["data_path"]}`' if info.get('data_path') else 'not recorded', 'format': cfg.data.format or 'detected'}
+    if info.get('n_train') is not None: data['training samples'] = info['n_train']
+    if info.get('epoch') is not None: data['epochs trained'] = info['epoch']
+    if info.get('source'): data['exported from'] = f'`{info["source"]}`'
+    shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in (metrics or {}).items() if isinstance(v, (int, float, str))}
+    tags = ['phoalign', 'image-text-retrieval', 'clip', m.image_tower.replace('/', '-'), m.text_tower.replace('/', '-')]
+    return '\n'.join([
+        '---', 'library_name: phoalign', 'pipeline_tag: zero-shot-image-classification', 'tags:', *[f'- {t}' for t in tags], '---', '',
+        f'# {repo or "A phoalign model"}', '',
+        f'An image-text model trained with phoalign: a `{m.image_tower}` image tower and a `{m.text_tower}` text tower, '
+        f'each with a `{m.head}` head into a {model.embed_dim}-d shared space.', '',
+        '## Model', '', _card_table(arch), '', '## Training data', '', _card_table(data), '',
+        '## Metrics', '', _card_table(shown) if shown else 'None recorded with this model.', '',
+        '## Use', '', '```python', 'from phoalign.model import load_model', f"model = load_model('{name}')",
+        "emb = model.encode_text(['a photo of a dog'])", '```', '', '```sh',
+        f'phoalign encode {name} --images photos/ --out index/', 'phoalign search index/ --text "a photo of a dog"',
+        f'phoalign eval {name} --data captions.json', '```', '',
+        'Files: `model.safetensors` (weights), `config.json` (settings, tokenizer files), this card.', '',
+        '## Settings', '', '```yaml', cfg.to_yaml().rstrip(), '```', ''])
+
+def save_pretrained(model:AlignModel, # a model built by `create_model`
+                    folder:str|Path, # the model folder to write (created when missing; its three files replaced)
+                    metrics:dict|None=None, # what the run measured (a run folder's `metrics.json`), for the model card
+                    card_data:dict|None=None, # more for the card: `repo`, `data_path`, `n_train`, `epoch`, `source`
+                   ) -> Path:
+    "Write `model` as a model folder: `model.safetensors`, `config.json` and a `README.md` model card; returns the folder."
+    from safetensors.torch import save as safetensors_bytes
+    from phoalign import __version__
+    if model.config is None: raise ValueError('this model has no config: build it with create_model, or set model.config')
+    folder = Path(folder)
+    tensors, extra = _state_parts(model)
+    config = dict(format=MODEL_FORMAT, format_version=1, phoalign_version=__version__, config=model.config.to_dict(),
+                  text_assets=text_tower_assets(model.text_tower), extra_state=extra)
+    with atomic_write(folder/WEIGHTS_FILE) as f: f.write(safetensors_bytes(tensors, metadata={'format': 'pt'}))
+    with atomic_write(folder/CONFIG_FILE, 'w') as f: json.dump(config, f, indent=1, ensure_ascii=False)
+    with atomic_write(folder/CARD_FILE, 'w') as f: f.write(model_card(model, metrics, card_data))
+    return folder
+
+# %% ../nbs/06_model.ipynb #a25623c8
+def _hub_repo(name:str) -> str:
+    "ORG/NAME of `hf-hub:ORG/NAME`, checked."
+    repo = name[len(HUB_PREFIX):]
+    if not re.fullmatch(r'[\w.-]+/[\w.-]+', repo): raise ConfigError(f'{name!r}: name a model on the Hugging Face Hub as {HUB_PREFIX}ORG/NAME')
+    return repo
+
+def pretrained_folder(name:str|Path, # `hf-hub:ORG/NAME`, an exported model folder, or its `model.safetensors`
+                     ) -> Path:
+    "The local folder holding the exported model `name`; a Hub model is downloaded into (or, offline, read from) the Hugging Face cache."
+    if str(name).startswith(HUB_PREFIX):
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import RepositoryNotFoundError
+        repo = _hub_repo(str(name))
+        try: return Path(snapshot_download(repo, allow_patterns=[WEIGHTS_FILE, CONFIG_FILE, CARD_FILE]))
+        except RepositoryNotFoundError: raise ModelUnavailableError(f'{name}: no such model on the Hugging Face Hub (or it is private: log in with `hf auth login`)') from None
+        except Exception as e:
+            raise ModelUnavailableError(f'{name}: not in the local Hugging Face cache and the Hub cannot be reached ({type(e).__name__}); '
+                                        'download it once online, or load an exported model folder') from None
+    p = Path(name)
+    if p.is_file() and p.parent.name == 'blobs':   # a Hub cache's blob (a resolved snapshot file): the snapshot that links to it
+        p = next((s for s in p.parent.parent.glob('snapshots/*') if (s/WEIGHTS_FILE).resolve() == p.resolve()), p)
+    if p.is_file() and p.name == WEIGHTS_FILE: p = p.parent
+    missing = [f for f in (WEIGHTS_FILE, CONFIG_FILE) if not (p/f).is_file()]
+    if not p.is_dir() or missing: raise FileNotFoundError(f'{name} is not an exported model folder (it lacks {", ".join(missing) or "them"})')
+    return p
+
+def is_model_folder(path:str|Path, # anything `load_model` is given
+                   ) -> bool:
+    "Whether `path` names an exported model: `hf-hub:ORG/NAME`, a folder with `model.safetensors` and `config.json`, or that file."
+    if str(path).startswith(HUB_PREFIX): return True
+    p = Path(path)
+    if p.is_file() and p.name == WEIGHTS_FILE: p = p.parent
+    elif p.is_file() and p.parent.name == 'blobs': return any((s/WEIGHTS_FILE).resolve() == p.resolve() for s in p.parent.parent.glob('snapshots/*'))
+    return p.is_dir() and (p/WEIGHTS_FILE).is_file() and (p/CONFIG_FILE).is_file()
+
+def read_pretrained(name:str|Path, # `hf-hub:ORG/NAME`, an exported model folder, or its `model.safetensors`
+                   ) -> dict:
+    "An exported model's `config`, `state_dict` and `text_assets`, as `read_checkpoint` gives a checkpoint's."
+    from safetensors.torch import load_file
+    folder = pretrained_folder(name)
+    try: saved = json.loads((folder/CONFIG_FILE).read_text(encoding='utf-8'))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ConfigError(f'{folder/CONFIG_FILE}: not JSON ({e})') from None
+    if not isinstance(saved, dict) or saved.get('format') != MODEL_FORMAT or 'config' not in saved:
+        raise ConfigError(f'{folder/CONFIG_FILE}: not a phoalign model config (no "format": "{MODEL_FORMAT}")')
+    try: state = load_file(folder/WEIGHTS_FILE)
+    except Exception as e: raise ConfigError(f'{folder/WEIGHTS_FILE}: not a safetensors file ({type(e).__name__})') from None
+    return dict(config=saved['config'], state_dict={**state, **saved.get('extra_state', {})}, text_assets=saved.get('text_assets') or {})
+
+# %% ../nbs/06_model.ipynb #58345e2c
+def load_model(path:str|Path, # a checkpoint (`save_model`, the Trainer), an exported model folder or its `model.safetensors`, or `hf-hub:ORG/NAME`
                device:str|torch.device='auto', # where to put the model ('auto': the accelerator when there is one, as training does)
               ) -> AlignModel:
-    "Rebuild and load a model from a checkpoint, with nothing but the file."
-    ck = read_checkpoint(path)
+    "Rebuild and load a model from a checkpoint or an exported model folder, with nothing but its files."
+    ck = read_pretrained(path) if is_model_folder(path) else read_checkpoint(path)
     state = ck['state_dict'] if 'state_dict' in ck else ck['model']
     cfg = Config.from_dict(ck['config'], str(path))
     model = create_model(cfg, pretrained=False, text_assets=ck.get('text_assets'))

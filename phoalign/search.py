@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from .core import DataError, ConfigError, LOCK_FILE, folder_lock, get_device, keep_moved_names
 from .encode import EncodedImages, encode_images, encode_texts, encode_query, gallery_table, model_fingerprint, check_same_model
-from .index import EmbeddingIndex, as_vectors, choose_index, factory_for, held_out_rows
+from .index import EmbeddingIndex, as_vectors, choose_index, factory_for, held_out_rows, parse_size, needs_disk, ondisk_factory
 from .cir.search import composed_search
 
 # %% auto #0
@@ -69,6 +69,17 @@ def _add_and_tune(index:EmbeddingIndex, enc:EncodedImages, captions:EmbeddingInd
     if len(held): index.tune(recall, queries=x[held], what=f'held-out {index.modality}s')
     index.add(x[held], [ids[i] for i in held], meta.iloc[held])
 
+# %% ../nbs/10e_search.ipynb #d08a3d2e
+def _save_and_tune(index:EmbeddingIndex, enc:EncodedImages, captions:EmbeddingIndex|None, recall:float, n_images:int, folder:Path, n:int=2000):
+    """Add `enc` to the on-disk `index`, save it (its lists are built there) and tune it on up to `n` of the gallery's
+    captions when it has at least min(100, `n_images`), else on images held out (skipped by the search, not removed)."""
+    index.remove(enc.table.id.tolist(), missing_ok=True)
+    index.add(enc.embeddings, enc.table.id, enc.table.drop(columns='id')); index.save(folder)
+    if captions is not None and len(captions) >= min(100, n_images):
+        pick = np.sort(np.random.default_rng(0).choice(len(captions), min(n, len(captions)), replace=False))
+        return index.tune(recall, queries=captions.vectors[pick], what='captions')
+    return index.tune(recall, n=n) if len(index) >= 2 else None
+
 # %% ../nbs/10e_search.ipynb #1497c944
 def _reuse_unchanged(index:EmbeddingIndex|None, table:pd.DataFrame) -> tuple[np.ndarray, list]:
     "`(reused, gone)`: the rows of `table` the index holds unchanged (same size and mtime; captions refreshed), and the ids removed as their files are gone."
@@ -104,10 +115,12 @@ def encode_gallery(model, # the `AlignModel` whose image tower encodes the galle
                    strict:bool|None=None, # a caption file's damaged rows: None refuses the file, False skips and counts them (as `read_pairs`)
                    progress:bool=True, # show progress bars
                    wait:bool=True, # another process is writing `folder`: wait for it to finish, saying so on stderr (else `FolderBusyError`)
+                   max_memory:int|str|None=None, # bytes the index may hold ('1GiB', '512MB', 2e9): vectors that overflow it get IVF-PQ with its lists on disk
                   ) -> dict:
     "Encode `source` into the index in `folder`, reusing unchanged images, holding the folder's lock from reading the index to saving it; returns what was done."
     if not 0 < recall <= 1: raise ConfigError(f'recall is a share of the exact top-10: give a value in (0, 1], got {recall}')
     t0, folder = time.time(), Path(folder)
+    budget = parse_size(max_memory, 'max_memory') if max_memory is not None else None
     fp = model_fingerprint(model, checkpoint)
     if checkpoint: fp['checkpoint_from_index'] = os.path.relpath(fp['checkpoint'], folder.resolve())  # survives moving both together
     if folder.exists() and not folder.is_dir(): raise DataError('is a file, not an index folder', folder)
@@ -121,23 +134,30 @@ def encode_gallery(model, # the `AlignModel` whose image tower encodes the galle
             if index.modality != 'image': raise DataError('holds a text index: name the gallery folder, not its captions/', folder)
         reused, gone = _reuse_unchanged(index, table)
         todo = table[~reused]
+        if budget is not None and index is not None and not index.ondisk and needs_disk(len(index) + len(todo), fp['dim'], budget):
+            raise ConfigError(f'max_memory={max_memory}: the index holds its vectors in memory and {len(index) + len(todo)} of them overflow it: encode again with overwrite (--overwrite) to build it on disk')
+        if budget is not None and index is not None and index.ondisk: index.max_memory = budget
         enc = (encode_images(model, todo, batch_size=batch_size, workers=workers, device=device, amp=amp, progress=progress,
                              require_any=index is None or not len(index) and not reused.any()) if len(todo) else None)
         new_index = index is None
         if new_index:
             n = len(enc)
-            kind, factory = choose_index(n, fp['dim']) if kind == 'auto' else (kind, factory_for(kind, n, fp['dim']))
-            index = EmbeddingIndex(fp['dim'], kind, factory, modality='image', model=fp)
+            ondisk = budget is not None and needs_disk(n, fp['dim'], budget)
+            if ondisk and kind not in ('auto', 'ivfpq'): raise ConfigError(f'max_memory={max_memory}: {n} vectors overflow it, and kind={kind!r} holds them in memory: use kind auto or ivfpq')
+            if ondisk: kind, factory = 'ivfpq', ondisk_factory(n, fp['dim'])
+            else: kind, factory = choose_index(n, fp['dim'], budget) if kind == 'auto' else (kind, factory_for(kind, n, fp['dim'], budget))
+            index = EmbeddingIndex(fp['dim'], kind, factory, modality='image', model=fp, ondisk=ondisk, max_memory=budget)
         skipped = enc.skipped if enc is not None else []
         readable = table[~table.id.isin([str(Path(s['path']).resolve()) for s in skipped])]
         captions, caps = _update_captions(model, readable, folder, fp, overwrite, batch_size, device, amp)
-        if enc is not None and len(enc) and index.kind != 'flat': _add_and_tune(index, enc, captions, recall, len(readable), new_index)
+        if enc is not None and len(enc) and index.ondisk: index.model = fp; _save_and_tune(index, enc, captions, recall, len(readable), folder)
+        elif enc is not None and len(enc) and index.kind != 'flat': _add_and_tune(index, enc, captions, recall, len(readable), new_index)
         elif enc is not None: index.add(enc.embeddings, enc.table.id, enc.table.drop(columns='id'), replace=True)
         index.model = fp                                       # the checkpoint path may have moved
         index.save(folder)
         if captions is not None: captions.save(folder/'captions')
     return dict(folder=str(folder), images=len(index), encoded=len(enc) if enc is not None else 0, reused=int(reused.sum()),
-                removed=len(gone), skipped=skipped, rows_skipped=table.attrs['rows_skipped'], kind=index.kind, **index.recall_info, **caps, seconds=round(time.time() - t0, 2))
+                removed=len(gone), skipped=skipped, rows_skipped=table.attrs['rows_skipped'], kind=index.kind, ondisk=index.ondisk, **index.recall_info, **caps, seconds=round(time.time() - t0, 2))
 
 # %% ../nbs/10e_search.ipynb #71921085
 def find_matches(model, # the `AlignModel` that wrote the index

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import torch, torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
-import contextlib, glob, itertools, signal, threading
+import contextlib, copy, glob, itertools, signal, threading
 from fastcore.basics import patch
 from .core import Config, ConfigError, DataError, UserError, atomic_save, atomic_write, seed_everything, shown_path, lower_is_better, progress_bar
 from .model import AlignModel, image_transforms, model_checkpoint, read_checkpoint
@@ -190,15 +190,23 @@ def evaluate_retrieval(model:AlignModel, # the model
     return dict(retrieval_metrics(enc['images'], enc['texts'], enc['owner']), images=len(enc['images']), captions=len(enc['texts']),
                 skipped=len(dict(enc['left_out'])), skipped_images=skipped_images(enc['left_out']))
 
+def _eval_batch(model, config) -> int:
+    "Images per evaluation step: `train.batch_size`; with `auto`, the size the model trained with (its config holds the number), else the default."
+    for c in (config, getattr(model, 'config', None)):
+        bs = getattr(getattr(c, 'train', None), 'batch_size', None)
+        if isinstance(bs, int): return bs
+    return Config().train.batch_size
+
 def evaluate_pairs(model:AlignModel, # the model
                    data:Dataset|pd.DataFrame, # a pairs table (or a ready evaluation dataset)
                    config:Config|None=None, # gives the image pipeline and batch size (default: the model's)
                   ) -> dict:
     "`evaluate_retrieval` on a pairs table, through the model's evaluation transform."
     config = config or model.config
-    if hasattr(data, 'evaluate_with'): return data.evaluate_with(model, config.train.batch_size)   # a dataset with its own measure (paired CIFAR's top-K)
+    bs = _eval_batch(model, config)
+    if hasattr(data, 'evaluate_with'): return data.evaluate_with(model, bs)   # a dataset with its own measure (paired CIFAR's top-K)
     if not isinstance(data, Dataset): data = pairs_dataset(data, image_transforms(model, config)[1], config)
-    return evaluate_retrieval(model, data, config.train.batch_size)
+    return evaluate_retrieval(model, data, bs)
 
 # %% ../nbs/08_train.ipynb #46ba4ab7
 def skipped_by_split(rows:list, # a run's rows: `Trainer.history`, and the rows `Trainer.log_split` wrote
@@ -485,6 +493,8 @@ def _setup_data(self:Trainer, train_data, val_data):
     tc, dc = self.config.train, self.config.data
     self.train_ds, self.val_ds = self.task.datasets(train_data, val_data)
     self.sampler = EpochSampler(len(self.train_ds), seed=tc.seed)
+    self.batch_size_tried = None   # the sizes `train.batch_size=auto` tried
+    if tc.batch_size == 'auto': tc.batch_size = self._auto_batch_size()   # the run's config (and checkpoints) hold the number
     global_batch = tc.batch_size * self.accelerator.num_processes
     self.train_dl = DataLoader(self.train_ds, batch_size=tc.batch_size, sampler=self.sampler, collate_fn=self.task.collate(self.train_ds),
                                num_workers=dc.num_workers, drop_last=len(self.train_ds) >= 2 * global_batch)
@@ -612,7 +622,7 @@ def state(self:Trainer) -> dict:
                 epoch=self.epoch, step=self.step, batch_in_epoch=self.batch_in_epoch,
                 epoch_sums={k: float(v) for k, v in self._epoch_sums.items()}, rng=rng_state(), history=self.history,
                 best=self.best, bad_epochs=self.bad_epochs, n_train=len(self.train_ds), data_path=self.config.data.path,
-                processes=self.accelerator.num_processes, saved_at=time.time())   # when: a rerun's checkpoint is told from the last one's
+                processes=self.accelerator.num_processes, batch_size=self.config.train.batch_size, saved_at=time.time())   # when: a rerun's checkpoint is told from the last one's
 
 @patch
 def save(self:Trainer,
@@ -778,3 +788,59 @@ def log_split(self:Trainer,
 def skipped(self:Trainer) -> dict:
     "`skipped_by_split` of this run: the epochs' rows and the splits logged after training."
     return skipped_by_split(self.history + self.split_rows)
+
+# %% ../nbs/08_train.ipynb #eb2e4f6e
+@contextlib.contextmanager
+def _one_process(loss:nn.Module|None): # the task's loss (its parts that gather from the other processes)
+    "Inside the block the loss gathers from no other process: each process's trial step runs alone, at its own sizes."
+    parts = [m for m in (loss.modules() if isinstance(loss, nn.Module) else []) if hasattr(m, '_world_size')]
+    kept = [(m._rank, m._world_size) for m in parts]
+    for m in parts: m._rank, m._world_size = 0, 1
+    try: yield
+    finally:
+        for m, (r, w) in zip(parts, kept): m._rank, m._world_size = r, w
+
+@patch
+def _probe_step(self:Trainer,
+                batch_size:int, # training samples in the trial batch
+               ):
+    "A forward and backward pass on a batch of `batch_size` training samples; the weights, the task's state and the random state stay as they were."
+    from accelerate.utils import send_to_device
+    acc, n = self.accelerator, len(self.train_ds)
+    kept = copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.task.state_dict()), rng_state()   # BatchNorm statistics, a loss's queue
+    for k in ('epoch', 'step'): setattr(self, k, getattr(self, k, 0))   # a loss following the progress (BLIP's) reads them
+    self.steps_per_epoch = getattr(self, 'steps_per_epoch', 1)
+    try:
+        batch = self.task.collate(self.train_ds)([self.train_ds[i % n] for i in range(batch_size)])
+        self.model.to(acc.device); self.task.to(acc.device); self.task.train_mode(self.model)
+        with acc.autocast(), _one_process(getattr(self.task, 'loss_fn', None)): loss = self.task.compute_loss(self.model, send_to_device(batch, acc.device))['loss']
+        loss.backward()
+    finally:
+        batch = loss = None
+        self.model.zero_grad(set_to_none=True)
+        self.model.load_state_dict(kept[0]); self.task.load_state_dict(kept[1]); set_rng_state(kept[2])
+
+@patch
+def _auto_batch_size(self:Trainer) -> int:
+    "`train.batch_size=auto`: the batch a run in the folder was resumable with, else the largest a training step fits (halving from `train.batch_size_start`), the smallest over the processes."
+    from accelerate.utils import find_executable_batch_size
+    tc, acc = self.config.train, self.accelerator
+    last = Path(tc.output_dir)/self.files['last']
+    if not self.overwrite and last.exists():   # the run there continues with its size (a fresh start there is refused anyway)
+        ck = self.task.read_checkpoint(last)
+        if isinstance(ck.get('batch_size'), int): self.batch_size_tried = []; return ck['batch_size']
+    tried = []
+    @find_executable_batch_size(starting_batch_size=max(1, min(tc.batch_size_start, len(self.train_ds) // acc.num_processes)),
+                                reduce_batch_size_fn=lambda: tried[-1] // 2)
+    def probe(batch_size):
+        tried.append(batch_size); self._probe_step(batch_size); return batch_size
+    try: found = probe()
+    except RuntimeError as e:
+        if 'reached zero' not in str(e): raise
+        raise ConfigError(f'train.batch_size=auto: not even a batch of 1 fits in memory on {acc.device}; free memory or use a smaller model') from None
+    if acc.num_processes > 1:   # every process trains with the same size: the smallest that fits everywhere
+        t = torch.tensor([found], device=acc.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN); found = int(t.item())
+    self.batch_size_tried = tried
+    if acc.is_main_process: self.log_line(f'batch size auto: {found} (tried {", ".join(map(str, tried))})')
+    return found

@@ -27,6 +27,7 @@ def _unreadable_line(skipped:list, show:int=3) -> str:
          arg('--out', required=True, help='the index folder: created, or updated (only new and modified images are encoded)'),
          arg('--batch-size', type=int, default=64, help='images per forward pass'),
          arg('--workers', type=int, default=None, help='decoding processes (default: up to 8 for large galleries)'),
+         arg('--max-memory', default=None, help="bytes the index may hold in memory, e.g. 1GiB, 512MB, 2e9: a gallery whose vectors overflow it gets IVF-PQ with its inverted lists on disk (memory-mapped by search and serve)"),
          arg('--kind', default='auto', choices=['auto', 'flat', 'ivf', 'hnsw', 'ivfpq'],
              help='FAISS index of a new index folder: auto = exact below 100k images, approximate above'),
          arg('--recall', type=float, default=0.95,
@@ -46,12 +47,13 @@ def encode(args:argparse.Namespace, # the parsed command line (`build_parser().p
     from phoalign.encode import checkpoint_path
     from phoalign.model import load_model
     from phoalign.search import encode_gallery
+    from phoalign.index import parse_size
     from phoalign.core import ConfigError, get_device, shown_path
     if args.batch_size < 1: raise ConfigError(f'--batch-size must be at least 1, got {args.batch_size}')
     if not 0 < args.recall <= 1: raise ConfigError(f'--recall is a share of the exact top-10: give a value in (0, 1], got {args.recall}')
     checkpoint = checkpoint_path(args.checkpoint)
     model = load_model(checkpoint, device=get_device(args.device or 'auto'))
-    report = encode_gallery(model, args.images, args.out, checkpoint=checkpoint, kind=args.kind, recall=args.recall, overwrite=args.overwrite,
+    report = encode_gallery(model, args.images, args.out, checkpoint=checkpoint, kind=args.kind, recall=args.recall, max_memory=parse_size(args.max_memory, '--max-memory') if args.max_memory is not None else None, overwrite=args.overwrite,
                             batch_size=args.batch_size, workers=args.workers, device=args.device, format=args.format,
                             images=args.image_root, strict=None if args.strict is None else args.strict == 'true',
                             progress=not (args.no_progress or args.json), wait=not args.no_wait)
@@ -59,7 +61,7 @@ def encode(args:argparse.Namespace, # the parsed command line (`build_parser().p
     captions = f', {report["captions"]} captions ({report["captions_encoded"]} encoded)' if report['captions'] else ''
     measured = (f' (recall@{report["recall_k"]} {report["recall"]:.3f} on {report["recall_queries"]})'
                 if report['kind'] != 'flat' and report['recall'] is not None else '')
-    print(f'{shown_path(report["folder"])}: {report["images"]} images{captions}, {report["kind"]} index{measured}; encoded {report["encoded"]}, '
+    print(f'{shown_path(report["folder"])}: {report["images"]} images{captions}, {report["kind"]} index{" (lists on disk)" if report["ondisk"] else ""}{measured}; encoded {report["encoded"]}, '
           f'reused {report["reused"]}, removed {report["removed"]} gone from disk ({report["seconds"]:.1f}s)')
     if report['skipped']: print(_unreadable_line(report['skipped']))
     if report['rows_skipped']: print(f'left out {report["rows_skipped"]} rows of the caption file (named above)')

@@ -9,7 +9,7 @@ from pathlib import Path
 from . import command, arg, is_main, progress_off, registered
 
 # %% auto #0
-__all__ = ['RECALL_KEYS', 'CONFIG_READERS', 'libraries_quiet', 'train', 'evaluate', 'config_reader', 'config_show']
+__all__ = ['RECALL_KEYS', 'CONFIG_READERS', 'libraries_quiet', 'train', 'evaluate', 'config_reader', 'config_show', 'push']
 
 # %% ../../nbs/08a_commands.train.ipynb #682e04c0
 @progress_off
@@ -194,4 +194,51 @@ def config_show(args:argparse.Namespace, # the parsed command line (`build_parse
     read, needs_config = CONFIG_READERS[w]
     if args.config is None and needs_config: raise ConfigError(f'config show --workflow {w} needs a config (a preset or YAML file)')
     print(read(args.config, args.overrides), end='')
+    return 0
+
+# %% ../../nbs/08a_commands.train.ipynb #79b224a0
+def _upload(folder:Path, repo:str, private:bool) -> str:
+    "Upload `folder` to model repo `repo` (created when missing) in one commit; its URL. Any failure: one line, and no commit was made."
+    from huggingface_hub import HfApi, get_token
+    from phoalign.core import UserError
+    if not get_token(): raise UserError('no Hugging Face token: log in with `hf auth login` or set HF_TOKEN (nothing was uploaded)')
+    api = HfApi()
+    try:
+        api.create_repo(repo, private=private, exist_ok=True)
+        info = api.upload_folder(repo_id=repo, folder_path=folder, commit_message='phoalign push')
+    except Exception as e:
+        why = (str(e).strip().splitlines() or [''])[0][:200]
+        raise UserError(f'could not upload to {repo} ({type(e).__name__}: {why}): no commit was made, nothing was uploaded') from None
+    return info.commit_url
+
+@command('push', 'export a trained model (safetensors weights, JSON config, model card) and upload it to the Hugging Face Hub',
+         arg('run', help='a run folder of phoalign train (its best.pt) or a checkpoint file'),
+         arg('--repo', required=True, help='the model repo on the Hub, ORG/NAME (created when missing); the model then loads as hf-hub:ORG/NAME'),
+         arg('--private', action='store_true', help='create the repo private (when it does not exist yet)'),
+         arg('--dry-run', default=None, metavar='DIR', help='write the model folder to DIR (new or empty) and upload nothing'))
+def push(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
+         ) -> int: # the exit code
+    "`phoalign push`: a run's best checkpoint as a model folder on the Hugging Face Hub (with `--dry-run`, in a local folder)."
+    import re, tempfile
+    from phoalign.encode import checkpoint_path
+    from phoalign.model import read_checkpoint, load_model, save_pretrained, WEIGHTS_FILE, CONFIG_FILE, CARD_FILE
+    from phoalign.core import ConfigError, shown_path
+    if not re.fullmatch(r'[\w.-]+/[\w.-]+', args.repo): raise ConfigError(f'--repo: name the Hub repo as ORG/NAME, got {args.repo!r}')
+    if args.private and args.dry_run: raise ConfigError('--private is a setting of the upload, and --dry-run uploads nothing: drop one')
+    out = Path(args.dry_run) if args.dry_run else None
+    if out is not None and out.exists() and (not out.is_dir() or set(p.name for p in out.iterdir()) - {WEIGHTS_FILE, CONFIG_FILE, CARD_FILE}):
+        raise ConfigError(f'--dry-run {shown_path(out)}: name a new or empty folder (it holds other files)')
+    path = checkpoint_path(args.run)
+    ck = read_checkpoint(path)   # a typo or another file: one line, before anything is written
+    model = load_model(path, 'cpu')
+    metrics_file = path.parent/'metrics.json'   # what the run measured, with its best.pt
+    metrics = json.loads(metrics_file.read_text()) if path.name == 'best.pt' and metrics_file.is_file() else None
+    card = dict(repo=args.repo, data_path=ck.get('data_path') or model.config.data.path, n_train=ck.get('n_train'), epoch=ck.get('epoch'), source=path.name)
+    if out is not None:
+        save_pretrained(model, out, metrics, card)
+        print(f'{shown_path(out)}: {WEIGHTS_FILE}, {CONFIG_FILE}, {CARD_FILE} of {shown_path(path)}; nothing uploaded (--dry-run)')
+        return 0
+    with tempfile.TemporaryDirectory(prefix='phoalign-push-') as d:
+        url = _upload(save_pretrained(model, d, metrics, card), args.repo, args.private)
+    print(f'pushed {shown_path(path)} to {args.repo} ({url}); load it as hf-hub:{args.repo}')
     return 0
