@@ -14,7 +14,7 @@ from torch.utils.data import Dataset, DataLoader
 from fastcore.basics import patch
 from .core import progress_bar, keep_moved_names
 from .encode import Encoder, load_encoder, ImageFileDataset
-from .train import Trainer, PairsTask
+from .train import Trainer, PairsTask, one_process_loss
 from .core import parse_assignments, set_key, flat_items, UserError, DataError, ConfigError, UnknownNameError, atomic_write, get_device, load_yaml, coerce_value, from_dict, unknown_key_error
 
 # %% auto #0
@@ -286,17 +286,6 @@ def encode_with(self:EmbeddingPairs,
     return dict(images=images, texts=texts, owner=self.image_index.to(texts.device), image_paths=list(self.ids),
                 captions=sp.metadata.get('captions', sp.caption_ids), left_out=[])
 
-# %% ../nbs/11_embeddings.ipynb #b60121c6
-@contextmanager
-def _one_process(loss_fn):
-    "The loss of this process's batches alone: nothing gathered from other processes (validation runs on the main process only)."
-    mods = [m for m in loss_fn.modules() if hasattr(m, '_world_size')]
-    saved = [(m._rank, m._world_size) for m in mods]
-    for m in mods: m._rank, m._world_size = 0, 1
-    try: yield
-    finally:
-        for m, (r, w) in zip(mods, saved): m._rank, m._world_size = r, w
-
 # %% ../nbs/11_embeddings.ipynb #0a412ff0
 @patch
 @torch.no_grad()
@@ -316,7 +305,7 @@ def loss_with(self:EmbeddingPairs,
     model.eval(); loss_fn.eval()
     total = 0.0
     try:
-        with _one_process(loss_fn):
+        with one_process_loss(loss_fn):
             for rows in batches:
                 b = self.__getitems__(rows.tolist())
                 out = model(b['image'].to(dev), b['text'].to(dev))

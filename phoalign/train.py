@@ -24,7 +24,7 @@ __all__ = ['SCHEDULES', 'warmup_schedule', 'cosine_with_warmup', 'EpochSampler',
            'prepare_data', 'pairs_dataset', 'encode_dataset', 'evaluate_retrieval', 'evaluate_pairs',
            'skipped_by_split', 'format_skipped', 'NonFiniteLossError', 'RunFolderInUseError', 'Monitor', 'TrainTask',
            'PairsTask', 'load_model_weights', 'Trainer', 'process_state', 'freeze_batch_norm_stats',
-           'latest_checkpoint', 'LiveCurves']
+           'latest_checkpoint', 'one_process_loss', 'LiveCurves']
 
 # %% ../nbs/08_train.ipynb #960ef9ab
 SCHEDULES = ('cosine', 'constant')
@@ -791,8 +791,8 @@ def skipped(self:Trainer) -> dict:
 
 # %% ../nbs/08_train.ipynb #eb2e4f6e
 @contextlib.contextmanager
-def _one_process(loss:nn.Module|None): # the task's loss (its parts that gather from the other processes)
-    "Inside the block the loss gathers from no other process: each process's trial step runs alone, at its own sizes."
+def one_process_loss(loss:nn.Module|None): # the task's loss (its parts that gather from the other processes)
+    "Inside the block the loss gathers from no other process (a trial step, validation on the main process); its world is put back after."
     parts = [m for m in (loss.modules() if isinstance(loss, nn.Module) else []) if hasattr(m, '_world_size')]
     kept = [(m._rank, m._world_size) for m in parts]
     for m in parts: m._rank, m._world_size = 0, 1
@@ -813,7 +813,7 @@ def _probe_step(self:Trainer,
     try:
         batch = self.task.collate(self.train_ds)([self.train_ds[i % n] for i in range(batch_size)])
         self.model.to(acc.device); self.task.to(acc.device); self.task.train_mode(self.model)
-        with acc.autocast(), _one_process(getattr(self.task, 'loss_fn', None)): loss = self.task.compute_loss(self.model, send_to_device(batch, acc.device))['loss']
+        with acc.autocast(), one_process_loss(getattr(self.task, 'loss_fn', None)): loss = self.task.compute_loss(self.model, send_to_device(batch, acc.device))['loss']
         loss.backward()
     finally:
         batch = loss = None
