@@ -45,6 +45,8 @@ BENCHMARKS = {
                     ['--sizes', 'gallery', '--concurrency', '1', '--requests', '20', '--warmup', '1'], 90, 90),
     'data_throughput': ([], ['--n', '16', '--size', '64', '--repeats', '1'], 40, 30),   # decoded + augmented images/s per core
     'index_add': (['--m', '200000', '--n', '10000'], ['--m', '20000', '--n', '1000', '--dim', '64'], 40, 60),
+    'shard_throughput': (['--n', '4000', '--workers', '4', '--processes', '1', '2'],   # training images/s streamed from shards vs the folder reader
+                         ['--n', '48', '--size', '64', '--batch-size', '8', '--processes', '1'], 180, 90),
     'outside_speed': (['--images', '64', '--repeats', '2'],
                       ['--images', '16', '--batch', '8', '--layers', '1', '--width', '64', '--size', '64', '--repeats', '1'], 40, 60),
 }
@@ -134,6 +136,9 @@ def rows_of(name:str, tables:list[list[dict]]) -> list[dict]:
                 if 'phoalign' in first:
                     ref = next((x for x in t if 'torchvision' in next(iter(x.values()))), None)
                     add('decoded + augmented images/s per core', r[col(r, 'images/s')], ref[col(ref, 'images/s')] if ref else None, r.get('ratio'))
+            elif name == 'shard_throughput' and col(r, 'images/s') and 'shards' in r.get('reader', ''):
+                ref = next((x for x in t if x.get('processes') == r.get('processes') and 'folder' in x.get('reader', '')), None)
+                add(f'{r.get("processes")} process(es) images/s streamed from shards', r[col(r, 'images/s')], ref[col(ref, 'images/s')] if ref else None)
             else:   # the rest: each numeric cell of the row, phoalign's where a column says so
                 ours = [k for k in r if 'phoalign' in k.lower()]
                 refs = [k for k in r if k not in ours and any(w in k.lower() for w in ('faiss', 'library', 'bare', 'raw', 'torch'))]

@@ -6,6 +6,7 @@ allocator's out-of-memory error above `OOM_ABOVE` samples (`OOM_ABOVE_RANK1` for
 import os, re, subprocess, sys, shutil
 from pathlib import Path
 import pytest, torch
+from test_cli_search import run_main
 
 HOOK = '''import os
 limit = os.environ.get('OOM_ABOVE_RANK1') if os.environ.get('RANK') == '1' else os.environ.get('OOM_ABOVE')
@@ -34,9 +35,17 @@ def ck(path): return torch.load(path, weights_only=False, map_location='cpu')
 
 ARGS = ['train', 'tiny', 'data.path=s/captions_en.json', 'train.output_dir=run', 'train.epochs=1', '--no-progress']
 
+@pytest.fixture(scope='module')
+def shapes(tmp_path_factory):
+    "80 synthetic pairs written once by `phoalign data synth`."
+    d = tmp_path_factory.mktemp('shapes')
+    assert phoalign('data', 'synth', '--out', 's', '--n', '80', '--lang', 'en', cwd=d).returncode == 0
+    return d/'s'
+
 @pytest.fixture
-def synth(tmp_path):
-    assert phoalign('data', 'synth', '--out', 's', '--n', '80', '--lang', 'en', cwd=tmp_path).returncode == 0
+def synth(shapes, tmp_path):
+    "A fresh folder holding a copy of the pairs as `s/`."
+    shutil.copytree(shapes, tmp_path/'s')
     return tmp_path
 
 def test_auto_finds_the_largest_batch_that_fits_and_a_resume_keeps_it(synth):
@@ -58,11 +67,11 @@ def test_a_number_is_used_as_given_and_bad_values_are_refused(synth):
     assert r.returncode != 0 and "can't allocate memory" in r.stderr and 'batch size auto' not in r.stdout
     fits = phoalign(*ARGS, 'train.batch_size=16', '--overwrite', cwd=synth, oom=20)
     assert fits.returncode == 0 and ck(synth/'run'/'last.pt')['batch_size'] == 16, fits.stderr[-3000:]
-    for bad in ('big', '0', '-3'):
-        r = phoalign(*ARGS, f'train.batch_size={bad}', cwd=synth)
-        assert r.returncode == 2 and 'train.batch_size=' in r.stderr and 'Traceback' not in r.stderr, (bad, r.stderr)
-    r = phoalign(*ARGS, 'train.batch_size=auto', 'train.batch_size_start=0', cwd=synth)
-    assert r.returncode == 2 and 'train.batch_size_start=0 must be at least 1' in r.stderr
+    for bad in ('big', '0', '-3'):   # the refusals in this process: the same parser and messages, without a command's start-up each
+        code, _, err = run_main(*ARGS, f'train.batch_size={bad}', cwd=synth)
+        assert code == 2 and 'train.batch_size=' in err and 'Traceback' not in err, (bad, err)
+    code, _, err = run_main(*ARGS, 'train.batch_size=auto', 'train.batch_size_start=0', cwd=synth)
+    assert code == 2 and 'train.batch_size_start=0 must be at least 1' in err, err
 
 @pytest.mark.slow
 def test_two_processes_agree_on_the_smallest(synth):

@@ -2,6 +2,7 @@
 import json, os, shutil, subprocess
 from pathlib import Path
 import cv2, numpy as np, pytest, torch
+from test_cli_search import run_main
 
 repo = Path(__file__).resolve().parents[1]
 photos = repo/'images'/'photos'
@@ -118,10 +119,11 @@ def test_language_picks_the_captions(shapes_sets):
     work = shapes_sets[0]
     en = evaluate('model.pt', '--benchmark', 'xm3600', '--data', 'xm', '--language', 'en', cwd=work)
     assert (en['language'], en['captions'], en['images']) == ('en', 30, 30)
-    r = phoalign('eval', 'model.pt', '--benchmark', 'xm3600', '--data', 'xm', '--language', 'fr', cwd=work)
-    assert r.returncode != 0 and "no 'fr' captions; the file has en, vi" in r.stderr, r.stderr
-    r = phoalign('eval', 'model.pt', '--benchmark', 'ktvic', '--data', 'ktvic/test_data.json', '--language', 'en', cwd=work)
-    assert r.returncode != 0 and 'Vietnamese captions only' in r.stderr, r.stderr
+    # the refusals in this process (the same parser and messages, without a command's start-up)
+    code, _, err = run_main('eval', 'model.pt', '--benchmark', 'xm3600', '--data', 'xm', '--language', 'fr', cwd=work)
+    assert code != 0 and "no 'fr' captions; the file has en, vi" in err, err
+    code, _, err = run_main('eval', 'model.pt', '--benchmark', 'ktvic', '--data', 'ktvic/test_data.json', '--language', 'en', cwd=work)
+    assert code != 0 and 'Vietnamese captions only' in err, err
 
 def write_hand_ktvic(folder:Path, annotations:list):
     "A KTVIC test file written by hand: three photos, one of them never copied (missing)."
@@ -148,16 +150,17 @@ def test_hand_written_ktvic_from_a_fresh_folder(tmp_path):
     assert 'RSum' in r.stdout and 'mean recall' in r.stdout
 
 def test_broken_files_and_typos(tmp_path):
+    "Refusals, run in this process (the same parser and messages, without a command's start-up each)."
     write_hand_ktvic(tmp_path, GOOD[:3] + [{'id': 5, 'image_id': 9, 'caption': 'Không có ảnh', 'segment_caption': 'Không có ảnh'}])
-    r = phoalign('eval', 'model.pt', '--benchmark', 'ktvic', '--data', 'ktvic/test_data.json', cwd=tmp_path)   # the data is read before the model
-    assert r.returncode != 0 and 'test_data.json (row 3): annotations[3] refers to image_id 9' in r.stderr, r.stderr
+    code, _, err = run_main('eval', 'model.pt', '--benchmark', 'ktvic', '--data', 'ktvic/test_data.json', cwd=tmp_path)   # the data is read before the model
+    assert code != 0 and 'test_data.json (row 3): annotations[3] refers to image_id 9' in err, err
     (tmp_path/'xm'/'images').mkdir(parents=True)
     shutil.copy(photos/'coffee.jpg', tmp_path/'xm'/'images'/'k1.jpg')
     good = json.dumps({'image/key': 'k1', 'vi': {'caption': ['Một tách cà phê'], 'caption/tokenized': ['một tách cà phê']}}, ensure_ascii=False)
     (tmp_path/'xm'/'captions.jsonl').write_text(good + '\n{"image/key": "k2", "vi": {"caption": [\n', encoding='utf-8')
-    r = phoalign('eval', 'model.pt', '--benchmark', 'xm3600', '--data', 'xm', cwd=tmp_path)
-    assert r.returncode != 0 and 'captions.jsonl (row 2): line 2 is not JSON' in r.stderr, r.stderr
-    r = phoalign('eval', 'model.pt', '--benchmark', 'ktvik', '--data', 'ktvic/test_data.json', cwd=tmp_path)
-    assert r.returncode == 2 and "invalid choice: 'ktvik'" in r.stderr and all(b in r.stderr for b in ('ktvic', 'openviic', 'xm3600')), r.stderr
-    r = phoalign('eval', 'model.pt', '--benchmark', 'xm3600', '--data', 'xm', '--protocol', 'first', cwd=tmp_path)
-    assert r.returncode == 2 and "invalid choice: 'first'" in r.stderr and 'clip_benchmark' in r.stderr, r.stderr
+    code, _, err = run_main('eval', 'model.pt', '--benchmark', 'xm3600', '--data', 'xm', cwd=tmp_path)
+    assert code != 0 and 'captions.jsonl (row 2): line 2 is not JSON' in err, err
+    code, _, err = run_main('eval', 'model.pt', '--benchmark', 'ktvik', '--data', 'ktvic/test_data.json', cwd=tmp_path)
+    assert code == 2 and "invalid choice: 'ktvik'" in err and all(b in err for b in ('ktvic', 'openviic', 'xm3600')), err
+    code, _, err = run_main('eval', 'model.pt', '--benchmark', 'xm3600', '--data', 'xm', '--protocol', 'first', cwd=tmp_path)
+    assert code == 2 and "invalid choice: 'first'" in err and 'clip_benchmark' in err, err

@@ -1,5 +1,5 @@
 """`phoalign data check` on real layouts, run as a user runs it: relative paths, the simple JSON list, reports by file and row."""
-import json, os, subprocess, shutil
+import json, os, re, subprocess, shutil
 from pathlib import Path
 import pytest
 
@@ -106,3 +106,40 @@ def test_thirty_rows_with_a_quote_left_open(tmp_path):
     assert 'thirty.csv row 7: a quote opened on line 7 is never closed: lines 7-31 would be read as one row' in human.stdout, human.stdout
     report = check('thirty.csv', cwd=tmp_path, rc=1)
     assert (report['rows'], [d['row'] for d in report['damaged_rows']], report['missing_images'], report['unreadable_images']) == (29, [7], [], [])
+
+def test_cleaning_settings_are_counted(tmp_path):
+    "Hand-written captions with HTML, doubled spaces, duplicates, a one-word and an overlong caption: each data setting's effect is counted."
+    write_images(tmp_path/'img', ['a.png', 'b.png', 'c.png'])
+    long = ' '.join(['một con chó chạy trên bãi cỏ xanh'] * 6)                     # 48 words
+    rows = [('a.png', '<b>Một con mèo</b> đang ngủ'), ('a.png', 'Một  con mèo   đang ngủ'), ('b.png', 'chó'), ('b.png', long),
+            ('c.png', 'con chim &amp; tổ'), ('c.png', 'con chim đỏ trên cành'), ('a.png', 'Một con mèo đang ngủ')]
+    (tmp_path/'caps.tsv').write_text(''.join(f'img/{i}\t{c}\n' for i, c in rows), encoding='utf-8')
+    counts = lambda r: (r['rows'], r['cleaning'])
+    zero = dict(html=0, whitespace=0, empty=0, duplicates=0, too_short=0, too_long=0, max_samples=0)
+    assert counts(check('caps.tsv', cwd=tmp_path)) == (7, {**zero, 'html': 2, 'whitespace': 1})           # the defaults: [html, whitespace]
+    over = ['data.clean=[html,whitespace,duplicates]', 'data.min_caption_words=2', 'data.max_caption_words=40']
+    assert counts(check('caps.tsv', *over, 'data.max_samples=2', cwd=tmp_path)) == (2, {**zero, 'html': 2, 'whitespace': 1, 'duplicates': 2,
+                                                                                        'too_short': 1, 'too_long': 1, 'max_samples': 1})
+    human = phoalign('data', 'check', 'caps.tsv', '--no-decode', *over, cwd=tmp_path)                  # settings after an option too
+    assert human.returncode == 0, human.stdout + human.stderr
+    assert ('caps.tsv (tsv): 3 pairs, 2 images, 3 captions\ncleaning: captions changed: html 2, whitespace 1; '
+            'rows dropped: 4 of 7 (duplicates 2, too_short 1, too_long 1)\n') in human.stdout, human.stdout
+    for bad, said in (('data.max_sample=5', "unknown key 'data.max_sample' (did you mean 'data.max_samples'?)"),
+                      ('data.clean=[htm]', "data.clean=['htm'] names 'htm' (did you mean 'html'?)"),
+                      ('train.epochs=2', 'phoalign data check takes data settings only')):
+        r = phoalign('data', 'check', 'caps.tsv', bad, '--json', cwd=tmp_path)
+        assert r.returncode == 2 and r.stdout == '' and said in r.stderr and 'Traceback' not in r.stderr, (bad, r.stderr)
+
+@pytest.mark.slow
+def test_train_with_max_samples(tmp_path):
+    "`phoalign train` reads the data settings too: data.max_samples=60 of 200 pairs leaves fewer training images, and says so."
+    assert phoalign('data', 'synth', '--out', 's', '--n', '40', '--lang', 'vi', cwd=tmp_path).returncode == 0
+    caps = json.loads((tmp_path/'s'/'captions_vi.json').read_text(encoding='utf-8'))
+    train_images = sum(im.get('split') == 'train' for im in caps['images'])
+    r = phoalign('train', 'tiny', 'data.path=s/captions_vi.json', 'data.max_samples=60', 'train.epochs=1', 'train.output_dir=run',
+                 'train.batch_size=16', '--no-progress', cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    n = len(caps['annotations'])
+    assert f's/captions_vi.json: cleaning: no caption changed; rows dropped: {n - 60} of {n} (max_samples {n - 60})' in r.stdout, r.stdout
+    seen = int(re.search(r'\btrain: (\d+) images', r.stdout).group(1))
+    assert 0 < seen < train_images, (seen, train_images, r.stdout)

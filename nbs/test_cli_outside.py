@@ -4,7 +4,7 @@ import json, shutil
 from pathlib import Path
 import pytest
 from test_cli_data import phoalign, gallery
-from test_cli_search import run_json
+from test_cli_search import run_json, run_main
 
 @pytest.fixture(scope='module')
 def work(tmp_path_factory):
@@ -22,8 +22,15 @@ def cache(work, monkeypatch):
     "The outside models' checkpoints go to a cache inside the test's folder (the commands run with this environment)."
     monkeypatch.setenv('PHOALIGN_CACHE', str(work/'cache'))
 
-def test_encode_with_hf_name_then_search_from_elsewhere(work):
-    report = run_json('encode', 'hf:models/siglip', '--images', 'photos', '--out', 'idx', cwd=work)
+@pytest.fixture(scope='module')
+def siglip_index(work):
+    "`phoalign encode hf:models/siglip` of the photos into `idx/` (its report), shared by the tests that read such an index."
+    with pytest.MonkeyPatch.context() as mp:   # set up before the per-test `cache` fixture: the same cache, set here
+        mp.setenv('PHOALIGN_CACHE', str(work/'cache'))
+        return run_json('encode', 'hf:models/siglip', '--images', 'photos', '--out', 'idx', cwd=work)
+
+def test_encode_with_hf_name_then_search_from_elsewhere(work, siglip_index):
+    report = siglip_index
     assert (report['images'], report['encoded'], report['skipped']) == (6, 6, [])
     manifest = json.loads((work/'idx'/'manifest.json').read_text())
     assert Path(manifest['model']['checkpoint']).parent == work/'cache'/'outside'   # the cached checkpoint the index reloads
@@ -55,15 +62,15 @@ def test_sbert_pair_encodes_and_searches_vietnamese(work):
     run_json('encode', 'sbert:models/sb/image+models/sb/text', '--images', 'photos', '--out', 'idx-sb', cwd=work)
     hits = run_json('search', 'idx-sb', '--text', 'một hình vuông đỏ', '-k', '2', cwd=work)
     assert len(hits) == 2
-    other = phoalign('encode', 'hf:models/siglip', '--images', 'photos', '--out', 'idx-sb', cwd=work)   # another model: refused
-    assert other.returncode != 0 and 'written by another model' in other.stderr and 'Traceback' not in other.stderr
+    code, _, err = run_main('encode', 'hf:models/siglip', '--images', 'photos', '--out', 'idx-sb', cwd=work)   # another model: refused (in this process)
+    assert code != 0 and 'written by another model' in err and 'Traceback' not in err, err
 
 @pytest.mark.parametrize('name,message', [('nohub:clip', "unknown model family 'nohub'"),
                                           ('hf:models/nothing', "'models/nothing'"),
                                           ('sbert:models/sb/image', 'name the image and the text model')])
 def test_unknown_family_or_missing_model_is_one_line(work, name, message):
-    r = phoalign('encode', name, '--images', 'photos', '--out', 'idx-bad', cwd=work)
-    assert r.returncode != 0 and message in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    code, _, err = run_main('encode', name, '--images', 'photos', '--out', 'idx-bad', cwd=work)   # in this process: the same parser and messages
+    assert code != 0 and message in err and 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
     assert not (work/'idx-bad').exists()
 
 @pytest.mark.slow
@@ -79,12 +86,11 @@ def test_cir_stages_take_a_named_model(work):
     assert r.returncode == 0 and 'recall' in (r.stdout + r.stderr).lower(), r.stdout + r.stderr
 
 @pytest.mark.slow
-def test_serve_an_index_a_named_model_wrote(work):
+def test_serve_an_index_a_named_model_wrote(work, siglip_index):
     "The server reloads the outside model from the checkpoint the index names, and answers as search does."
     import socket, subprocess, time, urllib.parse, urllib.request, os
-    run_json('encode', 'hf:models/siglip', '--images', 'photos', '--out', 'idx-serve', cwd=work)
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
-    proc = subprocess.Popen([shutil.which('phoalign'), 'serve', 'idx-serve', '--port', str(port)], cwd=work, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([shutil.which('phoalign'), 'serve', 'idx', '--port', str(port)], cwd=work, stdout=subprocess.DEVNULL,
                             stderr=open(work/'serve-outside.err', 'w'), env={**os.environ, 'HF_HUB_OFFLINE': '1'})
     try:
         url, t0 = f'http://127.0.0.1:{port}/', time.time()
@@ -93,6 +99,6 @@ def test_serve_an_index_a_named_model_wrote(work):
             except OSError:
                 assert proc.poll() is None, (work/'serve-outside.err').read_text()
                 assert time.time() - t0 < 120; time.sleep(0.3)
-        cli = run_json('search', 'idx-serve', '--text', 'a red square', '-k', '3', cwd=work)
+        cli = run_json('search', 'idx', '--text', 'a red square', '-k', '3', cwd=work)
         assert [h['path'] for h in answer['results']] == [Path(h['path']).name for h in cli]
     finally: proc.terminate(); proc.wait(30)

@@ -12,10 +12,10 @@ from fastcore.basics import patch
 import yaml
 
 # %% auto #0
-__all__ = ['vision_models', 'LOCK_FILE', 'CIR_MONITORS', 'MONITORS', 'FREEZABLE', 'RULES', 'UserError', 'DataError',
-           'ConfigError', 'UnknownNameError', 'accepted_options', 'Registry', 'seed_everything', 'get_device',
-           'atomic_write', 'atomic_save', 'shown_path', 'FolderBusyError', 'folder_lock', 'load_yaml', 'coerce_value',
-           'unknown_key_error', 'from_dict', 'DataConfig', 'ModelConfig', 'TrainConfig', 'LossConfig',
+__all__ = ['vision_models', 'LOCK_FILE', 'CIR_MONITORS', 'MONITORS', 'FREEZABLE', 'CLEAN_STEPS', 'RULES', 'UserError',
+           'DataError', 'ConfigError', 'UnknownNameError', 'accepted_options', 'Registry', 'seed_everything',
+           'get_device', 'atomic_write', 'atomic_save', 'shown_path', 'FolderBusyError', 'folder_lock', 'load_yaml',
+           'coerce_value', 'unknown_key_error', 'from_dict', 'DataConfig', 'ModelConfig', 'TrainConfig', 'LossConfig',
            'lower_is_better', 'validate_config', 'Config', 'parse_assignments', 'set_key', 'flat_items',
            'apply_overrides', 'progress_bar', 'keep_moved_names']
 
@@ -333,9 +333,14 @@ class DataConfig:
     val_frac:float = 0.1          # share of images in the validation split
     test_frac:float = 0.1         # share of images in the test split
     tune_frac:float = 0.0         # share of training images kept aside for tuning
-    seed:int = 42                 # split seed
+    seed:int = 42                 # split seed, and the draw of `max_samples`
     num_workers:int = 0           # DataLoader workers
+    num_samples:int = 0           # webdataset shards: samples an epoch, from shards drawn with replacement (open_clip's --dataset-resampled); 0: every sample once an epoch
     strict:bool|None = None       # bad input: unset refuses a damaged caption file (a quote left open, rows run together) and skips unusable rows and unreadable images (replaced in training, left out in evaluation), counted; false skips damaged rows too, counted; true raises on the first bad row or unreadable image
+    clean:list = field(default_factory=lambda: ['html', 'whitespace']) # caption cleaning, each step counted: html (tags and entities removed), whitespace (folded into single spaces), duplicates (a row repeating an image and its caption dropped); [] keeps captions as read
+    min_caption_words:int = 0     # drop captions of fewer words (white-space separated, so each Vietnamese syllable counts; 0: no bound)
+    max_caption_words:int = 0     # drop captions of more words (0: no bound)
+    max_samples:int = 0           # keep at most this many pairs, after cleaning (0: all): rows drawn with `seed`, in file order, so an image may keep only some of its captions
 
 @dataclass
 class ModelConfig:
@@ -431,11 +436,21 @@ def _model_options(v):
     if isinstance(ld, bool) or not isinstance(ld, int) or ld < 0: return 'local_dim must be a whole number >= 0'
 
 # %% ../nbs/00_core.ipynb #53ad1da3
+CLEAN_STEPS = ('html', 'whitespace', 'duplicates')   # the names `data.clean` takes
+
+def _clean(v):
+    if not isinstance(v, (list, tuple)): return f'must be a list of cleaning steps ({", ".join(CLEAN_STEPS)}), e.g. [html, whitespace]; [] keeps captions as read'
+    for s in v:
+        if s not in CLEAN_STEPS:
+            close = difflib.get_close_matches(str(s), CLEAN_STEPS, n=1)
+            return f'names {s!r}' + (f' (did you mean {close[0]!r}?)' if close else '') + f'; the cleaning steps are {", ".join(CLEAN_STEPS)}'
+
 def _batch_size(v):
     ok = v == 'auto' or (isinstance(v, int) and not isinstance(v, bool) and v >= 1)
     return None if ok else "must be a whole number of pairs (at least 1) or 'auto' (the largest batch that fits in memory)"
 
 RULES = {'data.image_size': _image_size, 'data.augment': _one_of('none', 'light', 'medium', 'strong'),
+         'data.clean': _clean, 'data.min_caption_words': _at_least(0), 'data.max_caption_words': _at_least(0), 'data.max_samples': _at_least(0), 'data.num_samples': _at_least(0),
          'data.normalize': _one_of('auto', 'imagenet', 'clip', 'half'), 'data.val_frac': _fraction, 'data.test_frac': _fraction,
          'data.tune_frac': _fraction, 'data.num_workers': _at_least(0), 'model.embed_dim': _at_least(1), 'model.options': _model_options, 'model.freeze': _parts,
          'train.epochs': _at_least(1), 'train.max_steps': _at_least(0), 'train.batch_size': _batch_size, 'train.batch_size_start': _at_least(1), 'train.lr': _at_least(0),
@@ -447,15 +462,18 @@ RULES = {'data.image_size': _image_size, 'data.augment': _one_of('none', 'light'
          'train.monitor_mode': _one_of('auto', 'min', 'max'), 'train.validate_every': _at_least(1), 'train.schedule': _one_of('cosine', 'constant'),
          'loss.temperature': lambda v: None if v > 0 else 'must be positive'}
 
-def validate_config(cfg, # a `Config`
+def validate_config(cfg, # a `Config`, or anything with some of its sections (`SimpleNamespace(data=...)`)
                     where:str='config'): # where it came from, for the errors
     "Raise a `ConfigError` naming the first setting of `cfg` out of range or not among its choices."
+    def bad(msg): return ConfigError(f'{where}: {msg}' if not msg.startswith(f'{where}=') else msg)
     for key, rule in RULES.items():
         section, name = key.split('.')
-        v = getattr(getattr(cfg, section), name)
+        v = getattr(getattr(cfg, section, None), name, None)
         if v is None: continue
         problem = rule(v)
-        if problem: raise ConfigError(f'{where}: {key}={v!r} {problem}' if where != key else f'{key}={v!r} {problem}')
+        if problem: raise bad(f'{key}={v!r} {problem}')
+    lo, hi = (getattr(getattr(cfg, 'data', None), k, 0) or 0 for k in ('min_caption_words', 'max_caption_words'))
+    if lo and hi and lo > hi: raise bad(f'data.min_caption_words={lo} is above data.max_caption_words={hi}: no caption would be kept')
     return cfg
 
 # %% ../nbs/00_core.ipynb #b96946cf

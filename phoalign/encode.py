@@ -363,7 +363,7 @@ def _phoalign_checkpoint(spec:str) -> Path|None:
     return None
 
 # %% ../nbs/07b_encode.ipynb #9a1d6894
-def load_encoder(spec:str, # a phoalign checkpoint, a tower name, a local model folder, `hf:<name or folder>` (a text encoder, or a CLIP/SigLIP), `open_clip:<arch>/<tag>`
+def load_encoder(spec:str, # a phoalign checkpoint or run folder, an exported model folder or `hf-hub:ORG/NAME` (`phoalign push`), a tower name, a local model folder, `hf:<name or folder>` (a text encoder, or a CLIP/SigLIP), `open_clip:<arch>/<tag>`
                  kind:str, # 'image' or 'text'
                  device='cpu', # where it runs
                  weights:str|None=None, # a local weights file for an image tower (or an open_clip text tower)
@@ -371,12 +371,14 @@ def load_encoder(spec:str, # a phoalign checkpoint, a tower name, a local model 
                  instruction:str='', # `hf:` text encoders: put before every text ('query: ' for E5)
                 ) -> Encoder:
     "A frozen encoder for `kind` from `spec`."
-    from phoalign.model import load_model, image_transforms
+    from phoalign.model import load_model, image_transforms, HUB_PREFIX, is_model_folder
     from phoalign.outside import outside_family, outside_model, hf_pair_model, last_token_pool
     if kind not in ('image', 'text'): raise ValueError(f"kind must be 'image' or 'text', got {kind!r}")
     if pooling not in (None, 'mean', 'cls', 'last'): raise ConfigError(f"pooling must be 'mean', 'cls' or 'last', got {pooling!r}")
     device = torch.device(device)
-    family = outside_family(spec)
+    # a phoalign model: the file `checkpoint_path` gives (a Hub model from the Hugging Face cache, downloaded once), as `load_model` reads it
+    ck = checkpoint_path(spec) if str(spec).startswith(HUB_PREFIX) or is_model_folder(spec) else _phoalign_checkpoint(spec)
+    family = outside_family(spec) if ck is None else None
     text_only = family == 'hf' and kind == 'text' and not hf_pair_model(spec[3:])
     if (pooling is not None or instruction) and not text_only:
         raise ConfigError(f'pooling and instruction are for hf:<name> text encoders; {spec!r} ({kind}) is not one')
@@ -385,7 +387,7 @@ def load_encoder(spec:str, # a phoalign checkpoint, a tower name, a local model 
         model = outside_model(spec, device).requires_grad_(False)
         if kind == 'image': return Encoder(spec, kind, model.embed_dim, model.encode_image, image_transforms(model)[1])
         return Encoder(spec, kind, model.embed_dim, model.encode_text)
-    if (ck := _phoalign_checkpoint(spec)) is not None:
+    if ck is not None:
         if weights: raise ConfigError(f'{spec} is a phoalign checkpoint: it holds its weights (drop the weights file)')
         model = load_model(ck, device).eval().requires_grad_(False)
         if kind == 'image': return Encoder(spec, kind, model.embed_dim, model.encode_image, image_transforms(model)[1])

@@ -14,7 +14,7 @@ from .core import DataError, ConfigError, atomic_write, folder_lock
 # %% auto #0
 __all__ = ['INDEX_KINDS', 'BLOCK_ROWS', 'HNSW_EF_CONSTRUCTION', 'RERANK', 'RERANK_FACTORS', 'INDEX_FORMAT', 'INDEX_VERSION',
            'NPY_HEADER', 'choose_index', 'factory_for', 'parse_size', 'needs_disk', 'ondisk_factory', 'as_vectors',
-           'EmbeddingIndex', 'set_search_params', 'held_out_rows']
+           'EmbeddingIndex', 'training_rows', 'set_search_params', 'held_out_rows']
 
 # %% ../nbs/09_embedding_index.ipynb #4c950f60
 INDEX_KINDS = ('flat', 'ivf', 'hnsw', 'ivfpq')
@@ -160,39 +160,57 @@ class EmbeddingIndex:
 # %% ../nbs/09_embedding_index.ipynb #957773fe
 BLOCK_ROWS = 65_536   # rows read at a time from the vectors file: 64 MiB at 256 dimensions
 
-def _drop_pages(a:np.ndarray, start:int, stop:int):
-    "Hand back to the kernel the mapped pages of rows `start:stop` of the memory-mapped `a` (they stay in the page cache; read again on use)."
-    import mmap
-    mm = getattr(a, '_mmap', None)
-    if mm is None or not hasattr(mm, 'madvise') or not hasattr(mmap, 'MADV_DONTNEED') or stop <= start: return
-    begin = a.offset % mmap.ALLOCATIONGRANULARITY + start * a.strides[0]
-    lo = begin - begin % mmap.PAGESIZE
-    mm.madvise(mmap.MADV_DONTNEED, lo, min(len(mm), begin + (stop - start) * a.strides[0]) - lo)
+def _pread_into(file, out:np.ndarray, offset:int):
+    "Fill the contiguous array `out` from the open binary `file` at byte `offset` (`pread`: no shared position, safe across threads)."
+    view, at = memoryview(out).cast('B'), 0
+    while at < len(view):
+        got = os.preadv(file.fileno(), [view[at:]], offset + at)
+        if not got: raise EOFError(f'{file.name} ends {len(view) - at} bytes short')
+        at += got
+    return out
 
 def _vector_blocks(index:EmbeddingIndex, start:int=0, rows:int=BLOCK_ROWS):
-    "`(first row, [n, D] array)` blocks of the index's vectors from row `start` on, in order, at most `rows` file rows read at a time."
+    """`(first row, [n, D] array)` blocks of the index's vectors from row `start` on, in order, at most `rows` file rows at a time.
+    A vectors file's rows are read into one buffer (each block valid until the next), not through its mapping: a touched page
+    of a mapping, and the 64 KiB the kernel maps around it, stay in the process's resident memory; read pages do not."""
     at = 0
     for a, kept in index._chunks:
         n = len(a) if kept is None else int(kept.sum())
         if at + n <= start: at += n; continue
-        mapped = isinstance(a, np.memmap)
-        for s in range(0, len(a), rows):
-            e = min(s + rows, len(a))
-            part = np.array(a[s:e]) if mapped else a[s:e]
-            if mapped: _drop_pages(a, s, e)
-            if kept is not None: part = part[kept[s:e]]
+        skip = max(0, start - at) if kept is None else 0        # leading file rows not wanted
+        at += skip
+        if getattr(a, 'file', None) is None:                  # rows in memory
+            for s in range(skip, len(a), rows):
+                part = a[s:s + rows] if kept is None else a[s:s + rows][kept[s:s + rows]]
+                if at + len(part) > start: yield max(at, start), part[max(0, start - at):]
+                at += len(part)
+            continue
+        buf = np.empty((min(rows, len(a) - skip), a.shape[1]), np.float32)
+        for s in range(skip, len(a), rows):                     # a vectors file: read from the file it keeps open
+            part = _pread_into(a.file, buf[:min(rows, len(a) - s)], a.offset + s * a.strides[0])
+            if kept is not None: part = part[kept[s:s + len(part)]]
             if at + len(part) > start: yield max(at, start), part[max(0, start - at):]
             at += len(part)
 
+def _gather_rows(a:np.memmap, rows:np.ndarray) -> np.ndarray:
+    "The `rows` of the vectors file `a` (as the index maps it: with its `file` kept open), read from that file, a run of consecutive rows at a time."
+    out = np.empty((len(rows), a.shape[1]), np.float32)
+    cut = np.flatnonzero(np.diff(rows) != 1) + 1
+    for s, e in zip([0, *cut.tolist()], [*cut.tolist(), len(rows)] if len(rows) else []):
+        _pread_into(a.file, out[s:e], a.offset + int(rows[s]) * a.strides[0])
+    return out
+
 def _vector_rows(index:EmbeddingIndex, rows:np.ndarray) -> np.ndarray:
-    "The vectors of the sorted `rows`, gathered from the pieces without joining them."
-    if len(index._chunks) == 1 and index._chunks[0][1] is None: return np.asarray(index._chunks[0][0][rows])
+    "The vectors of the sorted `rows`, gathered from the pieces without joining them (a mapped file's rows read with reads)."
     out, at = [], 0
     for a, kept in index._chunks:
         n = len(a) if kept is None else int(kept.sum())
         mine = rows[(rows >= at) & (rows < at + n)] - at
-        if len(mine): out.append(np.asarray(a[mine if kept is None else np.flatnonzero(kept)[mine]]))
+        if len(mine):
+            mine = mine if kept is None else np.flatnonzero(kept)[mine]
+            out.append(_gather_rows(a, mine) if getattr(a, 'file', None) is not None else np.asarray(a[mine]))
         at += n
+    if len(out) == 1: return out[0]
     return np.concatenate(out) if out else np.empty((0, index.dim), np.float32)
 
 # %% ../nbs/09_embedding_index.ipynb #48f72040
@@ -203,15 +221,23 @@ def _new_faiss(index:EmbeddingIndex, n:int):
     if hasattr(base, 'hnsw'): base.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     return base if index.kind in ('ivf', 'ivfpq') else faiss.IndexIDMap2(base)
 
+def training_rows(index:EmbeddingIndex, # the index to train (its `ondisk`, `max_memory` and `dim` count)
+                  nlist:int, # its inverted lists
+                 ) -> int:
+    "Vectors to train `nlist` lists on: 64 a list, or on disk what a quarter of `max_memory` holds, 39 a list at least (FAISS's minimum)."
+    # 64 a list: k-means converges on that as well as on all of them, in a quarter of 256's time; FAISS computes a copy beside them
+    if not index.ondisk: return 64 * nlist
+    return min(64 * nlist, max(39 * nlist, index.max_memory // 4 // (index.dim * 4)))
+
 def _train(index:EmbeddingIndex, x:np.ndarray):
-    "Build and (for IVF kinds) train the FAISS index on `x`."
+    "Build and (for IVF kinds) train the FAISS index on `x` (a sample of its rows when they are more than it needs)."
     import faiss
     index._faiss = _new_faiss(index, len(x))
     if not index._faiss.is_trained:
         nlist = faiss.extract_index_ivf(index._faiss).nlist
         if len(x) < nlist: raise DataError(f'{index.factory} needs at least {nlist} vectors to train on, got {len(x)}: use kind="flat" for a set this small')
-        # 64 points a centroid: k-means converges on that as well as on all of them, in a quarter of 256's time
-        sample = x if len(x) <= 64 * nlist else x[np.sort(np.random.default_rng(0).choice(len(x), 64 * nlist, replace=False))]
+        want = training_rows(index, nlist)
+        sample = x if len(x) <= want else x[np.sort(np.random.default_rng(0).choice(len(x), want, replace=False))]
         index._faiss.train(sample)
     if index.params: set_search_params(index, index.params)
 
@@ -347,8 +373,14 @@ def search_rows(self:EmbeddingIndex,
     if rerank: return _rescored(self, q, rows, k)
     return np.where(found, scores, -np.inf).astype(np.float32), rows
 
+RESCORE_ROWS = 16_384   # candidate rows re-scored at a time (16 MiB of floats at 256 dimensions)
+
 def _rescored(index:EmbeddingIndex, q:np.ndarray, rows:np.ndarray, k:int) -> tuple[np.ndarray, np.ndarray]:
     "The best `k` of the candidate `rows` of each query by their exact inner product with the stored floats (read from disk when memory-mapped)."
+    step = max(1, RESCORE_ROWS // max(1, rows.shape[1]))           # queries at a time: the floats of their candidates gathered at once stay bounded
+    if len(q) > step:
+        done = [_rescored(index, q[s:s + step], rows[s:s + step], k) for s in range(0, len(q), step)]
+        return np.concatenate([d[0] for d in done]), np.concatenate([d[1] for d in done])
     found = rows >= 0
     wanted = np.unique(rows[found])                               # sorted: a memory-mapped file is read in order, once a row
     exact = np.full(rows.shape, -np.inf, np.float32)
@@ -517,9 +549,14 @@ def _npy_layout(path:Path) -> tuple[int, tuple]:
         return f.tell(), shape
 
 def _map_vectors(path:Path, header:int, count:int, dim:int) -> np.ndarray:
-    "The first `count` rows of a vectors file, memory-mapped (read-only)."
+    """The first `count` rows of a vectors file, memory-mapped (read-only), the file kept open as its `file`: the index reads
+    rows from it (`pread`), which leaves no pages in the process, and reads on when a later save deletes the path."""
     if not count: return np.empty((0, dim), np.float32)
-    return np.memmap(path, np.float32, 'r', offset=header, shape=(count, dim))
+    import weakref
+    a = np.memmap(path, np.float32, 'r', offset=header, shape=(count, dim))
+    a.file = open(path, 'rb', buffering=0)
+    weakref.finalize(a, a.file.close)                     # closed with the mapping
+    return a
 
 def _read_manifest(folder:Path) -> dict:
     if not folder.is_dir(): raise DataError('no such index folder', folder)
@@ -594,19 +631,61 @@ def _flat_from_file(index:EmbeddingIndex, path:Path, header:int, count:int):
     index._faiss.construct_rev_map()
 
 # %% ../nbs/09_embedding_index.ipynb #4b251437
-@contextmanager
-def _quiet_stdout():
-    "Send what FAISS's C++ code prints on the standard output (file resizes, moved paths) nowhere while the block runs: it would mix with a command's JSON."
-    import ctypes, sys
-    sys.stdout.flush(); saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 1); os.close(null)
-    try: yield
-    finally: ctypes.CDLL(None).fflush(None); os.dup2(saved, 1); os.close(saved)
+def _dump_lists(invlists, path:Path) -> np.ndarray:
+    "Write FAISS inverted lists held in memory to `path`, each list's codes then its 8-byte ids (FAISS's on-disk layout, no spare room); their sizes."
+    import faiss
+    sizes = np.array([invlists.list_size(j) for j in range(invlists.nlist)], np.int64)
+    with open(path, 'wb') as f:
+        for j in map(int, np.flatnonzero(sizes)):
+            f.write(faiss.rev_swig_ptr(invlists.get_codes(j), int(sizes[j]) * invlists.code_size))
+            f.write(faiss.rev_swig_ptr(invlists.get_ids(j), int(sizes[j])))
+    return sizes
 
+def _layout(sizes:np.ndarray, code_size:int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "`(offsets, sizes, capacities)` of lists written one after the other with no spare room."
+    return np.concatenate([[0], np.cumsum(sizes * (code_size + 8))[:-1]]), sizes, sizes
+
+def _ondisk_layout(lists) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "`(offsets, sizes, capacities)` of FAISS on-disk inverted lists, read from its table, not from its mapped file."
+    at = [lists.lists.at(j) for j in range(lists.nlist)]
+    return tuple(np.array([getattr(l, k) for l in at], np.int64) for k in ('offset', 'size', 'capacity'))
+
+# %% ../nbs/09_embedding_index.ipynb #1a4d0185
+def _merge_lists(sources:list, # `(path, offsets, sizes, capacities)` of each lists file, in the order their entries go
+                 nlist:int, # how many lists
+                 code_size:int, # bytes of a code
+                 out, # the binary file the merged lists are written to, one after the other with no spare room
+                ) -> np.ndarray:
+    "Merge inverted lists from files into `out` a list at a time with reads and writes (no mapping: nothing more than one list is held); the merged sizes."
+    sizes = sum((s[2] for s in sources), np.zeros(nlist, np.int64))
+    fds = [os.open(s[0], os.O_RDONLY) for s in sources]
+    try:
+        for j in map(int, np.flatnonzero(sizes)):
+            for ids in (False, True):                   # the list's codes from every source, then its ids
+                for fd, (path, offsets, n, capacity) in zip(fds, sources):
+                    if not n[j]: continue
+                    width, at = (8, offsets[j] + capacity[j] * code_size) if ids else (code_size, offsets[j])
+                    want, got = int(n[j]) * width, 0
+                    while got < want:
+                        b = os.pread(fd, want - got, int(at) + got)
+                        if not b: raise DataError(f'{Path(path).name} ends inside list {j}: the index is damaged; encode again', Path(path).parent)
+                        out.write(b); got += len(b)
+    finally:
+        for fd in fds: os.close(fd)
+    return sizes
+
+def _map_lists(lists, path:Path):
+    "Memory-map on-disk inverted lists from `path`, read-only (FAISS's own loader prints the path it maps on the standard output)."
+    if path.stat().st_size < lists.totsize: raise DataError(f'{path.name} is {path.stat().st_size} bytes, its lists {lists.totsize}: the index is damaged; encode again', path.parent)
+    lists.filename, lists.read_only = str(path.resolve()), True
+    if lists.totsize: lists.do_mmap()                   # no lists at all: nothing to map
+
+# %% ../nbs/09_embedding_index.ipynb #57c909e3
 def _write_lists(index:EmbeddingIndex, folder:Path, m:dict|None, gen:int) -> tuple[dict, object]:
     """`(files, FAISS index)` of an on-disk index saved as generation `gen`: the manifest's files when its rows have not changed,
     else the rows not yet listed encoded part by part (each part's lists in a temporary file), merged with the lists kept
-    (all of them again after a removal) into a new lists file that FAISS memory-maps."""
+    (all of them again after a removal) into a new lists file that FAISS memory-maps. Memory: a part's floats and codes
+    (half of `max_memory`); the files are read and written, never mapped, so their pages stay out of the process."""
     import faiss
     s = index._lists
     same = m is not None and s is not None and s['folder'] == folder.resolve() and s['faiss'] == m['files'].get('faiss')
@@ -615,34 +694,37 @@ def _write_lists(index:EmbeddingIndex, folder:Path, m:dict|None, gen:int) -> tup
     start = index._listed if same else 0
     files = dict(faiss=f'faiss-{gen}.index', lists=f'lists-{gen}.ivfdata', trained=f'trained-{gen}.index')
     with atomic_write(folder/files['trained']) as f: faiss.write_index(index._trained, faiss.PyCallbackIOWriter(f.write))
-    rows = max(1024, index.max_memory // 2 // (index.dim * 4 + index._trained.code_size + 8))   # a part's floats, codes and ids: half the budget
-    parts, opened = [], []
+    ivf = faiss.extract_index_ivf(index._trained)
+    rows = max(1024, index.max_memory // 2 // (index.dim * 4 + ivf.code_size + 8))   # a part's floats, codes and ids: half the budget
+    sources, parts = [], []
+    if start:                                        # the lists kept, read from their file
+        kept = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index._faiss).invlists)
+        sources.append((kept.filename, *_ondisk_layout(kept)))
     try:
         for at, block in _vector_blocks(index, start, rows):
             part = faiss.clone_index(index._trained)
             part.add_with_ids(np.ascontiguousarray(block), index._keys[at:at + len(block)])
             parts.append(folder/f'.part-{gen}-{len(parts)}.tmp')
-            faiss.write_index(part, str(parts[-1])); del part
-        opened = [faiss.read_index(str(p), faiss.IO_FLAG_MMAP) for p in parts]
-        sources = faiss.InvertedListsPtrVector()
-        for ivf in ([index._faiss] if start else []) + opened: sources.push_back(faiss.extract_index_ivf(ivf).invlists)
-        ivf = faiss.extract_index_ivf(index._trained)
-        lists = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str((folder/files['lists']).resolve()))
-        with _quiet_stdout(): total = lists.merge_from_multiple(sources.data(), sources.size(), False)
-        if total != len(index): raise DataError(f'the on-disk lists hold {total} vectors, the index {len(index)}: the index is damaged; encode again', folder)
-        built = faiss.clone_index(index._trained)
-        built.replace_invlists(lists, True); lists.this.disown(); built.ntotal = total
-        fd = os.open(folder/files['lists'], os.O_RDONLY); os.fsync(fd); os.close(fd)
-        with atomic_write(folder/files['faiss']) as f: faiss.write_index(built, faiss.PyCallbackIOWriter(f.write))
+            sources.append((str(parts[-1]), *_layout(_dump_lists(part.invlists, parts[-1]), ivf.code_size))); del part
+        with atomic_write(folder/files['lists']) as f: sizes = _merge_lists(sources, ivf.nlist, ivf.code_size, f)
     finally:
-        del opened
         for p in parts: p.unlink(missing_ok=True)
+    if sizes.sum() != len(index): raise DataError(f'the on-disk lists hold {sizes.sum()} vectors, the index {len(index)}: the index is damaged; encode again', folder)
+    lists = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str((folder/files['lists']).resolve()))
+    counts = sizes.astype(np.uint64)                 # kept alive while FAISS reads it
+    lists.set_all_lists_sizes(faiss.swig_ptr(counts)); lists.totsize = int(sizes.sum()) * (ivf.code_size + 8)
+    _map_lists(lists, folder/files['lists'])
+    built = faiss.clone_index(index._trained)
+    built.replace_invlists(lists, True); lists.this.disown(); built.ntotal = len(index)
+    with atomic_write(folder/files['faiss']) as f: faiss.write_index(built, faiss.PyCallbackIOWriter(f.write))
     return files, built
 
 def _read_lists(index:EmbeddingIndex, folder:Path, m:dict):
     "Open an on-disk index's FAISS files: the lists memory-mapped, not read."
     import faiss
-    with _quiet_stdout(): index._faiss = faiss.read_index(str((folder/m['files']['faiss']).resolve()), faiss.IO_FLAG_ONDISK_SAME_DIR)
+    with open(folder/m['files']['faiss'], 'rb') as f:     # the lists' table only: their file is mapped from this folder below
+        index._faiss = faiss.read_index(faiss.PyCallbackIOReader(f.read), faiss.IO_FLAG_SKIP_IVF_DATA)
+    _map_lists(faiss.downcast_InvertedLists(faiss.extract_index_ivf(index._faiss).invlists), folder/m['files']['lists'])
     with open(folder/m['files']['trained'], 'rb') as f: index._trained = faiss.read_index(faiss.PyCallbackIOReader(f.read))
     index._listed, index._stale = m['count'], False
     index._lists = dict(folder=folder.resolve(), faiss=m['files']['faiss'])

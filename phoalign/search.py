@@ -4,16 +4,16 @@
 
 # %% ../nbs/10e_search.ipynb #f7d6578d
 from __future__ import annotations
-import hashlib, os, re, time
+import contextlib, hashlib, os, re, time, uuid
 from pathlib import Path
 import numpy as np, pandas as pd
-from .core import DataError, ConfigError, LOCK_FILE, folder_lock, get_device, keep_moved_names
+from .core import DataError, ConfigError, UserError, LOCK_FILE, folder_lock, get_device, keep_moved_names
 from .encode import EncodedImages, encode_images, encode_texts, encode_query, gallery_table, model_fingerprint, check_same_model
-from .index import EmbeddingIndex, as_vectors, choose_index, factory_for, held_out_rows, parse_size, needs_disk, ondisk_factory
+from .index import EmbeddingIndex, as_vectors, choose_index, factory_for, held_out_rows, parse_size, needs_disk, ondisk_factory, training_rows
 from .cir.search import composed_search
 
 # %% auto #0
-__all__ = ['encode_gallery', 'find_matches', 'index_model', 'show_matches']
+__all__ = ['DIST_TIMEOUT_S', 'ProcessFailed', 'encode_device', 'encode_gallery', 'find_matches', 'index_model', 'show_matches']
 
 # %% ../nbs/10e_search.ipynb #a0eed32d
 keep_moved_names(__name__, {**dict.fromkeys(['EncodedImages', 'encode_images', 'encode_texts', 'model_fingerprint', 'check_same_model', 'gallery_table',
@@ -30,7 +30,7 @@ def _caption_rows(table:pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=['id', 'image', 'caption'])
 
 def _is_index_folder(folder:Path) -> bool:
-    return (folder/'manifest.json').exists() or any(re.match(r'(vectors|metadata|faiss)-\d+\.', p.name) for p in folder.iterdir())
+    return (folder/'manifest.json').exists() or any(re.match(r'(vectors|metadata|faiss)-\d+\.|\.?encode-part-', p.name) for p in folder.iterdir())
 
 # %% ../nbs/10e_search.ipynb #d8066383
 def _update_captions(model, table:pd.DataFrame, folder:Path, fp:dict, overwrite:bool, batch_size:int, device, amp) -> tuple[EmbeddingIndex|None, dict]:
@@ -70,15 +70,14 @@ def _add_and_tune(index:EmbeddingIndex, enc:EncodedImages, captions:EmbeddingInd
     index.add(x[held], [ids[i] for i in held], meta.iloc[held])
 
 # %% ../nbs/10e_search.ipynb #d08a3d2e
-def _save_and_tune(index:EmbeddingIndex, enc:EncodedImages, captions:EmbeddingIndex|None, recall:float, n_images:int, folder:Path, n:int=2000):
-    """Add `enc` to the on-disk `index`, save it (its lists are built there) and tune it on up to `n` of the gallery's
-    captions when it has at least min(100, `n_images`), else on images held out (skipped by the search, not removed)."""
-    index.remove(enc.table.id.tolist(), missing_ok=True)
-    index.add(enc.embeddings, enc.table.id, enc.table.drop(columns='id')); index.save(folder)
+def _tune_on_disk(index:EmbeddingIndex, captions:EmbeddingIndex|None, recall:float, n_images:int, n:int=2000) -> dict|None:
+    """Tune the saved on-disk `index` on up to `n` of the gallery's captions when it has at least min(100, `n_images`),
+    else on images held out (skipped by the search, not removed); None when it holds fewer than two images."""
+    if len(index) < 2: return None
     if captions is not None and len(captions) >= min(100, n_images):
         pick = np.sort(np.random.default_rng(0).choice(len(captions), min(n, len(captions)), replace=False))
         return index.tune(recall, queries=captions.vectors[pick], what='captions')
-    return index.tune(recall, n=n) if len(index) >= 2 else None
+    return index.tune(recall, n=n)
 
 # %% ../nbs/10e_search.ipynb #1497c944
 def _reuse_unchanged(index:EmbeddingIndex|None, table:pd.DataFrame) -> tuple[np.ndarray, list]:
@@ -98,6 +97,259 @@ def _reuse_unchanged(index:EmbeddingIndex|None, table:pd.DataFrame) -> tuple[np.
     index.meta.loc[at, 'caption'] = keep.caption.tolist()
     return reused, gone
 
+# %% ../nbs/10e_search.ipynb #e1d9e46a
+DIST_TIMEOUT_S = 3600   # seconds a process of a distributed encode waits for the others at each step before giving up
+_PART = re.compile(r'\.?encode-part-[0-9a-f]+-\d+-of-\d+\.pt')   # a process's part of a distributed encode (or its temporary file)
+
+class ProcessFailed(UserError, RuntimeError):
+    "Another process of a distributed encode failed: this one stops too, and the index stays as it was."
+
+def _world() -> tuple[int, int, int]:
+    "`(rank, world size, local rank)` as torchrun or `accelerate launch` set them (`(0, 1, 0)` in one process)."
+    return int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1)), int(os.environ.get('LOCAL_RANK', 0))
+
+def encode_device(device:str|None=None, # 'cuda', 'cpu', ... (default: the best available)
+                 ):
+    "The `torch.device` this process encodes on: `device`, except that each process of a multi-process run on GPUs takes cuda:LOCAL_RANK."
+    _, world, local = _world()
+    dev = get_device(device or 'auto')
+    if world > 1 and dev.type == 'cuda':
+        import torch
+        if dev.index is not None: raise ConfigError(f'device={device!r} names one GPU, but {world} processes run: each takes cuda:LOCAL_RANK (choose the GPUs with CUDA_VISIBLE_DEVICES)')
+        dev = torch.device('cuda', local); torch.cuda.set_device(dev)
+    return dev
+
+def _slice(n:int, world:int, rank:int) -> tuple[int, int]:
+    "Rows `[lo, hi)` of `n` that process `rank` of `world` encodes: contiguous, disjoint, sizes differing by at most one."
+    return rank * n // world, (rank + 1) * n // world
+
+def _digest(table:pd.DataFrame) -> str:
+    "A short hash of a gallery's images and sizes: the processes of a run must all see the same gallery."
+    return hashlib.sha1(pd.util.hash_pandas_object(table[['id', 'size']], index=False).to_numpy().tobytes()).hexdigest()[:16]
+
+# %% ../nbs/10e_search.ipynb #34b43b85
+class _Group:
+    "The processes of a run (torchrun, `accelerate launch`): each step's results all-gathered through a gloo group, and a failure told to all."
+    def __init__(self, device):
+        self.rank, self.world, _ = _world()
+        self.created, self.group, self.device = False, None, device
+        if self.world == 1: return
+        import torch.distributed as dist
+        from datetime import timedelta
+        self.device = encode_device(device)
+        timeout = timedelta(seconds=DIST_TIMEOUT_S)
+        if not dist.is_initialized():
+            dist.init_process_group('nccl' if self.device.type == 'cuda' else 'gloo', timeout=timeout); self.created = True
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        if dist.get_backend() != 'gloo': self.group = dist.new_group(backend='gloo', timeout=timeout)   # objects go through the CPU
+
+    def step(self, what:str, fn) -> tuple:
+        "`fn()` returns `(kept here, shared)`: here, `(kept, everyone's shared in rank order)`; when any process failed, every one raises."
+        if self.world == 1: kept, shared = fn(); return kept, [shared]
+        import torch.distributed as dist
+        try: (kept, shared), err = fn(), None
+        except Exception as e: kept, shared, err = None, None, e
+        told = [None] * self.world
+        dist.all_gather_object(told, (None if err is None else str(err) if isinstance(err, UserError) else f'{type(err).__name__}: {err}', shared), group=self.group)
+        if err is not None: raise err
+        failed = [(r, msg) for r, (msg, _) in enumerate(told) if msg is not None]
+        if failed: raise ProcessFailed(f'process {failed[0][0]} of {self.world} failed while {what}: {failed[0][1]}')
+        return kept, [s for _, s in told]
+
+    def close(self):
+        if self.created:
+            import torch.distributed as dist
+            dist.destroy_process_group()
+
+# %% ../nbs/10e_search.ipynb #c5c2d2a4
+def _part_file(folder:Path, run:str, rank:int, world:int) -> Path: return Path(folder)/f'encode-part-{run}-{rank:05d}-of-{world:05d}.pt'
+
+def _write_part(folder:Path, run:str, rank:int, world:int, enc:EncodedImages) -> Path:
+    "Write process `rank`'s part of run `run` into `folder`, atomically: its vectors (a tensor: they can be memory-mapped), table rows and unreadable images."
+    from phoalign.core import atomic_save
+    return atomic_save(dict(run=run, rank=rank, world=world, embeddings=enc.embeddings.contiguous(), table=enc.table, skipped=enc.skipped),
+                       _part_file(folder, run, rank, world))
+
+def _load_parts(folder:Path, run:str, rows:list, mmap:bool=False) -> list[EncodedImages]:
+    "The parts of run `run` in rank order, each checked to hold the `rows[rank]` images its process said it encoded (`mmap`: their vectors mapped, not read)."
+    import torch
+    parts = []
+    for r, n in enumerate(rows):
+        p = _part_file(folder, run, r, len(rows))
+        if not p.is_file(): raise DataError(f'{p.name}, the part process {r} of {len(rows)} wrote, is not here: a run on several nodes needs the '
+                                            'index folder on storage that all of them share (nothing was changed)', folder)
+        try: part = torch.load(p, weights_only=False, map_location='cpu', mmap=mmap)
+        except Exception as e: raise DataError(f'{p.name} cannot be read ({type(e).__name__}: {e}): nothing was changed', folder) from None
+        if (part['run'], part['rank'], len(part['table']), len(part['embeddings'])) != (run, r, n, n):
+            raise DataError(f'{p.name} holds {len(part["table"])} images, not the {n} process {r} encoded: nothing was changed', folder)
+        parts.append(EncodedImages(part['embeddings'], part['table'], part['skipped']))
+    return parts
+
+def _joined(parts:list[EncodedImages]) -> EncodedImages:
+    "The `parts` as one: what a single process would have encoded."
+    import torch
+    return EncodedImages(torch.cat([p.embeddings for p in parts]), pd.concat([p.table for p in parts], ignore_index=True), [s for p in parts for s in p.skipped])
+
+def _remove_parts(folder:Path, run:str|None=None, rank:int|None=None):
+    "Delete the parts of distributed encodes in `folder` (all of them, or run `run`'s, or only `rank`'s): a part left by a run that died is stale."
+    if not folder.is_dir(): return
+    for p in folder.iterdir():
+        if _PART.match(p.name) and (run is None or f'-{run}-' in p.name) and (rank is None or f'-{rank:05d}-of-' in p.name): p.unlink(missing_ok=True)
+
+# %% ../nbs/10e_search.ipynb #95068a01
+def _check_folder(folder:Path):
+    "Refuse `folder` when it is a file, or a folder holding other things than an index (nothing there is changed)."
+    if folder.exists() and not folder.is_dir(): raise DataError('is a file, not an index folder', folder)
+    if folder.is_dir() and any(p.name != LOCK_FILE for p in folder.iterdir()) and not _is_index_folder(folder):
+        raise DataError('exists and is not a phoalign index: name a new or empty folder (nothing there was changed)', folder)
+
+def _refuse_in_memory_kind(n:int, dim:int, kind:str, budget:int|None, max_memory):
+    "Refuse `kind` for a new index of `n` vectors that overflow `budget`: only IVF-PQ keeps its lists on disk."
+    if budget is not None and needs_disk(n, dim, budget) and kind not in ('auto', 'ivfpq'):
+        raise ConfigError(f'max_memory={max_memory}: {n} vectors overflow it, and kind={kind!r} holds them in memory: use kind auto or ivfpq')
+
+def _index_to_update(folder:Path, table:pd.DataFrame, fp:dict, overwrite:bool, budget:int|None, max_memory) -> tuple[EmbeddingIndex|None, np.ndarray, list]:
+    "`(index, reused, gone)`: the index in `folder` (None: none, or `overwrite`) checked against the model `fp` and `budget`, and what of `table` it keeps."
+    _remove_parts(folder)                                               # left by a distributed encode that died
+    index = EmbeddingIndex.load(folder) if (folder/'manifest.json').exists() and not overwrite else None
+    if index is not None:
+        check_same_model(index.model, fp, folder)
+        if index.modality != 'image': raise DataError('holds a text index: name the gallery folder, not its captions/', folder)
+    reused, gone = _reuse_unchanged(index, table)
+    todo = int((~reused).sum())
+    if budget is not None and index is not None and not index.ondisk and needs_disk(len(index) + todo, fp['dim'], budget):
+        raise ConfigError(f'max_memory={max_memory}: the index holds its vectors in memory and {len(index) + todo} of them overflow it: encode again with overwrite (--overwrite) to build it on disk')
+    if budget is not None and index is not None and index.ondisk: index.max_memory = budget
+    return index, reused, gone
+
+# %% ../nbs/10e_search.ipynb #62da93f7
+def _survey(g:_Group, source, folder:Path, fp:dict, held:contextlib.ExitStack, format:str, images, strict:bool|None, wait:bool,
+            overwrite:bool, budget:int|None, max_memory, kind:str='auto') -> tuple:
+    "`(table, index, reused, gone, run)`: every process reads the gallery; the first one, taking the folder's lock into `held`, the index."
+    def survey():
+        if g.rank == 0: _check_folder(folder)
+        table = gallery_table(source, format=format, images=images, strict=strict)   # a source refused leaves no folder behind
+        if g.rank: return (table, None, None, None, None), (_digest(table), None, None)
+        if overwrite or not (folder/'manifest.json').exists(): _refuse_in_memory_kind(len(table), fp['dim'], kind, budget, max_memory)   # before the lock makes the folder
+        held.enter_context(folder_lock(folder, wait=wait, what='encode'))   # a second encode waits here, then reads what the first one saved
+        index, reused, gone = _index_to_update(folder, table, fp, overwrite, budget, max_memory)
+        run = uuid.uuid4().hex[:12]
+        return (table, index, reused, gone, run), (_digest(table), np.packbits(reused) if g.world > 1 else None, run)
+    (table, index, reused, gone, run), told = g.step('reading the gallery and the index', survey)
+    differ = [r for r, (d, _, _) in enumerate(told) if d != told[0][0]]
+    if differ: raise DataError(f'process {differ[0]} sees another gallery than process 0: on several nodes, the gallery must be at the same path on each', source)
+    if g.rank: reused, run = np.unpackbits(told[0][1], count=len(table)).astype(bool), told[0][2]
+    return table, index, reused, gone, run
+
+# %% ../nbs/10e_search.ipynb #f2d0ccd1
+def _encode_slice(model, g:_Group, todo:pd.DataFrame, folder:Path, run:str, fresh:bool, batch_size:int, workers:int|None, device, amp:bool|None,
+                  progress:bool) -> tuple[EncodedImages|None, int|None]:
+    "This process's share of `todo`: alone, `(all of it encoded, None)`; one of several, its slice written to its part file, `(None, its size)`."
+    if g.world == 1:
+        return (encode_images(model, todo, batch_size=batch_size, workers=workers, device=device, amp=amp, progress=progress,
+                              require_any=fresh) if len(todo) else None), None
+    lo, hi = _slice(len(todo), g.world, g.rank)
+    mine = encode_images(model, todo.iloc[lo:hi], batch_size=batch_size, workers=workers, device=g.device, amp=amp,
+                         progress=progress and g.rank == 0, require_any=False)
+    _write_part(folder, run, g.rank, g.world, mine)
+    return None, len(mine)
+
+def _tidy(g:_Group, folder:Path, run:str, existed:bool):
+    "Each process deletes its own part (the first one all of them), and a folder it made only for its part: a folder not shared keeps none."
+    if g.world == 1: return
+    _remove_parts(folder, run, None if g.rank == 0 else g.rank)
+    if g.rank and not existed and folder.is_dir() and not any(folder.iterdir()): folder.rmdir()
+
+# %% ../nbs/10e_search.ipynb #0d7ac2a9
+def _new_index(n:int, fp:dict, kind:str, budget:int|None, max_memory) -> EmbeddingIndex:
+    "An empty image index for `n` vectors of the model `fp`: `kind` ('auto': by size and `budget`), or IVF-PQ on disk when they overflow `budget`."
+    _refuse_in_memory_kind(n, fp['dim'], kind, budget, max_memory)
+    ondisk = budget is not None and needs_disk(n, fp['dim'], budget)
+    if ondisk: kind_, factory = 'ivfpq', ondisk_factory(n, fp['dim'])
+    else: kind_, factory = choose_index(n, fp['dim'], budget) if kind == 'auto' else (kind, factory_for(kind, n, fp['dim'], budget))
+    return EmbeddingIndex(fp['dim'], kind_, factory, modality='image', model=fp, ondisk=ondisk, max_memory=budget)
+
+def _add_encoded(index:EmbeddingIndex, enc:EncodedImages|None, captions:EmbeddingIndex|None, recall:float, n_images:int, new_index:bool):
+    "The new and modified images `enc` into the in-memory `index`: tuned when approximate, else replacing their rows."
+    if enc is not None and len(enc) and index.kind != 'flat': _add_and_tune(index, enc, captions, recall, n_images, new_index)
+    elif enc is not None: index.add(enc.embeddings, enc.table.id, enc.table.drop(columns='id'), replace=True)
+
+# %% ../nbs/10e_search.ipynb #4ce7914f
+def _on_disk(index:EmbeddingIndex|None, n:int, fp:dict, budget:int|None) -> bool:
+    "Whether the images go to an index with its lists on disk: `index` has them, or it is new and `n` vectors overflow `budget`."
+    return index.ondisk if index is not None else budget is not None and needs_disk(n, fp['dim'], budget)
+
+def _chunk_rows(index:EmbeddingIndex) -> tuple[int, int]:
+    "`(first, step)`: images the on-disk `index` takes at a time, a quarter of its `max_memory` of floats; an untrained one's first chunk holds its training sample."
+    step = max(1, index.max_memory // 4 // (index.dim * 4))
+    if index._trained is not None: return step, step
+    return max(step, training_rows(index, int(re.match(r'IVF(\d+)', index.factory).group(1)))), step
+
+def _rechunk(pieces, first:int, step:int, skipped:list):
+    "`EncodedImages` of `first`, then `step` images (the last one fewer), cut from and joined across `pieces`; their unreadable images appended to `skipped`."
+    import torch
+    want, buf, held = first, [], 0
+    for p in pieces:
+        skipped.extend(p.skipped); at = 0
+        while at < len(p):
+            take = min(want - held, len(p) - at)
+            buf.append((p.embeddings[at:at + take], p.table.iloc[at:at + take])); held += take; at += take
+            if held == want:
+                yield EncodedImages(torch.cat([e for e, _ in buf]), pd.concat([t for _, t in buf], ignore_index=True))
+                want, buf, held = step, [], 0
+    if buf: yield EncodedImages(torch.cat([e for e, _ in buf]), pd.concat([t for _, t in buf], ignore_index=True))
+
+def _add_in_chunks(index:EmbeddingIndex, pieces, folder:Path, fp:dict) -> tuple[int, list]:
+    "`pieces` (encoded images) into the on-disk `index` a chunk at a time, saved after each: a run cut short keeps what was saved; `(added, skipped)`."
+    first, step = _chunk_rows(index)
+    index.model, added, skipped = fp, 0, []
+    for chunk in _rechunk(pieces, first, step, skipped):
+        index.add(chunk.embeddings, chunk.table.id, chunk.table.drop(columns='id')); index.save(folder); added += len(chunk)
+    return added, skipped
+
+def _encoded_pieces(model, todo:pd.DataFrame, rows:int, batch_size:int, workers:int|None, device, amp:bool|None, progress:bool):
+    "`todo` encoded `rows` images at a time, lazily (unreadable ones left out and listed in each piece)."
+    for s in range(0, len(todo), rows):
+        yield encode_images(model, todo.iloc[s:s + rows], batch_size=batch_size, workers=workers, device=device, amp=amp, progress=progress, require_any=False)
+
+# %% ../nbs/10e_search.ipynb #002162b7
+def _merge_and_save(model, g:_Group, folder:Path, table:pd.DataFrame, todo:pd.DataFrame, enc:EncodedImages|None, rows:list, index:EmbeddingIndex|None,
+           reused:np.ndarray, gone:list, run:str, fp:dict, fresh:bool, kind:str, recall:float, overwrite:bool, batch_size:int, device, amp:bool|None,
+           budget:int|None, max_memory, t0:float, workers:int|None=None, progress:bool=False) -> tuple[dict|None, dict|None]:
+    """The first process's last step: `enc` (or the parts) and the captions into the index, saved; `(report, report)` (on the others nothing).
+    An index on disk takes them a chunk at a time, saved after each; alone, this process encodes `todo` here, chunk by chunk."""
+    if g.rank: return None, None
+    chunked, parts = _on_disk(index, len(todo), fp, budget), []
+    if g.world > 1 and len(todo):
+        parts = _load_parts(folder, run, rows, mmap=chunked)
+        if not sum(rows) and fresh:
+            first = next((s for p in parts for s in p.skipped), dict(path='-', reason='empty'))
+            raise DataError(f'none of the {len(todo)} images could be read (first: {first["path"]}: {first["reason"]})', table.attrs.get('source'))
+        if not chunked: enc = _joined(parts)
+    new_index = index is None
+    if new_index: index = _new_index(len(todo) if chunked else len(enc), fp, kind, budget, max_memory)
+    if chunked:
+        index.remove(todo.id.tolist(), missing_ok=True)    # modified images: their old vectors go (the lists are rebuilt once, at the first save)
+        pieces = parts if g.world > 1 else _encoded_pieces(model, todo, _chunk_rows(index)[1], batch_size, workers, device, amp, progress)
+        added, skipped = _add_in_chunks(index, pieces, folder, fp)
+        if fresh and len(todo) and not added:
+            first = skipped[0] if skipped else dict(path='-', reason='empty')
+            raise DataError(f'none of the {len(todo)} images could be read (first: {first["path"]}: {first["reason"]})', table.attrs.get('source'))
+    else: added, skipped = (len(enc), enc.skipped) if enc is not None else (0, [])
+    readable = table[~table.id.isin([str(Path(s['path']).resolve()) for s in skipped])]
+    captions, caps = _update_captions(model, readable, folder, fp, overwrite, batch_size, g.device if g.world > 1 else device, amp)
+    if not chunked: _add_encoded(index, enc, captions, recall, len(readable), new_index)
+    elif added or not getattr(index, 'tuned', None):   # new images, or a run cut short before it was measured
+        if not added: index.save(folder)                   # the lists built before they are measured
+        _tune_on_disk(index, captions, recall, len(readable))
+    index.model = fp                                       # the checkpoint path may have moved
+    index.save(folder)
+    if captions is not None: captions.save(folder/'captions')
+    report = dict(folder=str(folder), images=len(index), encoded=added, reused=int(reused.sum()),
+                  removed=len(gone), skipped=skipped, rows_skipped=table.attrs['rows_skipped'], kind=index.kind, ondisk=index.ondisk,
+                  **index.recall_info, **caps, processes=g.world, seconds=round(time.time() - t0, 2))
+    return report, report
+
 # %% ../nbs/10e_search.ipynb #7762c9bb
 def encode_gallery(model, # the `AlignModel` whose image tower encodes the gallery
                    source, # a folder, list of image paths, caption file or pairs table
@@ -108,14 +360,14 @@ def encode_gallery(model, # the `AlignModel` whose image tower encodes the galle
                    overwrite:bool=False, # replace an index written by another model instead of refusing
                    batch_size:int=64, # images per step (as `encode_images`)
                    workers:int|None=None, # decoding processes (as `encode_images`)
-                   device:str|None=None, # where the model runs (as `encode_images`)
+                   device:str|None=None, # where the model runs (as `encode_images`; each process of a multi-GPU run takes cuda:LOCAL_RANK)
                    amp:bool|None=None, # mixed precision (as `encode_images`)
                    format:str='auto', # the caption file's reader (as `read_pairs`)
                    images:str|Path|None=None, # image root of a caption file (as `read_pairs`)
                    strict:bool|None=None, # a caption file's damaged rows: None refuses the file, False skips and counts them (as `read_pairs`)
                    progress:bool=True, # show progress bars
                    wait:bool=True, # another process is writing `folder`: wait for it to finish, saying so on stderr (else `FolderBusyError`)
-                   max_memory:int|str|None=None, # bytes the index may hold ('1GiB', '512MB', 2e9): vectors that overflow it get IVF-PQ with its lists on disk
+                   max_memory:int|str|None=None, # bytes the index may hold ('1GiB', '512MB', 2e9): vectors that overflow it get IVF-PQ with its lists on disk, encoded and added a quarter of it at a time
                   ) -> dict:
     "Encode `source` into the index in `folder`, reusing unchanged images, holding the folder's lock from reading the index to saving it; returns what was done."
     if not 0 < recall <= 1: raise ConfigError(f'recall is a share of the exact top-10: give a value in (0, 1], got {recall}')
@@ -123,41 +375,21 @@ def encode_gallery(model, # the `AlignModel` whose image tower encodes the galle
     budget = parse_size(max_memory, 'max_memory') if max_memory is not None else None
     fp = model_fingerprint(model, checkpoint)
     if checkpoint: fp['checkpoint_from_index'] = os.path.relpath(fp['checkpoint'], folder.resolve())  # survives moving both together
-    if folder.exists() and not folder.is_dir(): raise DataError('is a file, not an index folder', folder)
-    if folder.is_dir() and any(p.name != LOCK_FILE for p in folder.iterdir()) and not _is_index_folder(folder):
-        raise DataError('exists and is not a phoalign index: name a new or empty folder (nothing there was changed)', folder)
-    table = gallery_table(source, format=format, images=images, strict=strict)   # a source refused leaves no folder behind
-    with folder_lock(folder, wait=wait, what='encode'):   # a second encode waits here, then reads what the first one saved
-        index = EmbeddingIndex.load(folder) if (folder/'manifest.json').exists() and not overwrite else None
-        if index is not None:
-            check_same_model(index.model, fp, folder)
-            if index.modality != 'image': raise DataError('holds a text index: name the gallery folder, not its captions/', folder)
-        reused, gone = _reuse_unchanged(index, table)
-        todo = table[~reused]
-        if budget is not None and index is not None and not index.ondisk and needs_disk(len(index) + len(todo), fp['dim'], budget):
-            raise ConfigError(f'max_memory={max_memory}: the index holds its vectors in memory and {len(index) + len(todo)} of them overflow it: encode again with overwrite (--overwrite) to build it on disk')
-        if budget is not None and index is not None and index.ondisk: index.max_memory = budget
-        enc = (encode_images(model, todo, batch_size=batch_size, workers=workers, device=device, amp=amp, progress=progress,
-                             require_any=index is None or not len(index) and not reused.any()) if len(todo) else None)
-        new_index = index is None
-        if new_index:
-            n = len(enc)
-            ondisk = budget is not None and needs_disk(n, fp['dim'], budget)
-            if ondisk and kind not in ('auto', 'ivfpq'): raise ConfigError(f'max_memory={max_memory}: {n} vectors overflow it, and kind={kind!r} holds them in memory: use kind auto or ivfpq')
-            if ondisk: kind, factory = 'ivfpq', ondisk_factory(n, fp['dim'])
-            else: kind, factory = choose_index(n, fp['dim'], budget) if kind == 'auto' else (kind, factory_for(kind, n, fp['dim'], budget))
-            index = EmbeddingIndex(fp['dim'], kind, factory, modality='image', model=fp, ondisk=ondisk, max_memory=budget)
-        skipped = enc.skipped if enc is not None else []
-        readable = table[~table.id.isin([str(Path(s['path']).resolve()) for s in skipped])]
-        captions, caps = _update_captions(model, readable, folder, fp, overwrite, batch_size, device, amp)
-        if enc is not None and len(enc) and index.ondisk: index.model = fp; _save_and_tune(index, enc, captions, recall, len(readable), folder)
-        elif enc is not None and len(enc) and index.kind != 'flat': _add_and_tune(index, enc, captions, recall, len(readable), new_index)
-        elif enc is not None: index.add(enc.embeddings, enc.table.id, enc.table.drop(columns='id'), replace=True)
-        index.model = fp                                       # the checkpoint path may have moved
-        index.save(folder)
-        if captions is not None: captions.save(folder/'captions')
-    return dict(folder=str(folder), images=len(index), encoded=len(enc) if enc is not None else 0, reused=int(reused.sum()),
-                removed=len(gone), skipped=skipped, rows_skipped=table.attrs['rows_skipped'], kind=index.kind, ondisk=index.ondisk, **index.recall_info, **caps, seconds=round(time.time() - t0, 2))
+    g = _Group(device)      # the processes of a torchrun / accelerate launch run (one: no process group)
+    try:
+        with contextlib.ExitStack() as held:
+            table, index, reused, gone, run = _survey(g, source, folder, fp, held, format, images, strict, wait, overwrite, budget, max_memory, kind)
+            todo, fresh = table[~reused], index is None or not len(index) and not reused.any()   # fresh: no image kept, so one must be readable
+            existed, later = folder.is_dir(), g.world == 1 and _on_disk(index, len(todo), fp, budget)   # later: encoded chunk by chunk as it is added
+            try: enc, rows = (None, None) if later else g.step('encoding its part of the gallery',
+                                    lambda: _encode_slice(model, g, todo, folder, run, fresh, batch_size, workers, device, amp, progress))
+            except BaseException: _tidy(g, folder, run, existed); raise
+            try: report, told = g.step('merging the parts into the index', lambda: _merge_and_save(
+                    model, g, folder, table, todo, enc, rows, index, reused, gone, run, fp, fresh, kind=kind, recall=recall, overwrite=overwrite,
+                    batch_size=batch_size, device=device, amp=amp, budget=budget, max_memory=max_memory, t0=t0, workers=workers, progress=progress))
+            finally: _tidy(g, folder, run, existed)
+            return told[0]
+    finally: g.close()
 
 # %% ../nbs/10e_search.ipynb #71921085
 def find_matches(model, # the `AlignModel` that wrote the index

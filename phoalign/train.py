@@ -16,15 +16,17 @@ from .model import AlignModel, image_transforms, model_checkpoint, read_checkpoi
 from .losses import loss_from_config, loss_inputs, clamp_logit_scale_
 from .metrics import retrieval_metrics
 from .data.datasets import PairsDataset, PairsCollate, SkipTracker, skipped_images
+from .data.shards import ShardSet, ShardStream, is_shard_source, open_shards, shard_pairs, shard_captions
 from .viz import LiveCurves
 from .encode import embed_images, embed_texts
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'warmup_schedule', 'cosine_with_warmup', 'EpochSampler', 'RunLogger', 'rng_state', 'set_rng_state',
-           'prepare_data', 'pairs_dataset', 'encode_dataset', 'evaluate_retrieval', 'evaluate_pairs',
-           'skipped_by_split', 'format_skipped', 'NonFiniteLossError', 'RunFolderInUseError', 'Monitor', 'TrainTask',
-           'PairsTask', 'load_model_weights', 'Trainer', 'process_state', 'freeze_batch_norm_stats',
-           'latest_checkpoint', 'one_process_loss', 'LiveCurves']
+__all__ = ['SCHEDULES', 'warmup_schedule', 'cosine_with_warmup', 'EpochSampler', 'StreamLoader', 'RunLogger', 'rng_state',
+           'set_rng_state', 'prepare_data', 'pairs_dataset', 'shard_splits', 'split_pairs', 'split_images_count',
+           'split_captions', 'encode_dataset', 'evaluate_retrieval', 'evaluate_pairs', 'skipped_by_split',
+           'format_skipped', 'NonFiniteLossError', 'RunFolderInUseError', 'Monitor', 'TrainTask', 'PairsTask',
+           'load_model_weights', 'Trainer', 'process_state', 'freeze_batch_norm_stats', 'latest_checkpoint',
+           'one_process_loss', 'LiveCurves']
 
 # %% ../nbs/08_train.ipynb #960ef9ab
 SCHEDULES = ('cosine', 'constant')
@@ -62,6 +64,26 @@ class EpochSampler(Sampler):
     def __iter__(self):
         if not self.shuffle: return iter(range(self.n))
         return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist())
+
+# %% ../nbs/08_train.ipynb #18cc27bf
+class StreamLoader:
+    "Batches of a `ShardStream` on the device: each process reads its own part (Accelerate's loader would read the whole stream in every process and split each batch)."
+    def __init__(self, stream:ShardStream, # the training stream
+                 batch_size:int, # samples per batch (per process)
+                 collate_fn, # items -> batch
+                 accelerator, # gives the device and this process's place among the processes
+                 num_workers:int=0, # DataLoader workers (each reads a run of whole batches of the process's part)
+                 drop_last:bool=False): # leave out each process's last incomplete batch
+        self.stream = stream.plan(batch_size, accelerator.process_index, accelerator.num_processes, drop_last)
+        self.loader, self.device = DataLoader(stream, batch_size=batch_size, collate_fn=collate_fn, num_workers=num_workers), accelerator.device
+    def __len__(self): return len(self.loader)
+    def set_epoch(self, epoch:int): self.stream.set_epoch(epoch)
+    def start_at(self, batch:int): # batches of the epoch already trained on
+        "Itself, starting the epoch after `batch` batches (a resumed epoch)."
+        self.stream.start_batch = batch; return self
+    def __iter__(self):
+        from accelerate.utils import send_to_device
+        for b in self.loader: yield send_to_device(b, self.device)
 
 # %% ../nbs/08_train.ipynb #9859ba99
 class RunLogger:
@@ -128,15 +150,18 @@ def set_rng_state(st:dict, # a dict from `rng_state`
     if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
 
 # %% ../nbs/08_train.ipynb #f91206e1
-def prepare_data(config:Config, # gives `data.path`, `format`, `images`, the split fractions and seed
-                 verbose:bool=True, # print what was left out (rows skipped while reading, missing images)
+def prepare_data(config:Config, # gives `data.path`, `format`, `images`, the cleaning settings (`clean_pairs`), the split fractions and seed
+                 verbose:bool=True, # print what was left out or changed (rows skipped while reading, the cleaning counts, missing images)
                 ) -> dict:
-    "The train/val/test(/tune) pairs of `config.data`: `{split: DataFrame}`."
-    from phoalign.data.formats import read_pairs, split_images
+    "The train/val/test(/tune) pairs of `config.data`: `{split: DataFrame}` (shards: see `shard_splits`)."
+    from phoalign.data.formats import read_pairs, clean_pairs, split_images
     from phoalign.data.datasets import readable_pairs
     dc = config.data
     if not dc.path: raise ConfigError('data.path is not set: pass data.path=<caption file or folder>')
-    pairs = read_pairs(dc.path, format=dc.format, images=dc.images, strict=dc.strict, log=print if verbose else None)
+    if is_shard_source(dc.path): return shard_splits(config, verbose)
+    if dc.num_samples: raise ConfigError(f'data.num_samples={dc.num_samples} is for webdataset shards (samples an epoch, resampled); {dc.path} is not: remove it, or shard it with `phoalign data shard`')
+    say = print if verbose else None
+    pairs = clean_pairs(read_pairs(dc.path, format=dc.format, images=dc.images, strict=dc.strict, log=say, raw=True), dc, log=say)   # cleaned as data.clean says, counted
     pairs, report = readable_pairs(pairs, decode=False)
     if report['dropped_images']:
         if dc.strict: raise DataError(f'{report["summary"]} (data.strict=true)', dc.path)
@@ -146,14 +171,47 @@ def prepare_data(config:Config, # gives `data.path`, `format`, `images`, the spl
     if 'train' not in out: raise DataError(f'no training images after splitting (splits: {sorted(out)})', dc.path)
     return out
 
-def pairs_dataset(data:Dataset|pd.DataFrame, # a pairs table, or a ready Dataset (returned as is)
+def pairs_dataset(data:Dataset|pd.DataFrame|ShardSet, # a pairs table, a split's shards, or a ready Dataset (returned as is)
                   transform, # the image transform (`image_transforms(model)`)
                   config:Config, # gives strictness and the seed
                   train:bool=False, # training replaces unreadable images; evaluation leaves them out
                  ) -> Dataset:
-    "A `PairsDataset` over `data`."
+    "A `PairsDataset` over `data`; shards: a `ShardStream` to train on, their samples read in memory to evaluate."
     if isinstance(data, Dataset): return data
+    dc = config.data
+    if isinstance(data, ShardSet) and train: return ShardStream(data, transform, seed=config.train.seed, num_samples=dc.num_samples, strict=dc.strict)
+    if isinstance(data, ShardSet): data = shard_pairs(data)
     return PairsDataset(data, transform=transform, strict=config.data.strict, seed=config.train.seed, replace_unreadable=train)
+
+# %% ../nbs/08_train.ipynb #4580ada9
+def shard_splits(config:Config, # `data.path` names webdataset shards (`is_shard_source`)
+                 verbose:bool=True, # print notes (held-out shards, counts)
+                ) -> dict:
+    "The splits of webdataset shards: training's as a `ShardSet` (streamed), validation's and test's read into pairs tables."
+    dc = config.data
+    fixed = [f'data.{k}={getattr(dc, k)!r}' for k, v in (('format', 'auto'), ('images', None)) if getattr(dc, k) != v]
+    if fixed: raise ConfigError(f'{dc.path}: {", ".join(fixed)} cannot apply to shards (they hold their images): remove it')
+    splits = open_shards(dc.path, dc, log=print if verbose else None)
+    if 'train' not in splits: raise DataError(f'no training shards (splits: {sorted(splits)})', dc.path)
+    world = max(int(os.environ.get('WORLD_SIZE', '1')), 1)
+    if verbose and len(splits['train']) % world:
+        print(f'{dc.path}: {len(splits["train"]) % world} training samples an epoch wait for another epoch (the {world} processes share the rest equally)')
+    return {k: v if k == 'train' else shard_pairs(v, k) for k, v in splits.items()}
+
+def split_pairs(split:pd.DataFrame|ShardSet, # a split of `prepare_data`
+               ) -> pd.DataFrame:
+    "A split as a pairs table (a split of shards read in memory)."
+    return shard_pairs(split) if isinstance(split, ShardSet) else split
+
+def split_images_count(split:pd.DataFrame|ShardSet, # a split of `prepare_data`
+                      ) -> int:
+    "The images of a split."
+    return len(split) if isinstance(split, ShardSet) else split.image_id.nunique()
+
+def split_captions(split:pd.DataFrame|ShardSet, # a split of `prepare_data`
+                   limit:int=100_000): # at most this many samples' captions from shards
+    "A split's captions (a text tower learnt from scratch builds its vocabulary from them)."
+    return shard_captions(split, limit) if isinstance(split, ShardSet) else split.caption.tolist()
 
 # %% ../nbs/08_train.ipynb #81897856
 @torch.no_grad()
@@ -496,8 +554,12 @@ def _setup_data(self:Trainer, train_data, val_data):
     self.batch_size_tried = None   # the sizes `train.batch_size=auto` tried
     if tc.batch_size == 'auto': tc.batch_size = self._auto_batch_size()   # the run's config (and checkpoints) hold the number
     global_batch = tc.batch_size * self.accelerator.num_processes
-    self.train_dl = DataLoader(self.train_ds, batch_size=tc.batch_size, sampler=self.sampler, collate_fn=self.task.collate(self.train_ds),
-                               num_workers=dc.num_workers, drop_last=len(self.train_ds) >= 2 * global_batch)
+    if isinstance(self.train_ds, ShardStream):   # each process streams its own part (Accelerate would read the stream in each and split batches)
+        self.sampler = None
+        self.train_dl = StreamLoader(self.train_ds, tc.batch_size, self.task.collate(self.train_ds), self.accelerator, dc.num_workers,
+                                     drop_last=self.train_ds.n_samples >= 2 * global_batch)
+    else: self.train_dl = DataLoader(self.train_ds, batch_size=tc.batch_size, sampler=self.sampler, collate_fn=self.task.collate(self.train_ds),
+                                     num_workers=dc.num_workers, drop_last=len(self.train_ds) >= 2 * global_batch)
     if self.val_ds is None and tc.monitor != 'train_loss' and self.accelerator.is_main_process:
         self.log_line(f'no validation split: best.pt and early stopping follow train_loss instead of {tc.monitor}')
 
@@ -507,7 +569,8 @@ def _setup_optimisation(self:Trainer):
     "The task's optimiser, the warmup + `train.schedule` in optimiser steps, and Accelerate's wrapping."
     tc = self.config.train
     self.optimizer = self.task.optimizer(self.model, tc)
-    self.model, self.optimizer, self.train_dl = self.accelerator.prepare(self.model, self.optimizer, self.train_dl)
+    if isinstance(self.train_dl, StreamLoader): self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+    else: self.model, self.optimizer, self.train_dl = self.accelerator.prepare(self.model, self.optimizer, self.train_dl)
     self.task.to(self.accelerator.device)
     self.steps_per_epoch = math.ceil(len(self.train_dl) / tc.grad_accum)   # the prepared loader's length is per process
     self.total_steps = min(tc.epochs * self.steps_per_epoch, tc.max_steps or math.inf)
@@ -567,11 +630,12 @@ def train_epoch(self:Trainer) -> dict:
     tc, acc = self.config.train, self.accelerator
     self.task.train_mode(self.model)
     if tc.freeze_bn: freeze_batch_norm_stats(self.model)
-    self.sampler.set_epoch(self.epoch)
+    if self.sampler is not None: self.sampler.set_epoch(self.epoch)
     if hasattr(self.train_dl, 'set_epoch'): self.train_dl.set_epoch(self.epoch)  # Accelerate's loader re-sets the sampler's epoch
     if hasattr(self.train_ds, 'set_epoch'): self.train_ds.set_epoch(self.epoch)
     self.task.epoch_start(self.epoch)
-    loader = acc.skip_first_batches(self.train_dl, self.batch_in_epoch) if self.batch_in_epoch else self.train_dl
+    if isinstance(self.train_dl, StreamLoader): loader = self.train_dl.start_at(self.batch_in_epoch)   # the stream passes over them undecoded
+    else: loader = acc.skip_first_batches(self.train_dl, self.batch_in_epoch) if self.batch_in_epoch else self.train_dl
     if hasattr(loader, 'set_epoch'): loader.set_epoch(self.epoch)   # a new (skipping) loader counts its epochs from 0
     bar = progress_bar(loader, desc=f'epoch {self.epoch + 1}/{tc.epochs}', show=self.progress)
     batches = iter(bar)
@@ -621,7 +685,7 @@ def state(self:Trainer) -> dict:
                 scaler=scaler.state_dict() if scaler is not None else None, task_state=self.task.state_dict(),
                 epoch=self.epoch, step=self.step, batch_in_epoch=self.batch_in_epoch,
                 epoch_sums={k: float(v) for k, v in self._epoch_sums.items()}, rng=rng_state(), history=self.history,
-                best=self.best, bad_epochs=self.bad_epochs, n_train=len(self.train_ds), data_path=self.config.data.path,
+                best=self.best, bad_epochs=self.bad_epochs, n_train=getattr(self.train_ds, 'n_samples', len(self.train_ds)), data_path=self.config.data.path,
                 processes=self.accelerator.num_processes, batch_size=self.config.train.batch_size, saved_at=time.time())   # when: a rerun's checkpoint is told from the last one's
 
 @patch
@@ -651,9 +715,13 @@ def resume(self:Trainer,
     p = latest_checkpoint(self.run_dir) if str(path) == 'latest' else self.run_dir/self.files[str(path)] if str(path) in ('last', 'best') else Path(path)
     ck = self.task.read_checkpoint(p)
     if 'optimizer' not in ck: raise ConfigError(f'{p}: holds weights only (no training state): it can start a new run, not continue one')
-    if ck.get('n_train') not in (None, len(self.train_ds)):
+    n_train = getattr(self.train_ds, 'n_samples', len(self.train_ds))
+    if isinstance(self.train_ds, ShardStream) and ck.get('batch_in_epoch') and ck.get('processes') != self.accelerator.num_processes:
+        raise ConfigError(f'{p}: stopped in the middle of an epoch over shards with {ck.get("processes")} processes; {self.accelerator.num_processes} '
+                          'would share its samples otherwise: resume with the same number of processes')
+    if ck.get('n_train') not in (None, n_train):
         raise ConfigError(f'{p}: this run trained on {ck["n_train"]} samples ({ck.get("data_path")}), the data given now has '
-                          f'{len(self.train_ds)} ({self.config.data.path}): resume with the same data, or train afresh with --overwrite')
+                          f'{n_train} ({self.config.data.path}): resume with the same data, or train afresh with --overwrite')
     self.task.load_checkpoint(self.unwrapped, ck, p)
     self.optimizer.load_state_dict(ck['optimizer']); self.scheduler.load_state_dict(ck['scheduler'])
     scaler = getattr(self.accelerator, 'scaler', None)
@@ -811,7 +879,9 @@ def _probe_step(self:Trainer,
     for k in ('epoch', 'step'): setattr(self, k, getattr(self, k, 0))   # a loss following the progress (BLIP's) reads them
     self.steps_per_epoch = getattr(self, 'steps_per_epoch', 1)
     try:
-        batch = self.task.collate(self.train_ds)([self.train_ds[i % n] for i in range(batch_size)])
+        items = (list(itertools.islice(itertools.cycle(self.train_ds.head(batch_size)), batch_size)) if isinstance(self.train_ds, ShardStream)
+                 else [self.train_ds[i % n] for i in range(batch_size)])
+        batch = self.task.collate(self.train_ds)(items)
         self.model.to(acc.device); self.task.to(acc.device); self.task.train_mode(self.model)
         with acc.autocast(), one_process_loss(getattr(self.task, 'loss_fn', None)): loss = self.task.compute_loss(self.model, send_to_device(batch, acc.device))['loss']
         loss.backward()
@@ -830,7 +900,7 @@ def _auto_batch_size(self:Trainer) -> int:
         ck = self.task.read_checkpoint(last)
         if isinstance(ck.get('batch_size'), int): self.batch_size_tried = []; return ck['batch_size']
     tried = []
-    @find_executable_batch_size(starting_batch_size=max(1, min(tc.batch_size_start, len(self.train_ds) // acc.num_processes)),
+    @find_executable_batch_size(starting_batch_size=max(1, min(tc.batch_size_start, getattr(self.train_ds, 'n_samples', len(self.train_ds)) // acc.num_processes)),
                                 reduce_batch_size_fn=lambda: tried[-1] // 2)
     def probe(batch_size):
         tried.append(batch_size); self._probe_step(batch_size); return batch_size

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/10h_commands.search.ipynb #dbe217cb
 from __future__ import annotations
-import argparse, json, sys, time
+import argparse, json, os, sys, time
 from pathlib import Path
 from . import command, arg
 from .train import RECALL_KEYS
@@ -40,28 +40,33 @@ def _unreadable_line(skipped:list, show:int=3) -> str:
          arg('--overwrite', action='store_true', help='replace an index written by another model'),
          arg('--no-wait', action='store_true', help='refuse at once when another process is writing the index folder (default: wait for it to finish)'),
          arg('--json', action='store_true', help='print what was done as JSON'),
-         arg('--no-progress', action='store_true', help='no progress bar'))
+         arg('--no-progress', action='store_true', help='no progress bar'),
+         epilog='on several processes: torchrun --nproc_per_node N -m phoalign encode ... (or accelerate launch); each process encodes a slice\n'
+                'of the new images (on GPUs, cuda:LOCAL_RANK) and the first merges them into the index. On several nodes, the gallery and\n'
+                'the index folder must be on storage they all share.')
 def encode(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
            ) -> int: # the exit code
-    "`phoalign encode`: write or update an index folder."
+    "`phoalign encode`: write or update an index folder (on one process, or split across the processes of torchrun or accelerate launch)."
     from phoalign.encode import checkpoint_path
     from phoalign.model import load_model
-    from phoalign.search import encode_gallery
+    from phoalign.search import encode_gallery, encode_device
     from phoalign.index import parse_size
-    from phoalign.core import ConfigError, get_device, shown_path
+    from phoalign.core import ConfigError, shown_path
     if args.batch_size < 1: raise ConfigError(f'--batch-size must be at least 1, got {args.batch_size}')
     if not 0 < args.recall <= 1: raise ConfigError(f'--recall is a share of the exact top-10: give a value in (0, 1], got {args.recall}')
     checkpoint = checkpoint_path(args.checkpoint)
-    model = load_model(checkpoint, device=get_device(args.device or 'auto'))
+    model = load_model(checkpoint, device=encode_device(args.device))   # each process of a multi-GPU run its own GPU
     report = encode_gallery(model, args.images, args.out, checkpoint=checkpoint, kind=args.kind, recall=args.recall, max_memory=parse_size(args.max_memory, '--max-memory') if args.max_memory is not None else None, overwrite=args.overwrite,
                             batch_size=args.batch_size, workers=args.workers, device=args.device, format=args.format,
                             images=args.image_root, strict=None if args.strict is None else args.strict == 'true',
                             progress=not (args.no_progress or args.json), wait=not args.no_wait)
+    if os.environ.get('RANK', '0') != '0': return 0   # the other processes of a torchrun run: the first one reports
     if args.json: print(json.dumps(report, ensure_ascii=False)); return 0
     captions = f', {report["captions"]} captions ({report["captions_encoded"]} encoded)' if report['captions'] else ''
     measured = (f' (recall@{report["recall_k"]} {report["recall"]:.3f} on {report["recall_queries"]})'
                 if report['kind'] != 'flat' and report['recall'] is not None else '')
-    print(f'{shown_path(report["folder"])}: {report["images"]} images{captions}, {report["kind"]} index{" (lists on disk)" if report["ondisk"] else ""}{measured}; encoded {report["encoded"]}, '
+    by = f' by {report["processes"]} processes' if report['processes'] > 1 else ''
+    print(f'{shown_path(report["folder"])}: {report["images"]} images{captions}, {report["kind"]} index{" (lists on disk)" if report["ondisk"] else ""}{measured}; encoded {report["encoded"]}{by}, '
           f'reused {report["reused"]}, removed {report["removed"]} gone from disk ({report["seconds"]:.1f}s)')
     if report['skipped']: print(_unreadable_line(report['skipped']))
     if report['rows_skipped']: print(f'left out {report["rows_skipped"]} rows of the caption file (named above)')

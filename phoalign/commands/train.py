@@ -33,7 +33,7 @@ def _measured_line(m:dict) -> str:
 
 def _rows_skipped_line(pairs, path) -> str:
     "A line counting the rows skipped while reading `path` ('' when none); they were named when it was read."
-    n = len(pairs.attrs.get('problems', []))
+    n = len(getattr(pairs, 'attrs', {}).get('problems', []))   # shards: counted when they were written
     return f'rows of {path} skipped while reading: {n} (named when it was read)' if n else ''
 
 # %% ../../nbs/08a_commands.train.ipynb #c8c9777e
@@ -62,15 +62,15 @@ def train(args:argparse.Namespace, # the parsed command line (`build_parser().pa
           ) -> int: # the exit code
     "`phoalign train`: train, then evaluate the best checkpoint on the test split."
     from phoalign.model import load_config, create_model, load_model, check_model_config
-    from phoalign.train import Trainer, prepare_data, evaluate_pairs, format_skipped
+    from phoalign.train import Trainer, prepare_data, evaluate_pairs, format_skipped, split_images_count, split_captions
     from phoalign.metrics import format_metrics
     from phoalign.core import atomic_write, ConfigError
     if args.resume and args.overwrite: raise ConfigError('--resume and --overwrite contradict each other: choose one')
     cfg = load_config(args.config, *args.overrides)
     check_model_config(cfg)                       # a wrong setting is reported before any data is read
     splits = prepare_data(cfg, verbose=is_main())
-    if is_main(): print(', '.join(f'{k}: {v.image_id.nunique()} images' for k, v in sorted(splits.items())), flush=True)
-    model = create_model(cfg, captions=splits['train'].caption.tolist())
+    if is_main(): print(', '.join(f'{k}: {split_images_count(v)} images' for k, v in sorted(splits.items())), flush=True)
+    model = create_model(cfg, captions=split_captions(splits['train']))
     trainer = Trainer(model, splits['train'], splits.get('val'), progress=not args.no_progress, live=False, overwrite=args.overwrite)
     main_process = trainer.accelerator.is_main_process
     if args.resume:
@@ -117,7 +117,7 @@ def evaluate(args:argparse.Namespace, # the parsed command line (`build_parser()
     "`phoalign eval`: metrics of a checkpoint on a split of a data set, or on a benchmark."
     import copy
     import pandas as pd
-    from phoalign.train import prepare_data, evaluate_pairs, format_skipped
+    from phoalign.train import prepare_data, evaluate_pairs, format_skipped, split_pairs
     from phoalign.metrics import format_metrics
     from phoalign.core import ConfigError
     from phoalign.encode import load_trained_model, captions_warning
@@ -131,6 +131,7 @@ def evaluate(args:argparse.Namespace, # the parsed command line (`build_parser()
     cfg.data.format = args.format or cfg.data.format
     if args.strict: cfg.data.strict = args.strict == 'true'
     splits = prepare_data(cfg, verbose=not args.json)
+    splits = {k: split_pairs(v) if split in (k, 'all') else v for k, v in splits.items()}   # a training split of shards: read in memory
     pairs = pd.concat(splits.values()) if split == 'all' else splits.get(split)
     if pairs is None: raise ConfigError(f'--split: no {split!r} split in {args.data} (splits: {", ".join(sorted(splits))}, all)')
     metrics = evaluate_pairs(model, pairs, cfg)

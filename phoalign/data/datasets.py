@@ -11,12 +11,12 @@ import numpy as np, pandas as pd, torch
 from torch.utils.data import Dataset
 from fastcore.basics import patch
 from ..core import DataError
-from .transforms import read_image
+from .transforms import read_image, decode_image_bytes
 from .formats import DAMAGE
 
 # %% auto #0
-__all__ = ['derived_seed', 'PairsDataset', 'PairsCollate', 'skipped_images', 'SkipTracker', 'TripletsDataset', 'file_rows',
-           'check_pairs', 'format_report', 'readable_pairs']
+__all__ = ['derived_seed', 'takes_seed', 'PairsDataset', 'PairsCollate', 'skipped_images', 'SkipTracker', 'TripletsDataset',
+           'file_rows', 'check_pairs', 'format_report', 'readable_pairs']
 
 # %% ../../nbs/01c_data.datasets.ipynb #ea5e1f33
 def derived_seed(*parts, # anything with a text form: a run's seed, an epoch, an index, what the seed is for
@@ -25,7 +25,8 @@ def derived_seed(*parts, # anything with a text form: a run's seed, an epoch, an
     return zlib.crc32(' '.join(map(str, parts)).encode()) & 0x7FFFFFFF
 
 # %% ../../nbs/01c_data.datasets.ipynb #5a0ebb6e
-def _takes_seed(fn) -> bool:
+def takes_seed(fn, # a transform (or any callable)
+              ) -> bool:
     "Whether callable `fn` takes a `seed` argument."
     try: return 'seed' in inspect.signature(fn).parameters
     except (TypeError, ValueError): return False
@@ -38,7 +39,7 @@ def _text(s) -> str|None:
 class PairsDataset(Dataset):
     "One item per image of a pairs table: `dict(image, caption, segmented, image_id, index)`."
     def __init__(self,
-                 pairs:pd.DataFrame, # `read_pairs` output (image, caption, image_id, optional segmented, ...)
+                 pairs:pd.DataFrame, # `read_pairs` output (image, caption, image_id, optional segmented, ...); `image` a path or an encoded image's bytes
                  transform=None, # image array -> tensor (called with `seed=` when it accepts one); None: [0, 1] tensor
                  strict:bool|None=False, # raise on an unreadable image (`data.strict=true`) instead of skipping or replacing it
                  seed:int=0, # caption-choice, augmentation and replacement seed
@@ -52,7 +53,7 @@ class PairsDataset(Dataset):
                           else [[None] * len(cs) for cs in self.captions])
         self.transform, self.strict, self.seed, self.epoch = transform, strict, seed, 0
         self.replace_unreadable, self.tries, self.path = replace_unreadable, tries, pairs.attrs.get('path')
-        self._seeded = transform is not None and _takes_seed(transform)
+        self._seeded = transform is not None and takes_seed(transform)
         self._bad = {}  # index -> why, for images found unreadable in this process (a worker's copy keeps its own)
 
     def __len__(self): return len(self.images)
@@ -60,7 +61,8 @@ class PairsDataset(Dataset):
 
     def load(self, i:int, seed:int|None=None) -> torch.Tensor:
         "Image `i` decoded and transformed."
-        img = read_image(self.images[i])
+        src = self.images[i]
+        img = decode_image_bytes(src) if isinstance(src, bytes) else read_image(src)   # bytes: a sample read from shards
         if self.transform is None: return torch.from_numpy(img).permute(2, 0, 1).float().div(255)
         return self.transform(img, seed=seed) if self._seeded else self.transform(img)
 

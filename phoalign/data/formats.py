@@ -4,27 +4,39 @@
 
 # %% ../../nbs/01_data.formats.ipynb #18a1c85c
 from __future__ import annotations
-import csv, html, io, json, re, sys, unicodedata
+import csv, html, io, json, re, sys, types, unicodedata
+from dataclasses import fields
 from pathlib import Path
 import numpy as np, pandas as pd
-from ..core import DataError, Registry
+from ..core import CLEAN_STEPS, Config, ConfigError, DataConfig, DataError, Registry, parse_assignments, unknown_key_error, validate_config
 
 # %% auto #0
-__all__ = ['COLUMNS', 'IMAGE_SUFFIXES', 'READERS', 'DAMAGE', 'LONG_CAPTION', 'PREFIXES', 'normalize_caption', 'describe_problems',
-           'read_json', 'read_coco', 'read_ktvic', 'read_openviic', 'read_jsonl', 'read_csv', 'read_flickr30k',
-           'read_tsv', 'read_folder', 'detect_format', 'stderr_line', 'read_pairs', 'merge_pairs', 'check_splits',
+__all__ = ['COLUMNS', 'IMAGE_SUFFIXES', 'READERS', 'DAMAGE', 'LONG_CAPTION', 'CLEAN_SETTINGS', 'CLEANING', 'PREFIXES',
+           'normalize_caption', 'describe_problems', 'read_json', 'read_coco', 'read_ktvic', 'read_openviic',
+           'read_jsonl', 'read_csv', 'read_flickr30k', 'read_tsv', 'read_folder', 'detect_format', 'stderr_line',
+           'read_pairs', 'describe_cleaning', 'clean_pairs', 'data_config', 'merge_pairs', 'check_splits',
            'split_images']
 
 # %% ../../nbs/01_data.formats.ipynb #a6d73715
-_TAG = re.compile(r'<[^>]+>')
+_TAGS = re.compile(r'(?:<[^>]+>)+')
 _SPACE = re.compile(r'[\s\u00a0\u200b\u200c\u200d\ufeff]+')
 
+def _strip_html(text:str) -> str:
+    "`text` without HTML tags (a run of them becomes a space between two words, else nothing) and with entities unescaped."
+    def gap(m): return ' ' if 0 < m.start() and m.end() < len(text) and not text[m.start() - 1].isspace() and not text[m.end()].isspace() else ''
+    return html.unescape(_TAGS.sub(gap, text))
+
+def _fold_space(text:str) -> str: return _SPACE.sub(' ', text).strip()   # every kind of white space (zero-width too) as one space, none at the ends
+
 def normalize_caption(text, # a caption (None and NaN give an empty one)
+                      html:bool=True, # remove HTML tags and unescape entities (`&amp;`, `&nbsp;`)
+                      whitespace:bool=True, # fold white space into single spaces, none at the ends
                      ) -> str:
-    "A caption in NFC, without HTML, with white space folded."
+    "A caption in NFC, by default without HTML and with white space folded."
     if text is None or (isinstance(text, float) and np.isnan(text)): return ''
-    text = html.unescape(_TAG.sub(' ', str(text)))
-    return _SPACE.sub(' ', unicodedata.normalize('NFC', text)).strip()
+    text = _strip_html(str(text)) if html else str(text)
+    text = unicodedata.normalize('NFC', text)
+    return _fold_space(text) if whitespace else text
 
 # %% ../../nbs/01_data.formats.ipynb #c8805a09
 COLUMNS = ['image', 'caption', 'image_id', 'source', 'split', 'segmented', 'file', 'row']
@@ -76,8 +88,8 @@ def _path_id(image:str, roots:list[Path]) -> str:
     return Path(image).as_posix()
 
 # %% ../../nbs/01_data.formats.ipynb #19d745b1
-def _table(records, path:Path, images:Path|None, problems:_Problems) -> list[dict]:
-    "Rows from raw records `(image, caption, image_id, split, row[, segmented[, file]])`, with bad ones set aside."
+def _table(records, path:Path, images:Path|None, problems:_Problems, raw:bool=False) -> list[dict]:
+    "Rows from raw records `(image, caption, image_id, split, row[, segmented[, file]])`, with bad ones set aside (`raw`: captions only in NFC)."
     rows, owners = [], {}
     roots = [r.resolve() for r in (_caption_root(path), images) if r]  # ids relative to the caption file's folder, else `images`
     for image, caption, image_id, split, row, *extra in records:
@@ -85,12 +97,12 @@ def _table(records, path:Path, images:Path|None, problems:_Problems) -> list[dic
         file = file or path
         if image is None or str(image).strip() == '':
             problems.add(file, row, 'missing_field', 'no image name'); continue
-        cap = normalize_caption(caption)
-        if not cap: problems.add(file, row, 'empty_caption', 'empty caption'); continue
+        cap = normalize_caption(caption, html=not raw, whitespace=not raw)
+        if not cap.strip(): problems.add(file, row, 'empty_caption', 'empty caption'); continue
         resolved = _resolve(str(image).strip(), path, images)
         if image_id is None: owners.setdefault(image_id := _path_id(resolved, roots), set()).add(resolved)
         rows.append(dict(image=resolved, caption=cap, image_id=str(image_id), split=split or '',
-                         segmented=normalize_caption(segmented), file=str(file), row=row))
+                         segmented=normalize_caption(segmented, html=not raw, whitespace=not raw), file=str(file), row=row))
     clash = {i for i, ps in owners.items() if len(ps) > 1}  # one relative name for files under both roots: whole paths
     for r in rows:
         if r['image_id'] in clash: r['image_id'] = Path(r['image']).as_posix()
@@ -395,6 +407,7 @@ def read_pairs(path, # a caption file or a dataset folder
                source:str|None=None, # the `source` column (default: the format name)
                strict:bool|None=None, # None: refuse a damaged file, skip unusable rows; False: skip damaged rows too; True: raise on the first bad row
                log=stderr_line, # where the notice of skipped rows goes, one line each (None: only `df.attrs['problems']`)
+               raw:bool=False, # captions only in NFC, with their HTML and white space, for `clean_pairs` to clean and count
               ) -> pd.DataFrame:
     "The image–caption pairs of `path`: one row per (image, caption)."
     path = Path(path)
@@ -402,7 +415,7 @@ def read_pairs(path, # a caption file or a dataset folder
     fmt = detect_format(path) if format == 'auto' else format
     if fmt not in READERS: raise DataError(f'unknown format {fmt!r}; known formats: {", ".join(READERS.names())}', path)
     problems = _Problems(strict)
-    rows = _long_captions(_table(READERS.get(fmt)(path, problems), path, Path(images) if images else None, problems), problems)
+    rows = _long_captions(_table(READERS.get(fmt)(path, problems), path, Path(images) if images else None, problems, raw), problems)
     if strict is None and problems.damaged:
         bad = problems.damaged
         raise DataError(f'{len(bad)} damaged row{"s" * (len(bad) > 1)}, read otherwise than the file says:' +
@@ -416,6 +429,69 @@ def read_pairs(path, # a caption file or a dataset folder
     df.attrs.update(format=fmt, path=str(path), problems=problems.items)
     if problems.items and log: log(_skipped_rows_line(problems.items, path))
     return df
+
+# %% ../../nbs/01_data.formats.ipynb #88726b3d
+CLEAN_SETTINGS = ('clean', 'min_caption_words', 'max_caption_words', 'max_samples', 'seed')   # the data settings `clean_pairs` reads
+CLEANING = ('html', 'whitespace', 'empty', 'duplicates', 'too_short', 'too_long', 'max_samples')  # its counts: captions changed by the first two, rows dropped by the rest
+
+def describe_cleaning(pairs:pd.DataFrame, # `clean_pairs` output (its counts are `attrs['cleaning']`)
+                     ) -> str:
+    "One line: the captions each step changed and the rows each dropped, of how many read."
+    counts = pairs.attrs.get('cleaning', {})
+    say = lambda keys: ', '.join(f'{k} {counts[k]}' for k in keys if counts.get(k))
+    changed, dropped = say(CLEANING[:2]), say(CLEANING[2:])
+    n = sum(counts.get(k, 0) for k in CLEANING[2:])
+    return ('cleaning: ' + (f'captions changed: {changed}' if changed else 'no caption changed') + '; ' +
+            (f'rows dropped: {n} of {n + len(pairs)} ({dropped})' if n else f'no row dropped ({len(pairs)} rows)'))
+
+def clean_pairs(pairs:pd.DataFrame, # `read_pairs` output, read with `raw=True` for the html and whitespace steps to find (and count) their work
+                dc, # a `DataConfig`, or anything with its `clean`, `min_caption_words`, `max_caption_words`, `max_samples` and `seed`
+                log=stderr_line, # where the one-line summary goes when a caption changed or a row was dropped (None: only `df.attrs['cleaning']`)
+               ) -> pd.DataFrame:
+    "`pairs` with captions cleaned and rows dropped as `dc` says, each step counted in `df.attrs['cleaning']`."
+    validate_config(types.SimpleNamespace(data=dc), 'data settings')
+    steps, counts, path = set(dc.clean), dict.fromkeys(CLEANING, 0), pairs.attrs.get('path')
+    df = pairs.copy()
+    for name, kw in (('html', dict(whitespace=False)), ('whitespace', dict(html=False))):
+        if name not in steps: continue
+        new = df.caption.map(lambda c: normalize_caption(c, **kw))
+        counts[name] = int((new != df.caption).sum())
+        df['caption'] = new
+        if 'segmented' in df: df['segmented'] = df.segmented.map(lambda c: normalize_caption(c, **kw))
+    def drop(name, mask):
+        nonlocal df
+        counts[name] = int(mask.sum()); df = df[~mask]
+    drop('empty', df.caption.map(_fold_space) == '')
+    if 'duplicates' in steps: drop('duplicates', pd.DataFrame({'i': df.image, 'c': df.caption.map(normalize_caption)}).duplicated())
+    words = lambda: df.caption.map(lambda c: len(c.split()))
+    if dc.min_caption_words: drop('too_short', words() < dc.min_caption_words)
+    if dc.max_caption_words: drop('too_long', words() > dc.max_caption_words)
+    if dc.max_samples and len(df) > dc.max_samples:
+        mask = np.ones(len(df), bool); mask[np.random.default_rng(dc.seed).permutation(len(df))[:dc.max_samples]] = False
+        drop('max_samples', pd.Series(mask, index=df.index))
+    out = df.reset_index(drop=True)
+    out.attrs = {**pairs.attrs, 'cleaning': counts}
+    if out.empty: raise DataError(f'no image-caption pairs left after cleaning ({describe_cleaning(out)}); loosen data.clean, '
+                                  'data.min_caption_words or data.max_caption_words', path)
+    if log and any(counts.values()): log(f'{path}: {describe_cleaning(out)}')
+    return out
+
+# %% ../../nbs/01_data.formats.ipynb #8d3a08f3
+def data_config(assignments, # `data.key=value` strings (a command's trailing overrides), read as `phoalign train` reads its overrides
+                keys=None, # the data settings the command uses (default: every one); another data setting is refused, not ignored
+                command:str='this command', # the command, for the errors
+               ) -> DataConfig:
+    "A checked `DataConfig` from `data.key=value` overrides; a key outside `data.`, outside `keys` or unknown is a `ConfigError`."
+    known = [f.name for f in fields(DataConfig)]
+    takes = list(keys or known)
+    for key, _ in parse_assignments(assignments, Config):
+        section, _, name = key.partition('.')
+        if section != 'data' or not name:
+            raise ConfigError(f'{key}=...: {command} takes data settings only, as data.KEY=VALUE (e.g. data.{takes[0]}=...)')
+        if name in known and name not in takes:
+            raise ConfigError(f'{key}=...: {command} does not use data.{name}; it takes {", ".join(f"data.{k}" for k in takes)}')
+        if name not in known: raise unknown_key_error(key, [f'data.{k}' for k in takes], command)
+    return Config().override(*assignments).data
 
 # %% ../../nbs/01_data.formats.ipynb #3b4837c7
 PREFIXES = {'coco': 'COCO_', 'flickr30k': 'flickr-', 'ktvic': 'ktvic-', 'openviic': 'openviic-'}

@@ -4,19 +4,18 @@
 
 # %% ../../nbs/01b_data.transforms.ipynb #ce715fe9
 from __future__ import annotations
-import io, numbers, re, struct, warnings
+import collections.abc, io, numbers, re, struct, warnings
 from pathlib import Path
 import cv2, numpy as np, simplejpeg, torch
 import albumentations as A
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, DEFAULT_CROP_PCT
-from timm.layers import to_2tuple
 from ..core import DataError, ConfigError
 
 # %% auto #0
-__all__ = ['NORMALIZATION', 'INTERPOLATION', 'PRESETS', 'ImageTooLarge', 'image_format', 'image_size', 'truncation_reason',
-           'decode_image_bytes', 'decode_rgb', 'read_image', 'normalization', 'to_tensor', 'ImageTransform',
-           'image_transform', 'preprocess_cfg', 'transforms_from_cfg', 'squarepad', 'targetpad', 'PadTransform',
-           'squarepad_transform', 'targetpad_transform']
+__all__ = ['IMAGENET_DEFAULT_MEAN', 'IMAGENET_DEFAULT_STD', 'NORMALIZATION', 'INTERPOLATION', 'PRESETS', 'DEFAULT_CROP_PCT',
+           'ImageTooLarge', 'image_format', 'image_size', 'truncation_reason', 'decode_image_bytes', 'decode_rgb',
+           'read_image', 'normalization', 'to_tensor', 'ImageTransform', 'image_transform', 'to_2tuple',
+           'preprocess_cfg', 'transforms_from_cfg', 'squarepad', 'targetpad', 'PadTransform', 'squarepad_transform',
+           'targetpad_transform']
 
 # %% ../../nbs/01b_data.transforms.ipynb #1a4d96c0
 class ImageTooLarge(DataError):
@@ -233,7 +232,8 @@ def read_image(path, # an image file (JPEG, PNG, WebP, BMP, TIFF, GIF, ...)
     except DataError as e: raise DataError(e.msg, path) from None
 
 # %% ../../nbs/01b_data.transforms.ipynb #6eabdc5f
-NORMALIZATION = {'imagenet': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)   # timm.data's constants of these names
+NORMALIZATION = {'imagenet': (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
                  'clip': ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
                  'half': ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 
@@ -318,6 +318,14 @@ def image_transform(preset:str='medium', # none, light, medium or strong
                     ) -> ImageTransform:
     "The image pipeline for a preset (see `ImageTransform`)."
     return ImageTransform(preset, size, normalize, train, interpolation)
+
+# %% ../../nbs/01b_data.transforms.ipynb #5d4e3a76
+DEFAULT_CROP_PCT = 0.875   # timm.data.DEFAULT_CROP_PCT
+
+def to_2tuple(x, # a side, or an iterable of values (a pair)
+             ) -> tuple:
+    "A pair from a scalar (repeated) or an iterable (as a tuple; a string counts as a scalar), as timm's `to_2tuple`."
+    return tuple(x) if isinstance(x, collections.abc.Iterable) and not isinstance(x, str) else (x, x)
 
 # %% ../../nbs/01b_data.transforms.ipynb #083bd8a2
 def preprocess_cfg(cfg:dict|None, # a timm `pretrained_cfg` (dict or `PretrainedCfg`), or None

@@ -6,13 +6,10 @@
 from __future__ import annotations
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
-import timm
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, DEFAULT_CROP_PCT
-from timm.layers import to_2tuple
 from fastcore.basics import patch
 from ..tower import Tower
 from ..core import Registry, vision_models
-from ..data.transforms import preprocess_cfg
+from ..data.transforms import preprocess_cfg, to_2tuple, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from ..text import load_by_name, ModelUnavailableError
 import phoalign.vision.vig  # registers the Pyramid ViG variants in `vision_models`
 
@@ -60,6 +57,7 @@ def create_vision_model(name:str, # a `vision_models` name (`pvig_s_224_gelu`, `
         except ValueError as e:   # asked for published weights it has none of (or none phoalign downloads): the entry says what to do
             if not pretrained or checkpoint is not None: raise
             raise ModelUnavailableError(str(e)) from None
+    import timm   # here, not at the top: it loads torchvision and torch's compiler (seconds), needed only for timm's models
     if name not in timm.list_models() and name not in timm.list_models(pretrained=True) and name.split('.')[0] not in timm.list_models():
         raise KeyError(f'unknown vision model {name!r}: not in phoalign ({", ".join(vision_models.names())}) nor in timm' + _family_hint(name))
     build = lambda weights: timm.create_model(name, pretrained=weights, num_classes=num_classes, **kwargs)
@@ -87,6 +85,7 @@ def vision_model_cfg(name:str, # a `vision_models` name or any timm model name (
     family = name.split('/')[0]
     if '/' in name and family in vision_model_families: return preprocess_cfg(vision_model_families.get(family)._registry_meta['cfg'](name), img_size)
     if name in vision_models: return preprocess_cfg(vision_models.get(name)._registry_meta.get('pretrained_cfg'), img_size)
+    import timm
     try: cfg = timm.models.get_pretrained_cfg(name)
     except RuntimeError as e: raise KeyError(f'{name}: {e}') from None   # an unknown pretrained tag
     if cfg is None and not timm.is_model(name.split('.')[0]):
@@ -108,7 +107,9 @@ class ImageTower(Tower):
         super().__init__()
         self.name, self.return_tokens, self.channels_last = name, return_tokens, channels_last
         self.backbone = create_vision_model(name, pretrained=pretrained, checkpoint=checkpoint, num_classes=0, **kwargs)
-        if freeze_bn: self.backbone = timm.layers.freeze_batch_norm_2d(self.backbone)
+        if freeze_bn:
+            from timm.layers import freeze_batch_norm_2d
+            self.backbone = freeze_batch_norm_2d(self.backbone)
         if channels_last: self.backbone = self.backbone.to(memory_format=torch.channels_last)
         if grad_checkpointing: self.set_grad_checkpointing(True)
         self.out_dim = self.backbone.num_features

@@ -8,10 +8,9 @@ import math, warnings
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
-from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
-from timm.layers import DropPath, to_2tuple
 from fastcore.basics import patch
 from ..core import vision_models
+from ..data.transforms import to_2tuple
 
 # %% auto #0
 __all__ = ['VIG_VARIANTS', 'RELEASES', 'VIG_CFG', 'sincos_2d', 'relative_position_term', 'knn_graph', 'act_layer', 'MRConv',
@@ -100,6 +99,12 @@ class DyGraphConv(nn.Module):
         return self.gconv(x, y, idx)
 
 # %% ../../nbs/03_vision.vig.ipynb #ec7d5ed6
+def _drop_path(rate:float) -> nn.Module:
+    "Stochastic depth at `rate` (timm's `DropPath`, loaded only here), or identity at 0."
+    if rate <= 0: return nn.Identity()
+    from timm.layers import DropPath
+    return DropPath(rate)
+
 class Grapher(nn.Module):
     "1×1 conv + BN → dynamic graph convolution → 1×1 conv + BN → drop path + residual."
     def __init__(self,
@@ -116,7 +121,7 @@ class Grapher(nn.Module):
         self.fc1 = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.BatchNorm2d(channels))
         self.graph_conv = DyGraphConv(channels, k, dilation, reduce, act)
         self.fc2 = nn.Sequential(nn.Conv2d(2 * channels, channels, 1), nn.BatchNorm2d(channels))
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = _drop_path(drop_path)
         # a buffer in the official checkpoints' layout (a frozen parameter there), computed for the 224-px grid
         self.relative_pos = nn.Parameter(relative_position_term(channels, grid, reduce), requires_grad=False)
 
@@ -145,7 +150,7 @@ class FFN(nn.Module):
         self.fc1 = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.BatchNorm2d(hidden))
         self.act = act_layer(act)
         self.fc2 = nn.Sequential(nn.Conv2d(hidden, channels, 1), nn.BatchNorm2d(channels))
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = _drop_path(drop_path)
     def forward(self, x): return self.drop_path(self.fc2(self.act(self.fc1(x)))) + x
 
 # %% ../../nbs/03_vision.vig.ipynb #bf930bbf
@@ -253,7 +258,8 @@ VIG_VARIANTS = {'pvig_ti_224_gelu': ([48, 96, 240, 384], [2, 2, 6, 2]), 'pvig_s_
                 'pvig_m_224_gelu': ([96, 192, 384, 768], [2, 2, 16, 2]), 'pvig_b_224_gelu': ([128, 256, 512, 1024], [2, 2, 18, 2])}
 RELEASES = 'https://github.com/huawei-noah/Efficient-AI-Backbones/releases'
 # the official repo's `default_cfgs['vig_224_gelu']` (`'vig_b_224_gelu'`: crop_pct 0.95), reduced to the preprocessing keys
-VIG_CFG = dict(input_size=(3, 224, 224), mean=IMAGENET_INCEPTION_MEAN, std=IMAGENET_INCEPTION_STD, interpolation='bicubic', crop_pct=0.9)
+# mean and std: timm.data's IMAGENET_INCEPTION_MEAN and IMAGENET_INCEPTION_STD, written out (importing timm costs seconds)
+VIG_CFG = dict(input_size=(3, 224, 224), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation='bicubic', crop_pct=0.9)
 
 def load_vig_checkpoint(model:PyramidViG, # the `PyramidViG` to load into
                         path, # an official ViG checkpoint or a phoalign one
