@@ -107,3 +107,34 @@ def test_two_process_encode_on_nodes_without_a_shared_index_folder_changes_nothi
     after = {p.name: p.read_bytes() for p in (work/'idx').iterdir() if p.is_file() and p.name != '.lock'}
     assert after == before                                                         # the index as it was, no part left
     assert list((work/'node1').iterdir()) == []                                    # node 1 took its part back (and the folder it made)
+
+def test_two_process_encode_of_shards_writes_the_index_one_process_writes(work):
+    """Webdataset shards (`phoalign data shard` of the synthetic set, every split) split over two processes: the index one process writes;
+    an update encodes only a touched tar's samples; a truncated tar is refused, naming it, and the index stays as it was."""
+    done(phoalign('data', 'shard', 's/captions_vi.json', '--out', 'shards', '--shard-size', '8', cwd=work))
+    m = json.loads((work/'shards'/'shards.json').read_text())
+    one = json.loads(done(phoalign('encode', 'model.pt', '--images', 'shards', '--out', 'one', '--json', cwd=work)))
+    two = json.loads(done(phoalign('encode', 'model.pt', '--images', 'shards', '--out', 'two', '--json', cwd=work, nproc=2)))
+    assert (two['images'], two['encoded'], two['processes'], one['images'], one['processes']) == (m['samples'], m['samples'], 2, 40, 1)
+    assert two['captions'] == one['captions'] >= 40 and len(m['splits']) > 1                       # every split, its captions too
+    same_index(work/'one', work/'two')
+    hits = [search(work/idx) for idx in ('one', 'two')]
+    assert [h['path'] for h in hits[0]] == [h['path'] for h in hits[1]] and all('.tar/' in h['path'] for h in hits[0]), hits
+    # a touched tar: only its samples are encoded, split over the two processes; the rest is reused
+    tar = work/'shards'/m['splits']['train']['shards'][1]['file']
+    n = m['splits']['train']['shards'][1]['samples']
+    os.utime(tar, ns=(tar.stat().st_mtime_ns + 10**9,) * 2)
+    out = done(phoalign('encode', 'model.pt', '--images', 'shards', '--out', 'two', '--no-progress', cwd=work, nproc=2))
+    assert out.count(f'encoded {n} by 2 processes, reused {40 - n}') == 1, out
+    from phoalign.model import load_model
+    from phoalign.search import encode_gallery
+    again = encode_gallery(load_model(work/'model.pt'), work/'shards', work/'one', checkpoint=work/'model.pt', progress=False)
+    assert (again['encoded'], again['reused']) == (n, 40 - n)
+    same_index(work/'one', work/'two')
+    # a tar cut short: both processes refuse it, naming it; nothing in the index changes
+    before = {p.name: p.read_bytes() for p in (work/'two').iterdir() if p.is_file() and p.name != '.lock'}
+    tar.write_bytes(tar.read_bytes()[:5000])
+    p = phoalign('encode', 'model.pt', '--images', 'shards', '--out', 'two', '--no-progress', cwd=work, nproc=2)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode != 0 and f'{tar.name}: truncated' in err, err[-3000:]
+    assert {p.name: p.read_bytes() for p in (work/'two').iterdir() if p.is_file() and p.name != '.lock'} == before

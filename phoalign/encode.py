@@ -4,7 +4,7 @@
 
 # %% ../nbs/07b_encode.ipynb #92be2d83
 from __future__ import annotations
-import hashlib, itertools, json, os, re, unicodedata, warnings, weakref
+import functools, hashlib, itertools, json, os, re, tarfile, unicodedata, warnings, weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,14 +14,16 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from .core import DataError, ConfigError, UnknownNameError, get_device, progress_bar
 from .data.formats import read_pairs, IMAGE_SUFFIXES
-from .data.transforms import read_image
+from .data.transforms import read_image, decode_image_bytes, ImageTooLarge
+from .data.shards import IMAGE_PARTS, MANIFEST, PARTIAL, is_shard_source, sample_captions, sample_key, shard_files
 import phoalign.outside   # registers the towers of published models (hf/, sbert/): a checkpoint of one loads wherever this module is used
 
 # %% auto #0
-__all__ = ['checkpoint_path', 'load_trained_model', 'list_images', 'gallery_table', 'ImageFileDataset', 'embed_images',
-           'embed_texts', 'EncodedImages', 'encode_images', 'encode_texts', 'model_fingerprint', 'check_same_model',
-           'guess_language', 'query_warning', 'captions_warning', 'image_features', 'encode_query', 'as_image',
-           'Encoder', 'load_encoder']
+__all__ = ['checkpoint_path', 'load_trained_model', 'list_images', 'gallery_table', 'shard_gallery', 'gallery_file',
+           'gallery_bytes', 'read_gallery_image', 'gallery_missing', 'ImageFileDataset', 'gallery_spans',
+           'embed_images', 'embed_texts', 'EncodedImages', 'encode_images', 'encode_texts', 'model_fingerprint',
+           'check_same_model', 'guess_language', 'query_warning', 'captions_warning', 'image_features', 'encode_query',
+           'as_image', 'Encoder', 'load_encoder']
 
 # %% ../nbs/07b_encode.ipynb #53e66019
 def checkpoint_path(path:str|Path, # a checkpoint file, a run folder holding `name`, an exported model folder, `hf-hub:ORG/NAME`, or an outside model's name (`hf:...`, `open_clip:...`)
@@ -65,16 +67,17 @@ def _file_stats(paths:list) -> tuple[list, list]:
         except OSError: sizes.append(-1); mtimes.append(-1)
     return sizes, mtimes
 
-def gallery_table(source, # a folder, a list of image paths, a caption file, or a pairs table (`read_pairs` output)
+def gallery_table(source, # a folder, a list of image paths, a caption file, a pairs table (`read_pairs` output), or webdataset shards
                   format:str='auto', # the caption file's reader (a caption file only)
                   images:str|Path|None=None, # image root for a caption file whose images are elsewhere
                   strict:bool|None=None, # a caption file's damaged rows: None refuses the file, False skips them (counted in `attrs['rows_skipped']`)
                  ) -> pd.DataFrame:
-    "One row per image: `id` and `path` (resolved), `image_id`, `caption` (the first), `captions` (all), `size`, `mtime`."
+    "One row per image: `id` and `path` (resolved), `image_id`, `caption` (the first), `captions` (all), `size`, `mtime` (shards: `tar`, `offset`, `nbytes` too)."
     if isinstance(source, pd.DataFrame): pairs = source
     elif isinstance(source, (list, tuple)):
         if not source: raise DataError('the list of images is empty')
         pairs = pd.DataFrame(dict(image=[str(p) for p in source], caption=None, image_id=[str(p) for p in source]))
+    elif is_shard_source(source): return shard_gallery(source)   # a shards folder, a brace pattern, a .tar
     elif Path(source).is_dir():
         found = list_images(source)
         pairs = pd.DataFrame(dict(image=[str(p) for p in found], caption=None, image_id=[p.relative_to(source).as_posix() for p in found]))
@@ -92,16 +95,155 @@ def gallery_table(source, # a folder, a list of image paths, a caption file, or 
     table.attrs['rows_skipped'] = len(pairs.attrs.get('problems', []))
     return table
 
+# %% ../nbs/07b_encode.ipynb #ebb6d3fb
+def _tar_end_ok(tar:Path, end:int, size:int) -> bool:
+    "Whether the end-of-archive marker (two zero blocks) follows the last member of `tar`, whose data ends at byte `end`."
+    at = -(-end // 512) * 512
+    if size < at + 1024: return False
+    with open(tar, 'rb') as f: f.seek(at); return not any(f.read(1024))
+
+def _listed_samples(tar:Path) -> list[dict]:
+    "The samples of a tar shard from its member headers: `key`, image `member`, its data's `offset` and `nbytes`, and the small json/txt `parts`."
+    size, samples, end = os.path.getsize(tar), {}, 0
+    try:
+        with tarfile.open(tar, 'r:') as t:   # seekable: an image member's header is read, its data passed over
+            for m in t:
+                end = m.offset_data + m.size           # where the last member's data ends (a folder's: after its header)
+                if not m.isfile(): continue
+                if end > size: raise DataError(f'truncated: member {m.name} ends at byte {end}, past the end of the file ({size} bytes)', tar)
+                key, ext = sample_key(m.name)
+                s = samples.setdefault(key, dict(key=key, parts={}))
+                if ext in IMAGE_PARTS and 'member' not in s: s.update(member=m.name, offset=m.offset_data, nbytes=m.size)
+                elif ext in ('json', 'txt'): s['parts'][ext] = t.extractfile(m).read()
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise DataError(f'truncated: the file ends inside a member ({e})' if 'end of data' in str(e) else f'unreadable tar shard: {e}', tar) from None
+    if not _tar_end_ok(tar, end, size): raise DataError('truncated: no end-of-archive marker after its last member (the file was cut short)', tar)
+    if not samples: raise DataError('holds no samples', tar)
+    if (bad := next((k for k, s in samples.items() if 'member' not in s), None)) is not None:
+        raise DataError(f'sample {bad!r} has no image part (has: {", ".join(sorted(samples[bad]["parts"])) or "nothing"})', tar)
+    return list(samples.values())
+
+# %% ../nbs/07b_encode.ipynb #64d0e939
+def _shard_list(source) -> list[tuple[Path, int|None]]:
+    "The tars of a shard source, each with the samples its manifest records (None without one)."
+    p = Path(str(source))
+    if p.is_dir() and (p/PARTIAL).exists():
+        raise DataError(f'incomplete: `phoalign data shard` was stopped while writing it ({PARTIAL} is there); write the shards again', p)
+    if not (p.is_dir() and (p/MANIFEST).exists()): return [(f, None) for f in shard_files(source)]
+    listed = [(p/s['file'], s['samples']) for v in json.loads((p/MANIFEST).read_text())['splits'].values() for s in v['shards']]
+    gone = [f for f, _ in listed if not f.is_file()]
+    if gone: raise DataError(f'{len(gone)} of the {len(listed)} shards {MANIFEST} lists are missing (first: {gone[0].name})', p)
+    return listed
+
+def _sample_captions(s:dict, tar:Path) -> list:
+    "A listed sample's captions (none for an image-only sample)."
+    try: caps = sample_captions(s['key'], s['parts'], tar)[0] if s['parts'] else []
+    except DataError: caps = []        # neither a json caption nor a txt: an image without captions, as a folder's are
+    except ValueError as e: raise DataError(f'sample {s["key"]!r}: its json part cannot be read ({e})', tar) from None
+    return [c for c in caps if isinstance(c, str) and c.strip()]
+
+def shard_gallery(source, # a shards folder (every split), a brace pattern, a `.tar` or a folder of tars
+                 ) -> pd.DataFrame:
+    "`gallery_table` of webdataset shards: one row per sample from the tars' headers, named `<tar>/<member>`, with `tar`, `offset` and `nbytes`."
+    rows = []
+    for tar, count in _shard_list(source):
+        samples = _listed_samples(tar)
+        if count is not None and len(samples) != count:
+            raise DataError(f'holds {len(samples)} samples and {MANIFEST} says {count}: it was changed or cut short since it was written', tar)
+        st, where = os.stat(tar), str(Path(tar).resolve())
+        for s in samples:
+            caps = _sample_captions(s, tar)
+            rows.append(dict(id=f'{where}/{s["member"]}', image_id=f'{Path(tar).name}/{s["member"]}', captions=caps, caption=caps[0] if caps else None,
+                             size=st.st_size, mtime=st.st_mtime_ns, tar=where, offset=s['offset'], nbytes=s['nbytes']))
+    table = pd.DataFrame(rows).drop_duplicates('id').reset_index(drop=True)
+    table.insert(1, 'path', table.id)
+    table.attrs.update(source=str(source), rows_skipped=0)
+    return table
+
+# %% ../nbs/07b_encode.ipynb #bec9a4e7
+def _tar_member(name:str) -> tuple[str, str]|None:
+    "`(tar file, member)` when gallery image `name` is a member of a tar on disk (`<tar>/<member>`), else None."
+    s, at = str(name), str(name).find('.tar/')
+    while at >= 0:
+        if os.path.isfile(s[:at + 4]): return s[:at + 4], s[at + 5:]
+        at = s.find('.tar/', at + 1)
+    return None
+
+def gallery_file(name, # a gallery image's name (`id`): a file, or `<tar>/<member>`
+                ) -> str:
+    "The file on disk holding gallery image `name`: its tar for a shard's member, else `name` itself."
+    m = _tar_member(name)
+    return m[0] if m else str(name)
+
+@functools.lru_cache(maxsize=16)
+def _member_spans(tar:str, size:int, mtime:int) -> dict:
+    "`{member: (offset, nbytes)}` of a tar, read from its headers once for each (size, mtime) it has."
+    with tarfile.open(tar, 'r:') as t: return {m.name: (m.offset_data, m.size) for m in t if m.isfile()}
+
+def gallery_bytes(name, # a gallery image's name (`id`): an image file, or a shard's member `<tar>/<member>`
+                  offset:int|None=None, # where a member's data starts in its tar (None: found from the tar's headers)
+                  nbytes:int|None=None, # its data's length (with `offset`)
+                 ) -> bytes:
+    "The encoded bytes of gallery image `name`: the file's, or a tar member's, read with one `os.pread`; a `DataError` naming what is missing."
+    m = _tar_member(name)
+    if m is None:
+        if not os.path.isfile(name): raise DataError('image file not found', name)
+        return Path(name).read_bytes()
+    tar, member = m
+    if offset is None:
+        st = os.stat(tar)
+        try: offset, nbytes = _member_spans(tar, st.st_size, st.st_mtime_ns).get(member, (None, None))
+        except (tarfile.TarError, EOFError, OSError) as e: raise DataError(f'unreadable tar shard: {e}', tar) from None
+        if offset is None: raise DataError(f'holds no member {member!r}', tar)
+    fd = os.open(tar, os.O_RDONLY)
+    try: data = os.pread(fd, int(nbytes), int(offset))
+    finally: os.close(fd)
+    if len(data) < nbytes: raise DataError(f'member {member!r} is cut short ({len(data)} of its {nbytes} bytes): the tar changed since it was listed', tar)
+    return data
+
+def read_gallery_image(name, # a gallery image's name (`id`)
+                       offset:int|None=None, # a tar member's data offset (as `gallery_bytes`)
+                       nbytes:int|None=None, # its length
+                      ) -> np.ndarray:
+    "Gallery image `name` (a file or a shard's member) decoded to RGB `uint8` by `decode_image_bytes`; a `DataError` naming it otherwise."
+    data = gallery_bytes(name, offset, nbytes)
+    if not data: raise DataError('image file is empty (0 bytes)', name)
+    try: return decode_image_bytes(data)
+    except ImageTooLarge as e: raise ImageTooLarge(e.width, e.height, e.max_pixels, name, e.pixels) from None
+    except DataError as e: raise DataError(e.msg, name) from None
+
+# %% ../nbs/07b_encode.ipynb #50f585df
+def gallery_missing(names:list, # gallery images' names (an index's ids)
+                    table:pd.DataFrame|None=None, # a `gallery_table` just read: a tar it lists holds only its rows
+                   ) -> np.ndarray:
+    "Which of `names` are gone: their file (a shard member's tar) is not on disk, or a tar `table` lists no longer holds them."
+    files, now = {}, {}
+    listed = set(table.id) if table is not None else set()
+    tars = set(table.tar.dropna()) if table is not None and 'tar' in table else set()
+    def gone(name):
+        f = gallery_file(name)
+        if f not in files: files[f] = os.path.exists(f)
+        return not files[f] or (f in tars and name not in listed)
+    return np.array([gone(str(n)) for n in names], dtype=bool)
+
 # %% ../nbs/07b_encode.ipynb #7a99ccbb
 class ImageFileDataset(Dataset):
-    "Decoded, transformed images by position; an unreadable one comes back as its reason, so one bad file stops nothing."
-    def __init__(self, paths:list, # image files
-                 transform): # decoded `[H, W, 3]` array -> tensor
+    "Decoded, transformed images by position (files or shard members, by `read_gallery_image`); an unreadable one comes back as its reason, so one bad file stops nothing."
+    def __init__(self, paths:list, # image files, or shard members `<tar>/<member>`
+                 transform, # decoded `[H, W, 3]` array -> tensor
+                 spans:list|None=None): # `(offset, nbytes)` of each image in its tar (None for a file; default: None for all)
         self.paths, self.transform = list(paths), transform
+        self.spans = list(spans) if spans is not None else [None] * len(self.paths)
     def __len__(self): return len(self.paths)
     def __getitem__(self, i):
-        try: return i, self.transform(read_image(self.paths[i])), None
+        try: return i, self.transform(read_gallery_image(self.paths[i], *(self.spans[i] or ()))), None
         except DataError as e: return i, None, e.msg
+
+def gallery_spans(table:pd.DataFrame, # a `gallery_table`
+                 ) -> list|None:
+    "The `(offset, nbytes)` of each row's image in its tar (None for a file), for `ImageFileDataset`; None when no row is a shard's."
+    if 'offset' not in table: return None
+    return [None if pd.isna(o) else (int(o), int(n)) for o, n in zip(table.offset, table.nbytes)]
 
 # %% ../nbs/07b_encode.ipynb #c1059582
 def _collate_images(items):
@@ -154,7 +296,7 @@ class EncodedImages:
 # %% ../nbs/07b_encode.ipynb #dee8c5f0
 @torch.no_grad()
 def encode_images(model, # an `AlignModel` (set to eval mode here)
-                  source, # a folder, list of paths, caption file, pairs table or `gallery_table` output
+                  source, # a folder, list of paths, caption file, pairs table, webdataset shards or `gallery_table` output
                   batch_size:int=64, # images per forward pass
                   workers:int|None=None, # DataLoader decoding processes (default: up to 8 for large galleries, 0 for small)
                   device:str|None=None, # 'cuda', 'cpu', ... (default: the best available)
@@ -171,7 +313,7 @@ def encode_images(model, # an `AlignModel` (set to eval mode here)
     model.eval().to(dev)
     transform = transform or image_transforms(model)[1]
     if workers is None: workers = min(8, os.cpu_count() or 1) if len(table) > 4 * batch_size else 0
-    loader = DataLoader(ImageFileDataset(table.id, transform), batch_size=batch_size, num_workers=workers, collate_fn=_collate_images,
+    loader = DataLoader(ImageFileDataset(table.id, transform, gallery_spans(table)), batch_size=batch_size, num_workers=workers, collate_fn=_collate_images,
                         pin_memory=dev.type == 'cuda', persistent_workers=False)
     kept, chunks, skipped = [], [], []
     for idx, images, bad in progress_bar(loader, len(loader), 'images', progress, unit='batch'):
@@ -377,7 +519,7 @@ def load_encoder(spec:str, # a phoalign checkpoint or run folder, an exported mo
     if pooling not in (None, 'mean', 'cls', 'last'): raise ConfigError(f"pooling must be 'mean', 'cls' or 'last', got {pooling!r}")
     device = torch.device(device)
     # a phoalign model: the file `checkpoint_path` gives (a Hub model from the Hugging Face cache, downloaded once), as `load_model` reads it
-    ck = checkpoint_path(spec) if str(spec).startswith(HUB_PREFIX) or is_model_folder(spec) else _phoalign_checkpoint(spec)
+    ck = checkpoint_path(spec) if is_model_folder(spec, marked=True) else _phoalign_checkpoint(spec)   # a Hugging Face folder is a tower, below
     family = outside_family(spec) if ck is None else None
     text_only = family == 'hf' and kind == 'text' and not hf_pair_model(spec[3:])
     if (pooling is not None or instruction) and not text_only:

@@ -468,13 +468,17 @@ def pretrained_folder(name:str|Path, # `hf-hub:ORG/NAME`, an exported model fold
     return p
 
 def is_model_folder(path:str|Path, # anything `load_model` is given
+                    marked:bool=False, # also require its `config.json` to say it is phoalign's (a Hugging Face model folder has the same two files)
                    ) -> bool:
     "Whether `path` names an exported model: `hf-hub:ORG/NAME`, a folder with `model.safetensors` and `config.json`, or that file."
     if str(path).startswith(HUB_PREFIX): return True
     p = Path(path)
     if p.is_file() and p.name == WEIGHTS_FILE: p = p.parent
     elif p.is_file() and p.parent.name == 'blobs': return any((s/WEIGHTS_FILE).resolve() == p.resolve() for s in p.parent.parent.glob('snapshots/*'))
-    return p.is_dir() and (p/WEIGHTS_FILE).is_file() and (p/CONFIG_FILE).is_file()
+    if not (p.is_dir() and (p/WEIGHTS_FILE).is_file() and (p/CONFIG_FILE).is_file()): return False
+    if not marked: return True
+    try: return json.loads((p/CONFIG_FILE).read_text(encoding='utf-8')).get('format') == MODEL_FORMAT
+    except (OSError, ValueError, AttributeError): return False
 
 def read_pretrained(name:str|Path, # `hf-hub:ORG/NAME`, an exported model folder, or its `model.safetensors`
                    ) -> dict:

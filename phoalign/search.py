@@ -8,7 +8,7 @@ import contextlib, hashlib, os, re, time, uuid
 from pathlib import Path
 import numpy as np, pandas as pd
 from .core import DataError, ConfigError, UserError, LOCK_FILE, folder_lock, get_device, keep_moved_names
-from .encode import EncodedImages, encode_images, encode_texts, encode_query, gallery_table, model_fingerprint, check_same_model
+from .encode import EncodedImages, encode_images, encode_texts, encode_query, gallery_table, gallery_file, gallery_missing, read_gallery_image, model_fingerprint, check_same_model
 from .index import EmbeddingIndex, as_vectors, choose_index, factory_for, held_out_rows, parse_size, needs_disk, ondisk_factory, training_rows
 from .cir.search import composed_search
 
@@ -41,8 +41,8 @@ def _update_captions(model, table:pd.DataFrame, folder:Path, fp:dict, overwrite:
     if index is None and not len(rows): return None, dict(captions=0, captions_encoded=0)
     if index is not None: check_same_model(index.model, fp, sub)
     else: index = EmbeddingIndex(fp['dim'], modality='text', model=fp)
-    # captions of images in this gallery that it no longer has, and of images gone from disk
-    stale = index.meta[(index.meta.image.isin(table.id) & ~index.meta.id.isin(rows.id)) | ~index.meta.image.map(os.path.exists)].id if len(index) else []
+    # captions of images in this gallery that it no longer has, and of images gone from disk (or from a tar the gallery reads)
+    stale = index.meta[(index.meta.image.isin(table.id) & ~index.meta.id.isin(rows.id)) | gallery_missing(index.meta.image, table)].id if len(index) else []
     index.remove(list(stale))
     new = rows[~rows.id.isin(index.ids)] if len(index) else rows
     if len(new): index.add(encode_texts(model, new.caption.tolist(), batch_size=4 * batch_size, device=device, amp=amp), new.id, new.drop(columns='id'))
@@ -81,14 +81,14 @@ def _tune_on_disk(index:EmbeddingIndex, captions:EmbeddingIndex|None, recall:flo
 
 # %% ../nbs/10e_search.ipynb #1497c944
 def _reuse_unchanged(index:EmbeddingIndex|None, table:pd.DataFrame) -> tuple[np.ndarray, list]:
-    "`(reused, gone)`: the rows of `table` the index holds unchanged (same size and mtime; captions refreshed), and the ids removed as their files are gone."
+    "`(reused, gone)`: the rows of `table` the index holds unchanged (same size and mtime; captions refreshed), and the ids removed as their files (a shard member: its tar, or its place in it) are gone."
     reused = np.zeros(len(table), bool)
     if index is None or not len(index): return reused, []
     rows = index.rows_of(table.id.tolist())
     had = rows >= 0
     old = index.meta.iloc[rows[had]]
     reused[had] = (old['size'].to_numpy() == table['size'][had].to_numpy()) & (old['mtime'].to_numpy() == table['mtime'][had].to_numpy())
-    gone = [i for i in index.ids if not os.path.exists(i)]
+    gone = [i for i, m in zip(index.ids, gallery_missing(index.ids, table)) if m]   # a shard member: its tar gone, or no longer holding it
     index.remove(gone)
     keep = table[reused].set_index('id')            # captions may have changed in the caption file
     at = index.rows_of(keep.index.tolist())
@@ -352,7 +352,7 @@ def _merge_and_save(model, g:_Group, folder:Path, table:pd.DataFrame, todo:pd.Da
 
 # %% ../nbs/10e_search.ipynb #7762c9bb
 def encode_gallery(model, # the `AlignModel` whose image tower encodes the gallery
-                   source, # a folder, list of image paths, caption file or pairs table
+                   source, # a folder, list of image paths, caption file, pairs table or webdataset shards (`gallery_table`)
                    folder:str|Path, # the index folder (created, or updated when it holds an index of this model)
                    checkpoint:str|Path|None=None, # where `model` was loaded from, recorded so `phoalign search` can reload it
                    kind:str='auto', # 'auto' (`choose_index` by size and memory), 'flat', 'ivf', 'hnsw' or 'ivfpq' for a new index
@@ -436,4 +436,7 @@ def show_matches(matches:pd.DataFrame, # `find_matches` output
     images = matches['path'] if 'path' in matches else matches['image']
     titles = [c if isinstance(c, str) else Path(p).name for c, p in zip(matches.get('caption', [None] * len(matches)), images)]
     title = None if query is None else (f'“{query}”' if isinstance(query, str) else f'like {Path(query).name}')
-    return plot_image_grid(images.tolist(), titles=titles, scores=matches.score.tolist(), ncols=ncols, path=path, title=title)
+    def tile(p):   # a shard's member read from its tar (one that cannot be read: a 'no image' tile); a file is read by the grid, which says why it cannot be
+        try: return read_gallery_image(p) if gallery_file(p) != str(p) else p
+        except DataError: return None
+    return plot_image_grid([tile(p) for p in images], titles=titles, scores=matches.score.tolist(), ncols=ncols, path=path, title=title)

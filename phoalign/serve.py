@@ -15,7 +15,7 @@ from fastapi import Request   # at module level: FastAPI resolves the routes' (s
 from .core import ConfigError, DataError, UserError, get_device, keep_moved_names
 from .index import EmbeddingIndex
 from .cir.search import check_combiner, composed_search
-from .encode import check_same_model, encode_texts, guess_language, model_fingerprint, query_warning, encode_query
+from .encode import check_same_model, encode_texts, guess_language, model_fingerprint, query_warning, encode_query, gallery_bytes, gallery_file, gallery_spans
 from .search import index_model
 from .http import Refused, Guard, api_docs_urls, default_allowed_hosts, is_loopback, login_url, new_token, read_upload, refused_handler, server_config
 
@@ -76,6 +76,7 @@ class ServedIndex:
         self.root = gallery_root(paths)
         self.names = relative_names(paths, self.root)
         self.files = dict(zip(self.names.tolist(), paths))   # the only files a thumbnail opens
+        self.spans = dict(zip(self.names.tolist(), gallery_spans(meta))) if 'offset' in meta else {}   # shard members: where their bytes lie
         self.texts = meta['captions'].to_numpy() if 'captions' in meta else meta['caption'].to_numpy() if 'caption' in meta else None
         self._shown = {}                                     # (row, lang) -> caption: each row's language guessed once
 
@@ -331,16 +332,17 @@ def thumbnail(self:SearchService, path:str, # one of the index's images, named a
              ) -> bytes: # the JPEG file
     "A JPEG thumbnail of an indexed image: `Refused(404)` for any path that is not one of the index's images."
     from PIL import Image, ImageOps
-    file = self.current.files.get(path)
+    cur = self.current
+    file = cur.files.get(path)
     if file is None: raise Refused(404, 'not an image of this index')
     if not THUMB_SIZES[0] <= size <= THUMB_SIZES[1]: raise Refused(400, f'size must be between {THUMB_SIZES[0]} and {THUMB_SIZES[1]}, got {size}')
-    try: st = os.stat(file)
+    try: st = os.stat(gallery_file(file))   # a shard member: its tar
     except OSError: raise Refused(404, 'the image has gone from disk since it was indexed: encode the gallery again') from None
     key = (file, size, st.st_size, st.st_mtime_ns)
     with self._thumbs_lock:
         if key in self._thumbs: self._thumbs.move_to_end(key); return self._thumbs[key]
     try:
-        with _decode_slot(self), Image.open(file) as im:
+        with _decode_slot(self), Image.open(io.BytesIO(gallery_bytes(file, *(cur.spans.get(path) or ())))) as im:   # a file, or a tar member's bytes
             im.draft('RGB', (size, size))                  # a JPEG decodes at 1/2 to 1/8 scale when that still covers `size`
             im = ImageOps.exif_transpose(im).convert('RGB'); im.thumbnail((size, size))
             out = io.BytesIO(); im.save(out, 'JPEG', quality=85); data = out.getvalue()

@@ -21,9 +21,9 @@ def _unreadable_line(skipped:list, show:int=3) -> str:
     return f'left out {len(skipped)} unreadable image{"s" * (len(skipped) > 1)} ({first}{"; ..." if len(skipped) > show else ""})'
 
 # %% ../../nbs/10h_commands.search.ipynb #6224a118
-@command('encode', 'encode a gallery (a folder of images or a caption file) into an index folder for `phoalign search`',
+@command('encode', 'encode a gallery (a folder of images, a caption file or webdataset shards) into an index folder for `phoalign search`',
          arg('checkpoint', help='a checkpoint written by phoalign train, or its run folder (its best.pt)'),
-         arg('--images', required=True, help='a folder of images (searched at any depth) or a caption file (its captions are indexed too)'),
+         arg('--images', required=True, help='a folder of images (searched at any depth), a caption file (its captions are indexed too), or webdataset shards: a `phoalign data shard` folder (every split), a brace pattern (shards/train-{00000..00009}.tar), a .tar or a folder of tars (their captions are indexed too; images are named TAR/MEMBER)'),
          arg('--out', required=True, help='the index folder: created, or updated (only new and modified images are encoded)'),
          arg('--batch-size', type=int, default=64, help='images per forward pass'),
          arg('--workers', type=int, default=None, help='decoding processes (default: up to 8 for large galleries)'),
@@ -42,7 +42,7 @@ def _unreadable_line(skipped:list, show:int=3) -> str:
          arg('--json', action='store_true', help='print what was done as JSON'),
          arg('--no-progress', action='store_true', help='no progress bar'),
          epilog='on several processes: torchrun --nproc_per_node N -m phoalign encode ... (or accelerate launch); each process encodes a slice\n'
-                'of the new images (on GPUs, cuda:LOCAL_RANK) and the first merges them into the index. On several nodes, the gallery and\n'
+                'of the new images (of shards: of their samples, each read from its tar) (on GPUs, cuda:LOCAL_RANK) and the first merges them into the index. On several nodes, the gallery and\n'
                 'the index folder must be on storage they all share.')
 def encode(args:argparse.Namespace, # the parsed command line (`build_parser().parse_args(...)`)
            ) -> int: # the exit code
