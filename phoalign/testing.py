@@ -50,6 +50,7 @@ def ddp_loss_worker(rank:int, # this process's rank (`torch.multiprocessing.spaw
     torch.save(dict(loss=loss.detach(), gi=local['image_features'].grad, gt=local['text_features'].grad), f'{out_dir}/rank{rank}.pt')
     dist.barrier()   # neither rank tears gloo down while the other still talks to it (an abort on a loaded machine)
     dist.destroy_process_group()
+    if torch.multiprocessing.current_process().name != 'MainProcess': os._exit(0)   # a spawned rank, results saved: skip the interpreter's teardown, where gloo's threads can still abort (SIGABRT) under load
 
 # %% ../nbs/13b_testing.ipynb #23a4fa4e
 def per_sample_moe(moe:SparseMoE, # the layer whose router and experts are used
