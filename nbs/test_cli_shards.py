@@ -1,5 +1,5 @@
 """`phoalign data shard` and training on webdataset shards, as a user runs them: a fresh folder, relative paths."""
-import json, subprocess, sys, tarfile
+import json, os, subprocess, sys, tarfile
 from pathlib import Path
 import pytest, torch
 from test_cli import phoalign
@@ -55,13 +55,26 @@ def test_shard_bad_inputs_are_named(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_training_on_shards(tmp_path):
-    "torchrun, 2 CPU processes: each streams its own half of every epoch; an odd sample count is said."
+    """torchrun, 2 CPU processes of batch 8 over shards: each streams its half of every global batch, and they train the model one
+    process of batch 16 trains (a model without BatchNorm or dropout, whose outputs do not depend on how the batch is split)."""
     _synth_and_shard(tmp_path, n=120, size=16)
+    same = ['tiny', 'model.image_tower=small_vit', 'model.options.image.img_size=64', 'model.options.image.dropout=0', 'model.options.text.dropout=0',
+            'data.path=shards', 'train.epochs=2', '--no-progress']
+    one = phoalign('train', *same, 'train.batch_size=16', 'train.output_dir=one', cwd=tmp_path)
+    assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-3000:]
     torchrun = Path(sys.executable).parent/'torchrun'
-    r = subprocess.run([str(torchrun), '--nproc_per_node', '2', '-m', 'phoalign', 'train', 'tiny', 'data.path=shards', 'train.epochs=2',
-                        'train.batch_size=8', 'train.output_dir=run', '--no-progress'], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    r = subprocess.run([str(torchrun), '--nproc_per_node', '2', '-m', 'phoalign', 'train', *same, 'train.batch_size=8', 'train.output_dir=two'],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=600, env={**os.environ, 'HF_HUB_OFFLINE': '1', 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert r.stdout.count('epoch 2:') == 1 and 'test split' in r.stdout, r.stdout
-    ck = torch.load(tmp_path/'run'/'last.pt', weights_only=True)
+    ck1, ck2 = (torch.load(tmp_path/d/'last.pt', weights_only=True) for d in ('one', 'two'))
     n_train = json.loads((tmp_path/'shards'/'shards.json').read_text())['splits']['train']['samples']
-    assert ck['processes'] == 2 and ck['step'] == 2 * (n_train // 2 // 8)   # each process: half the samples, whole batches of 8
+    assert ck2['processes'] == 2 and ck1['step'] == ck2['step'] == 2 * (n_train // 16)   # whole global batches of 16
+    left = f'{n_train % 16} of {n_train} training samples an epoch wait for another epoch'
+    assert left in one.stdout and r.stdout.count(left) == 1, r.stdout
+    rows = [[json.loads(l) for l in (tmp_path/d/'metrics.jsonl').read_text().splitlines()][:2] for d in ('one', 'two')]
+    for a, b in zip(*rows): assert abs(a['train_loss'] - b['train_loss']) <= 1e-5 * a['train_loss'], rows
+    for k, v in ck1['state_dict'].items():   # Adam can move a weight whose gradient is ~0 by up to the learning rate (sums in another order)
+        if torch.is_tensor(v) and v.is_floating_point():
+            torch.testing.assert_close(ck2['state_dict'][k], v, rtol=2e-3, atol=2e-3)
+            assert ((ck2['state_dict'][k] - v).abs() > 1e-4).float().mean() < 0.02, k

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from .core import DataError, ConfigError, UnknownNameError, get_device, progress_bar
 from .data.formats import read_pairs, IMAGE_SUFFIXES
 from .data.transforms import read_image, decode_image_bytes, ImageTooLarge
-from .data.shards import IMAGE_PARTS, MANIFEST, PARTIAL, is_shard_source, sample_captions, sample_key, shard_files
+from .data.shards import IMAGE_PARTS, MANIFEST, PARTIAL, is_shard_source, read_parts, sample_captions, sample_key, shard_files
 import phoalign.outside   # registers the towers of published models (hf/, sbert/): a checkpoint of one loads wherever this module is used
 
 # %% auto #0
@@ -195,11 +195,7 @@ def gallery_bytes(name, # a gallery image's name (`id`): an image file, or a sha
         try: offset, nbytes = _member_spans(tar, st.st_size, st.st_mtime_ns).get(member, (None, None))
         except (tarfile.TarError, EOFError, OSError) as e: raise DataError(f'unreadable tar shard: {e}', tar) from None
         if offset is None: raise DataError(f'holds no member {member!r}', tar)
-    fd = os.open(tar, os.O_RDONLY)
-    try: data = os.pread(fd, int(nbytes), int(offset))
-    finally: os.close(fd)
-    if len(data) < nbytes: raise DataError(f'member {member!r} is cut short ({len(data)} of its {nbytes} bytes): the tar changed since it was listed', tar)
-    return data
+    return read_parts(tar, {member: (int(offset), int(nbytes))})[member]
 
 def read_gallery_image(name, # a gallery image's name (`id`)
                        offset:int|None=None, # a tar member's data offset (as `gallery_bytes`)

@@ -193,9 +193,6 @@ def shard_splits(config:Config, # `data.path` names webdataset shards (`is_shard
     if fixed: raise ConfigError(f'{dc.path}: {", ".join(fixed)} cannot apply to shards (they hold their images): remove it')
     splits = open_shards(dc.path, dc, log=print if verbose else None)
     if 'train' not in splits: raise DataError(f'no training shards (splits: {sorted(splits)})', dc.path)
-    world = max(int(os.environ.get('WORLD_SIZE', '1')), 1)
-    if verbose and len(splits['train']) % world:
-        print(f'{dc.path}: {len(splits["train"]) % world} training samples an epoch wait for another epoch (the {world} processes share the rest equally)')
     return {k: v if k == 'train' else shard_pairs(v, k) for k, v in splits.items()}
 
 def split_pairs(split:pd.DataFrame|ShardSet, # a split of `prepare_data`
@@ -556,8 +553,12 @@ def _setup_data(self:Trainer, train_data, val_data):
     global_batch = tc.batch_size * self.accelerator.num_processes
     if isinstance(self.train_ds, ShardStream):   # each process streams its own part (Accelerate would read the stream in each and split batches)
         self.sampler = None
+        epoch = self.train_ds.num_samples or self.train_ds.n_samples
         self.train_dl = StreamLoader(self.train_ds, tc.batch_size, self.task.collate(self.train_ds), self.accelerator, dc.num_workers,
-                                     drop_last=self.train_ds.n_samples >= 2 * global_batch)
+                                     drop_last=epoch >= 2 * global_batch)
+        if epoch > self.train_ds.epoch_samples and self.accelerator.is_main_process:   # another epoch's order puts them elsewhere
+            self.log_line(f'{dc.path}: {epoch - self.train_ds.epoch_samples} of {epoch} training samples an epoch wait for another epoch '
+                          f'(whole global batches of {global_batch})')
     else: self.train_dl = DataLoader(self.train_ds, batch_size=tc.batch_size, sampler=self.sampler, collate_fn=self.task.collate(self.train_ds),
                                      num_workers=dc.num_workers, drop_last=len(self.train_ds) >= 2 * global_batch)
     if self.val_ds is None and tc.monitor != 'train_loss' and self.accelerator.is_main_process:

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/01ca_data.shards.ipynb #671bf6c5
 from __future__ import annotations
-import io, json, math, os, tarfile, time
+import io, itertools, json, math, os, tarfile, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -17,14 +17,14 @@ from .datasets import derived_seed, takes_seed
 
 # %% auto #0
 __all__ = ['MANIFEST', 'PARTIAL', 'SHUFFLE_BUFFER', 'IMAGE_PARTS', 'sample_key', 'image_extension', 'ShardWriter', 'sample_parts',
-           'shards_summary', 'write_shards', 'tar_samples', 'count_samples', 'ShardSet', 'is_shard_source',
-           'shard_files', 'open_shards', 'ShardStream', 'role_ranges', 'sample_captions', 'sample_record',
-           'shard_pairs', 'shard_captions']
+           'shards_summary', 'write_shards', 'tar_index', 'tar_samples', 'count_samples', 'read_parts', 'ShardSet',
+           'is_shard_source', 'shard_files', 'open_shards', 'ShardStream', 'role_ranges', 'sample_captions',
+           'sample_record', 'shard_pairs', 'shard_captions']
 
 # %% ../../nbs/01ca_data.shards.ipynb #5467dc16
 MANIFEST = 'shards.json'     # written last by `write_shards`: the shards of each split, their counts, what was left out
 PARTIAL = 'shards.partial'   # there while `write_shards` runs: a folder holding it is incomplete
-SHUFFLE_BUFFER = 2000        # encoded samples a worker holds to shuffle its part (open_clip's webdataset pipeline holds 5000)
+SHUFFLE_BUFFER = 5000        # samples a worker shuffles among, as open_clip's webdataset pipeline (held as places in the tars, not bytes)
 
 def sample_key(name:str, # a tar member's name (`train/000000017.jpg`)
               ) -> tuple[str, str]:
@@ -137,6 +137,47 @@ def write_shards(pairs:pd.DataFrame, # a pairs table (`read_pairs`, cleaned and 
     if log: log(shards_summary(manifest, out) + f' ({time.time() - t0:.1f}s)')
     return manifest
 
+# %% ../../nbs/01ca_data.shards.ipynb #15152f13
+def _ustar_index(path) -> list|None:
+    "`tar_index` read from plain ustar/GNU headers with one `pread` each; None when a header needs tarfile (pax, long names, huge sizes)."
+    out, fd = [], os.open(path, os.O_RDONLY)
+    try:
+        size, at = os.fstat(fd).st_size, 0
+        while at + 512 <= size:
+            h = os.pread(fd, 512, at)
+            if h.count(0) == 512: return out                     # the end-of-archive blocks
+            kind = h[156:157]
+            if kind in (b'x', b'g', b'L', b'K') or h[124] & 0x80: return None
+            try: checksum, n = (int(h[i:j].split(b'\0', 1)[0].strip() or b'0', 8) for i, j in ((148, 156), (124, 136)))
+            except ValueError: checksum, n = -1, 0
+            if checksum != sum(h[:148]) + 256 + sum(h[156:]): raise DataError(f'unreadable tar shard: a damaged header at byte {at}', path)
+            if kind in (b'0', b'\0', b'7'):
+                name = h[:100].split(b'\0', 1)[0]
+                prefix = h[345:500].split(b'\0', 1)[0] if h[257:262] == b'ustar' else b''
+                k, ext = sample_key((prefix + b'/' + name if prefix else name).decode('utf-8', 'surrogateescape'))
+                if not out or out[-1][0] != k: out.append((k, {}))
+                out[-1][1][ext] = (at + 512, n)
+            at += 512 + (n + 511) // 512 * 512
+        if at > size: raise DataError(f'unreadable tar shard: cut short (its last member ends past the file\'s {size} bytes)', path)
+        return out
+    finally: os.close(fd)
+
+def tar_index(path, # a tar shard
+             ) -> list[tuple[str, dict]]:
+    "Where the samples of a tar shard lie, in order: `(key, {extension: (offset, nbytes)})` from the member headers, the data skipped."
+    try:
+        fast = _ustar_index(path)
+        if fast is not None: return fast
+        out = []
+        with tarfile.open(path, 'r:') as tar:
+            for m in tar:
+                if not m.isfile(): continue
+                k, ext = sample_key(m.name)
+                if not out or out[-1][0] != k: out.append((k, {}))
+                out[-1][1][ext] = (m.offset_data, m.size)
+    except (tarfile.TarError, EOFError, OSError) as e: raise DataError(f'unreadable tar shard: {e}', path) from None
+    return out
+
 # %% ../../nbs/01ca_data.shards.ipynb #4b583c57
 def tar_samples(path, # a tar shard
                 skip:int=0, # samples passed over first (their bytes read, nothing decoded)
@@ -161,10 +202,20 @@ def tar_samples(path, # a tar shard
 def count_samples(path, # a tar shard
                  ) -> int:
     "How many samples a tar shard holds (its member headers read, the data skipped)."
+    return len(tar_index(path))
+
+def read_parts(path, # a tar shard
+               spans:dict, # `{extension: (offset, nbytes)}` of one of its samples (`tar_index`)
+              ) -> dict:
+    "A sample's parts `{extension: bytes}`, each read at its place in the tar."
     try:
-        with tarfile.open(path, 'r:') as tar: keys = [sample_key(m.name)[0] for m in tar.getmembers() if m.isfile()]
-    except (tarfile.TarError, EOFError, OSError) as e: raise DataError(f'unreadable tar shard: {e}', path) from None
-    return sum(1 for i, k in enumerate(keys) if i == 0 or k != keys[i - 1])
+        fd = os.open(path, os.O_RDONLY)
+        try: parts = {e: os.pread(fd, n, o) for e, (o, n) in spans.items()}
+        finally: os.close(fd)
+    except OSError as e: raise DataError(f'unreadable tar shard: {e}', path) from None
+    for e, (o, n) in spans.items():
+        if len(parts[e]) < n: raise DataError(f'part {e!r} is cut short ({len(parts[e])} of its {n} bytes): the shard changed since it was listed', path)
+    return parts
 
 # %% ../../nbs/01ca_data.shards.ipynb #6b98ef6b
 @dataclass
@@ -265,11 +316,13 @@ class ShardStream(IterableDataset):
              rank:int=0, # this process's place among `world`
              world:int=1, # processes reading the shards together
              drop_last:bool=False): # leave out each process's last incomplete batch
-        "Set how the samples of an epoch are shared: every process gets as many, in whole batches when `drop_last`."
+        "Set how the samples of an epoch are shared: each global batch of `batch_size * world` split equally, whole ones only when `drop_last`."
         self.batch_size, self.rank, self.world, self.drop_last = batch_size, rank, world, drop_last
-        q = (self.num_samples or len(self.shards)) // world
-        if q == 0: raise DataError(f'{self.num_samples or len(self.shards)} samples cannot give each of {world} processes one', self.shards.files[0])
-        self.per_process = (q // batch_size) * batch_size if drop_last else q
+        total = (self.num_samples or len(self.shards)) // world * world   # a multiple of world: every process gets as many
+        if total == 0: raise DataError(f'{self.num_samples or len(self.shards)} samples cannot give each of {world} processes one', self.shards.files[0])
+        self.global_batch = batch_size * world
+        self.epoch_samples = total // self.global_batch * self.global_batch if drop_last else total
+        self.per_process = self.epoch_samples // world
         return self
     def set_epoch(self, epoch:int): self.epoch = epoch   # the epoch whose order, captions and augmentations items get
     def __len__(self): return self.per_process
@@ -279,11 +332,11 @@ class ShardStream(IterableDataset):
     def __repr__(self): return f'ShardStream({self.shards!r}, {"resampled " + str(self.num_samples) if self.num_samples else "epoch-exact"}, {self.per_process} a process)'
 
 # %% ../../nbs/01ca_data.shards.ipynb #22781fb9
-def role_ranges(n:int, # samples the process yields this epoch
-                batch_size:int, # samples per batch
+def role_ranges(n:int, # samples of the epoch (all processes')
+                batch_size:int, # samples per global batch (all processes')
                 workers:int, # DataLoader workers (0 counts as 1)
                ) -> list[tuple[int, int]]:
-    "Each worker's contiguous `(start, stop)` of the process's samples, in whole batches: the DataLoader's round robin then yields batch t from worker t mod workers."
+    "Each worker's contiguous `(start, stop)` of the epoch's samples, in whole batches: the DataLoader's round robin then yields batch t from worker t mod workers."
     w = max(workers, 1)
     batches = math.ceil(n / batch_size)
     per = [batches // w + (r < batches % w) for r in range(w)]
@@ -301,30 +354,28 @@ def _shard_order(self:ShardStream) -> list[int]:
 @patch
 def _exact(self:ShardStream, start:int, # the first position of this epoch's order
            stop:int): # the position after the last
-    "`(number, shard, key, parts)` of the samples at positions `[start, stop)` of the epoch's order."
+    "`(number, shard, key, spans)` of the samples at positions `[start, stop)` of the epoch's order (their places, not their bytes)."
     at = 0
     for s in self._shard_order():
         f, n = self.shards.files[s], self.shards.counts[s]
         lo, hi = max(start - at, 0), min(stop - at, n)
         if lo < hi:
-            got = lo
-            for key, parts in tar_samples(f, skip=lo):
-                if got >= hi: break
-                yield self.shards.starts[s] + got, f, key, parts; got += 1
-            if got < hi: raise DataError(f'holds {got} samples, its count says {n}: the shard changed since it was listed', f)
+            where = tar_index(f)
+            if len(where) != n: raise DataError(f'holds {len(where)} samples, its count says {n}: the shard changed since it was listed', f)
+            for i in range(lo, hi): yield self.shards.starts[s] + i, f, *where[i]
         at += n
         if at >= stop: return
 
 @patch
 def _resampled(self:ShardStream, role:int, # the worker's part
                count:int): # samples wanted
-    "`count` samples from shards drawn with replacement, for (epoch, process, `role`)."
-    rng = np.random.default_rng(derived_seed(self.seed, self.epoch, self.rank, role, 'resample'))
+    "`count` samples' places from shards drawn with replacement, for (epoch, `role`): the same in every process."
+    rng = np.random.default_rng(derived_seed(self.seed, self.epoch, role, 'resample'))
     got = 0
     while got < count:
         s = int(rng.integers(len(self.shards.files)))
-        for i, (key, parts) in enumerate(tar_samples(self.shards.files[s])):
-            yield self.shards.starts[s] + i, self.shards.files[s], key, parts; got += 1
+        for i, (key, spans) in enumerate(tar_index(self.shards.files[s])):
+            yield self.shards.starts[s] + i, self.shards.files[s], key, spans; got += 1
             if got == count: return
 
 def shuffled(samples, # an iterable
@@ -384,15 +435,21 @@ def item(self:ShardStream, number:int, # the sample's number in the shards
 
 # %% ../../nbs/01ca_data.shards.ipynb #a569362e
 @patch
+def _mine(self:ShardStream, position:int) -> bool:
+    "Whether the sample at `position` of the epoch falls in this process's slice of its global batch."
+    first = position - position % self.global_batch
+    size = min(self.global_batch, self.epoch_samples - first)   # the last global batch may be short (still a multiple of world)
+    return self.rank * size // self.world <= position - first < (self.rank + 1) * size // self.world
+
+@patch
 def _part(self:ShardStream, role:int, workers:int):
-    "The raw samples of one worker's part this epoch, shuffled, less the batches a resumed epoch already trained on."
-    lo, hi = role_ranges(self.per_process, self.batch_size, workers)[role]
+    "This process's samples of one worker's part this epoch, shuffled, less the batches a resumed epoch already trained on."
+    lo, hi = role_ranges(self.epoch_samples, self.global_batch, workers)[role]
     done = max(0, math.ceil((self.start_batch - role) / workers)) * self.batch_size   # batches t < start_batch with t % workers == role
-    if self.num_samples: raw = self._resampled(role, hi - lo)
-    else: base = self.rank * ((self.num_samples or len(self.shards)) // self.world); raw = self._exact(base + lo, base + hi)
-    rng = np.random.default_rng(derived_seed(self.seed, self.epoch, self.rank, role, 'shuffle'))
-    for i, s in enumerate(shuffled(raw, self.shuffle_buffer if self.shuffle else 0, rng)):
-        if i >= done: yield s
+    refs = self._resampled(role, hi - lo) if self.num_samples else self._exact(lo, hi)
+    rng = np.random.default_rng(derived_seed(self.seed, self.epoch, role, 'shuffle'))   # no rank: every process shuffles alike, then keeps its slice
+    mine = (r for j, r in enumerate(shuffled(refs, self.shuffle_buffer if self.shuffle else 0, rng)) if self._mine(lo + j))
+    yield from itertools.islice(mine, done, None)
 
 @patch
 def head(self:ShardStream, n:int, # items wanted
@@ -413,8 +470,8 @@ def items(self:ShardStream):
     workers, w = (info.num_workers, info.id) if info else (1, 0)
     role = (w + self.start_batch) % workers   # a resumed epoch's loader starts at worker 0: it takes the part whose batch comes next
     last = None
-    for number, where, key, parts in self._part(role, workers):
-        try: last = self.item(number, where, key, parts); yield last
+    for number, where, key, spans in self._part(role, workers):
+        try: last = self.item(number, where, key, read_parts(where, spans)); yield last
         except DataError as e:
             if self.strict: raise DataError(f'sample {key!r}: {e.msg}', where) from None
             skipped = [(f'{where}:{key}', e.msg)]
