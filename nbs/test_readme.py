@@ -24,7 +24,9 @@ STAND_INS = [   # (pattern, replacement, why): what runs offline on 2 CPU cores 
     (r'n_trials=40', 'n_trials=3', '40 trials: 3 here, the same code'),
     (r'^(phoalign cifar train.*)$', r'\1 --quick model.options.text.name_or_path=data/toy-clip',
      "the seed's ViT and OpenAI's CLIP text model: the quick ViT and the toy text model `data synth --cifar` wrote"),
-    (r'--num_epochs 20', '--num_epochs 2', '20 epochs: 2 here'),
+    (r'--num_epochs 20', '--num_epochs 1', '20 epochs: 1 here'),
+    (r'(cir finetune .*)--num-epochs 3', r'\1--num-epochs 1', '3 epochs: 1 here'),
+    (r'--num-epochs 20', '--num-epochs 2', '20 epochs: 2 here'),
     (r'^phoalign config show vignn-clip', 'phoalign config show tiny train.epochs=2',
      'ViG-S needs its weights from the Hub and minutes an epoch here: the tiny preset, 2 epochs'),
     (r'train\.epochs=5', 'train.epochs=1', '5 epochs: 1 here'),
@@ -110,7 +112,7 @@ def test_readme_heads(user):
 
 @pytest.mark.slow
 def test_readme_cifar(user):
-    (user/'cfg.json').write_text(json.dumps({'training': {'epochs': 3}, 'data': {'data_dir': 'data'},
+    (user/'cfg.json').write_text(json.dumps({'training': {'epochs': 2}, 'data': {'data_dir': 'data'},
                                              'model': {'options': {'text': {'name_or_path': 'data/toy-clip'}}}}), encoding='utf-8')
     run_section('Paired CIFAR-100 (a ViT from scratch against a frozen CLIP text encoder)', user)
 
