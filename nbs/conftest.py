@@ -27,3 +27,8 @@ def _ctrl_c_restored(request):
     after = signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGINT, before)
     if after is not before: pytest.fail(f'{request.node.nodeid} left the Ctrl-C handler changed ({after!r}, was {before!r})')
+
+def pytest_collection_modifyitems(config, items):
+    """The longest tests first (the README's sections, then the other slow ones): under `-n 2` the quick tests then fill the
+    end, so neither worker is left running one long test alone (in collection order the README's came last)."""
+    items.sort(key=lambda item: 0 if item.path.name == 'test_readme.py' else 1 if item.get_closest_marker('slow') else 2)

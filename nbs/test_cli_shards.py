@@ -17,12 +17,13 @@ def test_shard_train_eval_and_read_with_webdataset(tmp_path):
     wds = pytest.importorskip('webdataset')   # the shards are webdataset's: its reader decodes them as open_clip would
     first = next(iter(wds.WebDataset(str(tmp_path/'shards'/'train-00000.tar'), shardshuffle=False).decode('rgb')))
     assert first['png'].shape[2] == 3 and first['txt']   # the image file's own bytes: PNG stays png and len(first['json']['captions']) == 5
-    tr = phoalign('train', 'tiny', 'data.path=shards', 'train.epochs=1', 'train.batch_size=16', 'train.output_dir=run', '--no-progress', cwd=tmp_path)
+    elsewhere = tmp_path/'elsewhere'; elsewhere.mkdir()   # trained from another folder than the one they were written in
+    tr = phoalign('train', 'tiny', 'data.path=../shards', 'train.epochs=1', 'train.batch_size=16', 'train.output_dir=run', '--no-progress', cwd=elsewhere)
     assert tr.returncode == 0, tr.stdout + tr.stderr
     n_train = m['splits']['train']['samples']
     assert f'train: {n_train} images' in tr.stdout and 'test split' in tr.stdout
-    assert torch.load(tmp_path/'run'/'last.pt', weights_only=True)['step'] == n_train // 16   # every sample once, whole batches
-    ev = phoalign('eval', 'run', '--data', 'shards', '--json', cwd=tmp_path)
+    assert torch.load(elsewhere/'run'/'last.pt', weights_only=True)['step'] == n_train // 16   # every sample once, whole batches
+    ev = phoalign('eval', 'elsewhere/run', '--data', 'shards', '--json', cwd=tmp_path)
     assert ev.returncode == 0 and json.loads(ev.stdout)['images'] == m['splits']['test']['samples'], ev.stderr
     rs = phoalign('train', 'tiny', 'data.path=shards', 'data.num_samples=48', 'train.epochs=1', 'train.batch_size=16', 'train.output_dir=resampled',
                   'train.save_checkpoints=true', '--no-progress', cwd=tmp_path)

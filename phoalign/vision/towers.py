@@ -186,7 +186,7 @@ class SmallViT(nn.Module):
 @patch
 def forward_features(self:SmallViT, x:torch.Tensor) -> torch.Tensor: # images `[B, 3, H, W]` of the size the model was built for
     "Tokens after the last block and norm: [B, 1 + patches, embed_dim]."
-    if tuple(x.shape[-2:]) != self.img_size: raise ValueError(f'SmallViT expects {self.img_size} images, got {tuple(x.shape[-2:])}')
+    if tuple(x.shape[-2:]) != self.img_size: raise ValueError(f'SmallViT expects {self.img_size} images, got {tuple(x.shape[-2:])}: build it with img_size= the images\' size (model.options.image.img_size)')
     x = self.patch_embed(x).flatten(2).transpose(1, 2)
     x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], 1) + self.pos_embed
     for blk in self.blocks:
