@@ -153,7 +153,7 @@ def _ustar_index(path) -> list|None:
             if checksum != sum(h[:148]) + 256 + sum(h[156:]): raise DataError(f'unreadable tar shard: a damaged header at byte {at}', path)
             if kind in (b'0', b'\0', b'7'):
                 name = h[:100].split(b'\0', 1)[0]
-                prefix = h[345:500].split(b'\0', 1)[0] if h[257:262] == b'ustar' else b''
+                prefix = h[345:500].split(b'\0', 1)[0] if h[257:263] == b'ustar\0' else b''   # POSIX only: GNU keeps times there
                 k, ext = sample_key((prefix + b'/' + name if prefix else name).decode('utf-8', 'surrogateescape'))
                 if not out or out[-1][0] != k: out.append((k, {}))
                 out[-1][1][ext] = (at + 512, n)
