@@ -53,6 +53,10 @@ def test_shard_bad_inputs_are_named(tmp_path):
     (tmp_path/'shards'/'shards.partial').unlink()
     made = phoalign('train', 'tiny', 'data.path=shards', 'data.val_frac=0.3', 'train.output_dir=run4', cwd=tmp_path)
     assert made.returncode == 2 and 'data.val_frac=0.3 (the shards were split with 0' in made.stderr, made.stderr
+    vit = phoalign('train', 'tiny', 'model.image_tower=small_vit', 'data.path=shards', 'data.val_frac=0', 'data.test_frac=0', 'train.output_dir=run5',
+                   cwd=tmp_path)   # one input size
+    assert vit.returncode == 2 and 'data.image_size=64: the small_vit image tower takes 32x64 images only' in vit.stderr, vit.stderr
+    assert 'Traceback' not in vit.stderr and not (tmp_path/'run5').exists()
 
 @pytest.mark.slow
 def test_two_process_training_on_shards(tmp_path):

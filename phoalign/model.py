@@ -15,7 +15,7 @@ from .losses import logit_settings, loss_inputs, loss_from_config
 from .vision.towers import ImageTower
 from .text import create_text_tower, text_tower_assets, ModelUnavailableError
 from .openclip import PREFIX as OPENCLIP_PREFIX   # and open_clip's towers (`openclip/<arch>`) are registered
-from .data.transforms import transforms_from_cfg
+from .data.transforms import to_2tuple, transforms_from_cfg
 
 # %% auto #0
 __all__ = ['PRESET_ALIASES', 'HUB_PREFIX', 'WEIGHTS_FILE', 'CONFIG_FILE', 'CARD_FILE', 'MODEL_FORMAT', 'list_presets',
@@ -313,12 +313,24 @@ def create_model(config:Config|str|Path='tiny', # a Config, a preset name or a Y
     return freeze_parts(model, m.freeze)
 
 # %% ../nbs/06_model.ipynb #4a9b2e18
+def _check_fixed_size(model:AlignModel, dc):
+    "Refuse a `data.image_size` that a tower of one input size (a ViT without dynamic sizes) cannot take, before any batch."
+    backbone = getattr(model.image_tower, 'backbone', None)
+    own = getattr(backbone, 'pretrained_cfg', None)
+    own = own if isinstance(own, dict) else {}
+    if dc.image_size is None or not own.get('fixed_input_size') or getattr(backbone, 'dynamic_img_size', False): return
+    want = tuple(model.image_tower.pretrained_cfg['input_size'][1:])
+    if tuple(to_2tuple(dc.image_size)) != want:
+        raise ConfigError(f'data.image_size={dc.image_size}: the {model.config.model.image_tower} image tower takes {want[0]}x{want[1]} images only; '
+                          f'set data.image_size={list(want)}, or build the tower for that size (model.options.image.img_size)')
+
 def image_transforms(model:AlignModel, # gives the image tower's `pretrained_cfg`
                      config:Config|None=None, # gives `data.image_size`, `data.normalize`, `data.augment` (default: the model's)
                     ) -> tuple:
     "The training and evaluation image transforms of `model` under `config`."
     cfg = config or model.config
     dc, tower_cfg = cfg.data, model.image_tower.pretrained_cfg
+    _check_fixed_size(model, dc)
     return (transforms_from_cfg(tower_cfg, preset=dc.augment, train=True, size=dc.image_size, normalize=dc.normalize),
             transforms_from_cfg(tower_cfg, preset='none', train=False, size=dc.image_size, normalize=dc.normalize))
 

@@ -210,7 +210,7 @@ def forward(self:SmallViT, x:torch.Tensor) -> torch.Tensor: # images `[B, 3, H, 
 # weiaicunzai/pytorch-cifar100 conf/global_settings.py, rounded to 4 digits); a pair of CIFAR images has the same statistics
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 SMALL_VIT_CFG = dict(input_size=(3, 32, 64), mean=CIFAR100_MEAN, std=CIFAR100_STD, interpolation='bilinear',
-                     crop_pct=1.0)  # CIFAR images are used whole, never centre-cropped
+                     crop_pct=1.0, fixed_input_size=True)  # CIFAR images are used whole, never centre-cropped
 
 @vision_models.register('small_vit', pretrained_cfg=SMALL_VIT_CFG, published_weights=False)
 def small_vit(pretrained=False, # load published weights (there are none: needs `checkpoint`)
