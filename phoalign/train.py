@@ -678,6 +678,9 @@ def evaluate(self:Trainer,
     return result[0]
 
 # %% ../nbs/08_train.ipynb #1e5b7d34
+@patch(as_prop=True)
+def n_train(self:Trainer) -> int: return getattr(self.train_ds, 'n_samples', len(self.train_ds))   # a stream's: what its shards hold
+
 @patch
 def state(self:Trainer) -> dict:
     "Everything a resumed run needs."
@@ -686,8 +689,8 @@ def state(self:Trainer) -> dict:
                 scaler=scaler.state_dict() if scaler is not None else None, task_state=self.task.state_dict(),
                 epoch=self.epoch, step=self.step, batch_in_epoch=self.batch_in_epoch,
                 epoch_sums={k: float(v) for k, v in self._epoch_sums.items()}, rng=rng_state(), history=self.history,
-                best=self.best, bad_epochs=self.bad_epochs, n_train=getattr(self.train_ds, 'n_samples', len(self.train_ds)), data_path=self.config.data.path,
-                processes=self.accelerator.num_processes, batch_size=self.config.train.batch_size, saved_at=time.time())   # when: a rerun's checkpoint is told from the last one's
+                best=self.best, bad_epochs=self.bad_epochs, n_train=self.n_train, data_path=self.config.data.path,
+                processes=self.accelerator.num_processes, batch_size=self.config.train.batch_size, workers=self.config.data.num_workers, saved_at=time.time())   # when: a rerun's checkpoint is told from the last one's
 
 @patch
 def save(self:Trainer,
@@ -709,6 +712,18 @@ def latest_checkpoint(run_dir:str|Path, # a run folder
 
 # %% ../nbs/08_train.ipynb #d98b9eec
 @patch
+def _check_same_batches(self:Trainer, ck:dict, p):
+    "A checkpoint from inside an epoch resumes only into the batches it stopped in: the same global batch (any split over processes) and, for shards, the same DataLoader workers."
+    if not ck.get('batch_in_epoch') or None in (ck.get('batch_size'), ck.get('processes')): return   # at an epoch's end, or an older checkpoint
+    was, now = ck['batch_size'] * ck['processes'], self.config.train.batch_size * self.accelerator.num_processes
+    shards, workers = isinstance(self.train_ds, ShardStream), ck.get('workers', self.config.data.num_workers)
+    if was != now or (shards and workers != self.config.data.num_workers):
+        then = f'global batches of {was} ({ck["batch_size"]} x {ck["processes"]} processes' + (f', {workers} DataLoader workers)' if shards else ')')
+        raise ConfigError(f'{p}: stopped after batch {ck["batch_in_epoch"]} of an epoch in {then}; now {now} '
+                          f'({self.config.train.batch_size} x {self.accelerator.num_processes}' + (f', {self.config.data.num_workers} workers)' if shards else ')')
+                          + ': resume with the same, or from a checkpoint at the end of an epoch')
+
+@patch
 def resume(self:Trainer,
            path:str|Path='last', # 'last', 'best', 'latest', or a checkpoint file
           ):
@@ -716,13 +731,10 @@ def resume(self:Trainer,
     p = latest_checkpoint(self.run_dir) if str(path) == 'latest' else self.run_dir/self.files[str(path)] if str(path) in ('last', 'best') else Path(path)
     ck = self.task.read_checkpoint(p)
     if 'optimizer' not in ck: raise ConfigError(f'{p}: holds weights only (no training state): it can start a new run, not continue one')
-    n_train = getattr(self.train_ds, 'n_samples', len(self.train_ds))
-    if isinstance(self.train_ds, ShardStream) and ck.get('batch_in_epoch') and ck.get('processes') != self.accelerator.num_processes:
-        raise ConfigError(f'{p}: stopped in the middle of an epoch over shards with {ck.get("processes")} processes; {self.accelerator.num_processes} '
-                          'would share its samples otherwise: resume with the same number of processes')
-    if ck.get('n_train') not in (None, n_train):
+    if ck.get('n_train') not in (None, self.n_train):
         raise ConfigError(f'{p}: this run trained on {ck["n_train"]} samples ({ck.get("data_path")}), the data given now has '
-                          f'{n_train} ({self.config.data.path}): resume with the same data, or train afresh with --overwrite')
+                          f'{self.n_train} ({self.config.data.path}): resume with the same data, or train afresh with --overwrite')
+    self._check_same_batches(ck, p)
     self.task.load_checkpoint(self.unwrapped, ck, p)
     self.optimizer.load_state_dict(ck['optimizer']); self.scheduler.load_state_dict(ck['scheduler'])
     scaler = getattr(self.accelerator, 'scaler', None)
@@ -901,7 +913,7 @@ def _auto_batch_size(self:Trainer) -> int:
         ck = self.task.read_checkpoint(last)
         if isinstance(ck.get('batch_size'), int): self.batch_size_tried = []; return ck['batch_size']
     tried = []
-    @find_executable_batch_size(starting_batch_size=max(1, min(tc.batch_size_start, getattr(self.train_ds, 'n_samples', len(self.train_ds)) // acc.num_processes)),
+    @find_executable_batch_size(starting_batch_size=max(1, min(tc.batch_size_start, self.n_train // acc.num_processes)),
                                 reduce_batch_size_fn=lambda: tried[-1] // 2)
     def probe(batch_size):
         tried.append(batch_size); self._probe_step(batch_size); return batch_size
